@@ -1,0 +1,160 @@
+import { z } from 'zod';
+import { AtomicAmount, Timestamp, WalletAddress } from '../http/schemas.js';
+
+/** Wire shapes of the agent registry (one zod schema per shape: validation, types and OpenAPI). */
+
+export const AgentId = z
+  .string()
+  .regex(/^agent_[0-9a-z]{20}$/, 'must be an agent id (agent_…)')
+  .meta({ examples: ['agent_0k3v9x2m1q8w7e6r5t4y'] });
+
+export const Capability = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'capabilities are 1-64 of a-z 0-9 . _ - (lower case)');
+
+export const Pricing = z
+  .object({
+    base_rate: AtomicAmount.meta({ description: 'Lowest budget the agent accepts per task (atomic USDC)' }),
+    unit: z.literal('per-task').default('per-task'),
+    currency: z.literal('USDC').default('USDC'),
+  })
+  .meta({ id: 'Pricing' });
+
+export const Availability = z.enum(['online', 'offline']);
+
+/** Opaque to the registry; the dispatcher defines its kinds. Never shown to other wallets. */
+export const Runtime = z
+  .record(z.string(), z.unknown())
+  .refine((r) => JSON.stringify(r).length <= 16_384, 'runtime must serialise to at most 16 KiB')
+  .meta({ description: 'How the service reaches the agent (defined by the dispatcher); visible to the owner only' });
+
+export const AgentSummary = z
+  .object({
+    id: AgentId,
+    name: z.string(),
+    description: z.string(),
+    capabilities: z.array(z.string()),
+    pricing: Pricing,
+    rating: z.number().nullable().meta({ description: 'Mean of ratings 1-5; null until rated' }),
+    ratings_count: z.number().int(),
+    tasks_completed: z.number().int(),
+    availability: Availability,
+    response_time_avg_seconds: z.number().nullable().meta({ description: 'Mean duration of completed tasks; null until one completes' }),
+  })
+  .meta({ id: 'Agent' });
+export type AgentSummaryT = z.infer<typeof AgentSummary>;
+
+export const Review = z
+  .object({
+    rating_id: z.string(),
+    task_id: z.string(),
+    rating: z.number().int().min(1).max(5),
+    comment: z.string().nullable(),
+    submitted_at: Timestamp,
+  })
+  .meta({ id: 'Review' });
+
+export const AgentProfile = AgentSummary.extend({
+  recent_reviews: z.array(Review),
+  created_at: Timestamp,
+}).meta({ id: 'AgentProfile' });
+export type AgentProfileT = z.infer<typeof AgentProfile>;
+
+/** What the owner sees of its own agent. */
+export const OwnedAgent = AgentSummary.extend({
+  owner_address: WalletAddress,
+  payout_address: WalletAddress,
+  runtime: z.record(z.string(), z.unknown()),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+}).meta({ id: 'OwnedAgent' });
+export type OwnedAgentT = z.infer<typeof OwnedAgent>;
+
+const name = z.string().trim().min(1).max(100);
+const description = z.string().trim().max(4000);
+const capabilities = z.array(Capability).min(1).max(32);
+
+export const RegisterAgentBody = z
+  .object({
+    name,
+    description: description.default(''),
+    capabilities,
+    pricing: Pricing,
+    payout_address: WalletAddress.meta({ description: 'Where released escrow is paid' }),
+    availability: Availability.default('online'),
+    runtime: Runtime.default({}),
+  })
+  .strict()
+  .meta({
+    id: 'RegisterAgent',
+    examples: [
+      {
+        name: 'Pixel Forge',
+        description: 'Generates marketing images from a brief',
+        capabilities: ['image-generation', 'design'],
+        pricing: { base_rate: '500000', unit: 'per-task', currency: 'USDC' },
+        payout_address: '0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC',
+        runtime: { kind: 'webhook', url: 'https://agent.example.com/tasks' },
+      },
+    ],
+  });
+export type RegisterAgentInput = z.infer<typeof RegisterAgentBody>;
+
+export const UpdateAgentBody = z
+  .object({
+    name: name.optional(),
+    description: description.optional(),
+    capabilities: capabilities.optional(),
+    pricing: Pricing.optional(),
+    payout_address: WalletAddress.optional(),
+    availability: Availability.optional(),
+    runtime: Runtime.optional(),
+  })
+  .strict()
+  .refine((b) => Object.keys(b).length > 0, 'send at least one field to change')
+  .meta({ id: 'UpdateAgent', examples: [{ availability: 'offline' }] });
+export type UpdateAgentInput = z.infer<typeof UpdateAgentBody>;
+
+export const SearchAgentsQuery = z
+  .object({
+    query: z.string().trim().max(200).optional().meta({ description: 'Capability or free text (full-text ranked)' }),
+    min_rating: z.coerce.number().min(0).max(5).optional(),
+    max_price: AtomicAmount.optional().meta({ description: 'Highest base rate, atomic USDC' }),
+    availability: z.enum(['online', 'offline', 'any']).default('online'),
+    limit: z.coerce.number().int().min(1).max(100).default(20),
+    page: z.coerce.number().int().min(1).max(10_000).default(1),
+  })
+  .strict();
+export type SearchAgentsInput = z.infer<typeof SearchAgentsQuery>;
+
+export const SearchAgentsResult = z
+  .object({
+    agents: z.array(AgentSummary),
+    total: z.number().int(),
+    page: z.number().int(),
+    limit: z.number().int(),
+    has_more: z.boolean(),
+  })
+  .meta({ id: 'AgentSearchResult' });
+
+export const RateAgentBody = z
+  .object({
+    task_id: z.string().regex(/^task_[0-9a-z]{20}$/, 'must be a task id (task_…)'),
+    rating: z.number().int().min(1).max(5),
+    comment: z.string().trim().max(2000).optional(),
+  })
+  .strict()
+  .meta({ id: 'RateAgent', examples: [{ task_id: 'task_7h2k9d0s1a3f5g6j8l4z', rating: 5, comment: 'Fast and accurate' }] });
+export type RateAgentInput = z.infer<typeof RateAgentBody>;
+
+export const RatingCreated = z
+  .object({
+    rating_id: z.string(),
+    agent_id: AgentId,
+    task_id: z.string(),
+    rating: z.number().int(),
+    submitted_at: Timestamp,
+  })
+  .meta({ id: 'Rating' });

@@ -1,0 +1,127 @@
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import { AgentsService } from './agents/service.js';
+import { SiweVerifier } from './auth/siwe.js';
+import { systemClock, type Clock } from './clock.js';
+import type { Config } from './config.js';
+import type { Database, Db } from './db/client.js';
+import { callerPlugin } from './http/caller.js';
+import { errorHandlerPlugin } from './http/error-handler.js';
+import { idempotencyPlugin } from './http/idempotency.js';
+import { openapiPlugin } from './http/openapi.js';
+import { protectionPlugin } from './http/protection.js';
+import { newId } from './ids.js';
+import { loggerOptions } from './logger.js';
+import { healthRoutes } from './routes/health.js';
+import { agentRoutes } from './routes/v1/agents.js';
+import { taskRoutes } from './routes/v1/tasks.js';
+import { TasksService } from './tasks/service.js';
+
+export interface AppDeps {
+  config: Config;
+  database: Database;
+  clock?: Clock;
+  /** false = no logs (tests, benchmarks); default: pino per config. */
+  logger?: boolean;
+}
+
+export interface Services {
+  agents: AgentsService;
+  tasks: TasksService;
+  siwe: SiweVerifier;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    database: Database;
+    db: Db;
+    clock: Clock;
+    services: Services;
+  }
+}
+
+export function createServices(config: Config, db: Db, clock: Clock): Services {
+  const agents = new AgentsService(db, clock);
+  return {
+    agents,
+    tasks: new TasksService(db, clock, agents, {
+      escrowAddress: config.ESCROW_ADDRESS,
+      fundingWindowSeconds: config.TASK_FUNDING_WINDOW_SECONDS,
+      timeoutMinSeconds: config.TASK_TIMEOUT_MIN_SECONDS,
+      timeoutMaxSeconds: config.TASK_TIMEOUT_MAX_SECONDS,
+      defaultTimeoutSeconds: Math.min(Math.max(3600, config.TASK_TIMEOUT_MIN_SECONDS), config.TASK_TIMEOUT_MAX_SECONDS),
+      cancellationFeeBps: config.CANCELLATION_FEE_BPS,
+      disputeReviewSeconds: config.DISPUTE_REVIEW_SECONDS,
+    }),
+    siwe: new SiweVerifier({ db, clock, domain: config.AUTH_DOMAIN, maxAgeSeconds: config.AUTH_MAX_AGE_SECONDS }),
+  };
+}
+
+/** Builds the whole HTTP application without listening (tests inject into it; server.ts listens). */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config, database } = deps;
+  const clock = deps.clock ?? systemClock;
+  const options: FastifyServerOptions = {
+    logger: deps.logger === false ? false : loggerOptions(config.LOG_LEVEL),
+    logController: new LogController({ disableRequestLogging: true }),
+    genReqId: () => newId('req'),
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    connectionTimeout: config.REQUEST_TIMEOUT_MS,
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: 72_000,
+    trustProxy: config.TRUST_PROXY,
+    routerOptions: { maxParamLength: 200 },
+  };
+  const app = Fastify(options);
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  app.decorate('config', config);
+  app.decorate('database', database);
+  app.decorate('db', database.db);
+  app.decorate('clock', clock);
+  app.decorate('services', createServices(config, database.db, clock));
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  // One log line per request; never headers or bodies (they may carry signatures and payments).
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      {
+        method: request.method,
+        url: request.url,
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime * 10) / 10,
+        caller: request.caller?.address,
+      },
+      'request',
+    );
+  });
+
+  await app.register(protectionPlugin, {
+    corsOrigin: config.CORS_ORIGIN,
+    rateLimitMax: config.RATE_LIMIT_MAX,
+    rateLimitWindowMs: config.RATE_LIMIT_WINDOW_MS,
+    maxEventLoopDelayMs: config.MAX_EVENT_LOOP_DELAY_MS,
+  });
+  await app.register(errorHandlerPlugin);
+  await app.register(openapiPlugin);
+  await app.register(callerPlugin);
+  app.addCallerSource({
+    name: 'siwe',
+    resolve: async (request) => {
+      const header = request.headers.authorization;
+      if (!header || !/^SIWE\s/i.test(header)) return null;
+      const signIn = await app.services.siwe.verify(header, request.headers.host);
+      return { address: signIn.address, via: 'siwe' };
+    },
+  });
+  await app.register(idempotencyPlugin, { db: database.db, clock, ttlSeconds: config.IDEMPOTENCY_TTL_SECONDS });
+
+  await app.register(healthRoutes);
+  await app.register(agentRoutes);
+  await app.register(taskRoutes);
+  return app;
+}

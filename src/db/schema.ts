@@ -1,0 +1,210 @@
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  bigserial,
+  check,
+  customType,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  smallint,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core';
+
+/** Postgres full-text vector; written only by the database (generated column). */
+const tsvector = customType<{ data: string }>({ dataType: () => 'tsvector' });
+
+const money = (name: string) => bigint(name, { mode: 'bigint' });
+const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+export const agents = pgTable(
+  'agents',
+  {
+    id: text('id').primaryKey(),
+    ownerAddress: text('owner_address').notNull(),
+    payoutAddress: text('payout_address').notNull(),
+    name: text('name').notNull(),
+    description: text('description').notNull().default(''),
+    capabilities: text('capabilities').array().notNull().default(sql`'{}'::text[]`),
+    /** name + description + capabilities, kept by the agents service; feeds search_vector. */
+    searchText: text('search_text').notNull().default(''),
+    searchVector: tsvector('search_vector')
+      .notNull()
+      .generatedAlwaysAs(sql`to_tsvector('english', search_text)`),
+    baseRate: money('base_rate').notNull(),
+    pricingUnit: text('pricing_unit').notNull().default('per-task'),
+    availability: text('availability').notNull().default('online'),
+    runtime: jsonb('runtime').$type<Record<string, unknown>>().notNull().default({}),
+    ratingSum: bigint('rating_sum', { mode: 'number' }).notNull().default(0),
+    ratingCount: integer('rating_count').notNull().default(0),
+    tasksCompleted: integer('tasks_completed').notNull().default(0),
+    responseTimeTotalSeconds: bigint('response_time_total_seconds', { mode: 'number' }).notNull().default(0),
+    createdAt: ts('created_at').notNull(),
+    updatedAt: ts('updated_at').notNull(),
+  },
+  (t) => [
+    index('agents_search_vector_idx').using('gin', t.searchVector),
+    index('agents_capabilities_idx').using('gin', t.capabilities),
+    index('agents_owner_idx').on(t.ownerAddress),
+    index('agents_online_rate_idx').on(t.baseRate).where(sql`availability = 'online'`),
+    check('agents_base_rate_nonneg', sql`${t.baseRate} >= 0`),
+    check('agents_availability_chk', sql`${t.availability} in ('online','offline')`),
+  ],
+);
+
+export const tasks = pgTable(
+  'tasks',
+  {
+    id: text('id').primaryKey(),
+    agentId: text('agent_id')
+      .notNull()
+      .references(() => agents.id),
+    payerAddress: text('payer_address').notNull(),
+    description: text('description').notNull(),
+    requirements: jsonb('requirements').$type<unknown>(),
+    budgetAmount: money('budget_amount').notNull(),
+    currency: text('currency').notNull(),
+    chain: text('chain').notNull(),
+    callbackUrl: text('callback_url'),
+    timeoutSeconds: integer('timeout_seconds').notNull(),
+    status: text('status').notNull(),
+    escrowStatus: text('escrow_status').notNull(),
+    escrowAddress: text('escrow_address').notNull(),
+    fundedAmount: money('funded_amount'),
+    fundTxHash: text('fund_tx_hash'),
+    expiresAt: ts('expires_at').notNull(),
+    fundedAt: ts('funded_at'),
+    startedAt: ts('started_at'),
+    deadlineAt: ts('deadline_at'),
+    finishedAt: ts('finished_at'),
+    progressPercent: smallint('progress_percent').notNull().default(0),
+    intermediateResult: jsonb('intermediate_result').$type<unknown>(),
+    estimatedCompletion: ts('estimated_completion'),
+    result: jsonb('result').$type<unknown>(),
+    resultHash: text('result_hash'),
+    failureReason: text('failure_reason'),
+    cancelReason: text('cancel_reason'),
+    cancellationFee: money('cancellation_fee'),
+    refundAmount: money('refund_amount'),
+    refundStatus: text('refund_status'),
+    refundTxHash: text('refund_tx_hash'),
+    version: integer('version').notNull().default(1),
+    createdAt: ts('created_at').notNull(),
+    updatedAt: ts('updated_at').notNull(),
+  },
+  (t) => [
+    index('tasks_payer_idx').on(t.payerAddress, t.createdAt),
+    index('tasks_agent_idx').on(t.agentId, t.createdAt),
+    index('tasks_unfunded_expiry_idx').on(t.expiresAt).where(sql`status = 'created'`),
+    index('tasks_funded_idx').on(t.fundedAt).where(sql`status = 'funded'`),
+    check('tasks_budget_pos', sql`${t.budgetAmount} > 0`),
+    check('tasks_progress_range', sql`${t.progressPercent} between 0 and 100`),
+    check(
+      'tasks_status_chk',
+      sql`${t.status} in ('created','funded','in_progress','completed','failed','cancelled','disputed','expired')`,
+    ),
+    check(
+      'tasks_escrow_status_chk',
+      sql`${t.escrowStatus} in ('none','held','released','refunded','partially_refunded','frozen')`,
+    ),
+  ],
+);
+
+/** Append-only trail of every task transition. */
+export const taskEvents = pgTable(
+  'task_events',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    taskId: text('task_id')
+      .notNull()
+      .references(() => tasks.id),
+    fromStatus: text('from_status'),
+    toStatus: text('to_status').notNull(),
+    escrowStatus: text('escrow_status').notNull(),
+    actor: text('actor').notNull(),
+    detail: jsonb('detail').$type<Record<string, unknown>>(),
+    at: ts('at').notNull(),
+  },
+  (t) => [index('task_events_task_idx').on(t.taskId, t.id)],
+);
+
+export const disputes = pgTable(
+  'disputes',
+  {
+    id: text('id').primaryKey(),
+    taskId: text('task_id')
+      .notNull()
+      .references(() => tasks.id),
+    openedBy: text('opened_by').notNull(),
+    reason: text('reason').notNull(),
+    evidence: jsonb('evidence').$type<string[]>().notNull().default([]),
+    status: text('status').notNull(),
+    previousStatus: text('previous_status').notNull(),
+    submittedAt: ts('submitted_at').notNull(),
+    expectedResolutionAt: ts('expected_resolution_at').notNull(),
+    resolvedAt: ts('resolved_at'),
+  },
+  (t) => [uniqueIndex('disputes_task_uq').on(t.taskId)],
+);
+
+export const ratings = pgTable(
+  'ratings',
+  {
+    id: text('id').primaryKey(),
+    agentId: text('agent_id')
+      .notNull()
+      .references(() => agents.id),
+    taskId: text('task_id')
+      .notNull()
+      .references(() => tasks.id),
+    raterAddress: text('rater_address').notNull(),
+    rating: smallint('rating').notNull(),
+    comment: text('comment'),
+    createdAt: ts('created_at').notNull(),
+  },
+  (t) => [
+    uniqueIndex('ratings_task_uq').on(t.taskId),
+    index('ratings_agent_recent_idx').on(t.agentId, t.createdAt),
+    check('ratings_range', sql`${t.rating} between 1 and 5`),
+  ],
+);
+
+/** Sign-in nonces already used (replay protection for wallet-signed requests). */
+export const authNonces = pgTable(
+  'auth_nonces',
+  {
+    address: text('address').notNull(),
+    nonce: text('nonce').notNull(),
+    expiresAt: ts('expires_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.address, t.nonce] }), index('auth_nonces_expiry_idx').on(t.expiresAt)],
+);
+
+/** Stored first responses of POSTs sent with an Idempotency-Key. */
+export const idempotencyKeys = pgTable(
+  'idempotency_keys',
+  {
+    scope: text('scope').notNull(),
+    key: text('key').notNull(),
+    method: text('method').notNull(),
+    path: text('path').notNull(),
+    requestHash: text('request_hash').notNull(),
+    state: text('state').notNull(),
+    responseStatus: integer('response_status'),
+    responseBody: text('response_body'),
+    responseContentType: text('response_content_type'),
+    lockedUntil: ts('locked_until').notNull(),
+    createdAt: ts('created_at').notNull(),
+    expiresAt: ts('expires_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.scope, t.key] }), index('idempotency_expiry_idx').on(t.expiresAt)],
+);
+
+export type AgentRow = typeof agents.$inferSelect;
+export type TaskRow = typeof tasks.$inferSelect;
+export type DisputeRow = typeof disputes.$inferSelect;
+export type RatingRow = typeof ratings.$inferSelect;

@@ -1,0 +1,71 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Address } from 'viem';
+import { AppError } from '../errors.js';
+
+/**
+ * Who is calling: every caller is a wallet. Sources are tried in order and the first that
+ * recognises the request wins: the wallet sign-in (SIWE) now, the x402 payer later.
+ * A route says what it needs with `config: { auth: 'required' | 'optional' }` (default none).
+ */
+export interface Caller {
+  address: Address;
+  /** How the caller was proven. */
+  via: string;
+}
+
+export interface CallerSource {
+  name: string;
+  /** null = this source does not apply to the request; throws = it applies and is invalid. */
+  resolve(request: FastifyRequest): Promise<Caller | null>;
+}
+
+export type AuthMode = 'required' | 'optional' | 'none';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller: Caller | null;
+  }
+  interface FastifyContextConfig {
+    auth?: AuthMode;
+  }
+  interface FastifyInstance {
+    addCallerSource(source: CallerSource): void;
+  }
+}
+
+export const callerPlugin = fp(
+  async (app: FastifyInstance) => {
+    const sources: CallerSource[] = [];
+    app.decorate('addCallerSource', (source: CallerSource) => {
+      sources.push(source);
+    });
+    app.decorateRequest('caller', null);
+    // After validation: a malformed request is refused before a signature's nonce is spent.
+    app.addHook('preHandler', async (request) => {
+      const mode = request.routeOptions.config.auth ?? 'none';
+      if (mode === 'none') return;
+      for (const source of sources) {
+        const caller = await source.resolve(request);
+        if (caller) {
+          request.caller = caller;
+          return;
+        }
+      }
+      if (mode === 'required') {
+        throw new AppError(
+          'authentication_required',
+          'This endpoint needs a wallet: send "Authorization: SIWE <base64url(message)>.<signature>"',
+          { param: 'Authorization' },
+        );
+      }
+    });
+  },
+  { name: 'wallet-caller' },
+);
+
+/** The caller of a route declared with auth 'required'. */
+export function callerOf(request: FastifyRequest): Caller {
+  if (!request.caller) throw new AppError('authentication_required', 'This endpoint needs a wallet');
+  return request.caller;
+}

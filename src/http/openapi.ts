@@ -1,0 +1,48 @@
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
+
+export const API_VERSION = '0.1.0';
+
+/** OpenAPI 3.1 generated from the routes' zod schemas; served at /openapi.json, Swagger UI at /docs. */
+export const openapiPlugin = fp(
+  async (app: FastifyInstance) => {
+    await app.register(swagger, {
+      openapi: {
+        openapi: '3.1.0',
+        info: {
+          title: 'task-escrow',
+          version: API_VERSION,
+          description:
+            'AI agents hire other AI agents and pay them in USDC on Base. Search the agent registry, create a task ' +
+            'with a budget, fund its escrow, poll status and fetch the result. Money is USDC in atomic units ' +
+            '(6 decimals) as decimal strings. Errors share one shape: `{error:{type, code, message, param, request_id, retryable}}`.',
+        },
+        tags: [
+          { name: 'agents', description: 'The agent registry' },
+          { name: 'tasks', description: 'Tasks, their escrow and lifecycle' },
+          { name: 'operations', description: 'Health and readiness' },
+        ],
+        components: {
+          securitySchemes: {
+            siwe: {
+              type: 'apiKey',
+              in: 'header',
+              name: 'Authorization',
+              description:
+                'Sign-In with Ethereum (EIP-4361): `SIWE <base64url(message)>.<0x signature>`. The message names this ' +
+                "service's domain, a fresh nonce (used once) and an expiration time at most AUTH_MAX_AGE_SECONDS after issued-at.",
+            },
+          },
+        },
+      },
+      transform: jsonSchemaTransform,
+      transformObject: jsonSchemaTransformObject,
+    });
+    await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } });
+    app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger());
+  },
+  { name: 'openapi' },
+);

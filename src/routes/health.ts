@@ -1,0 +1,35 @@
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { errorResponses } from '../http/schemas.js';
+import { AppError } from '../errors.js';
+
+const Health = z.object({ status: z.literal('ok') }).meta({ id: 'Health' });
+const Ready = z.object({ status: z.literal('ready'), database: z.enum(['pglite', 'postgres']) }).meta({ id: 'Ready' });
+
+/** Liveness (the process answers) and readiness (the database answers). Not rate limited. */
+export async function healthRoutes(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  app.get('/healthz', {
+    config: { rateLimit: false },
+    schema: { operationId: 'health', tags: ['operations'], summary: 'Liveness', response: { 200: Health } },
+    handler: async () => ({ status: 'ok' as const }),
+  });
+  app.get('/readyz', {
+    config: { rateLimit: false },
+    schema: {
+      operationId: 'ready',
+      tags: ['operations'],
+      summary: 'Readiness: the database answers',
+      response: { 200: Ready, ...errorResponses(503) },
+    },
+    handler: async () => {
+      try {
+        await app.database.ping();
+      } catch (err) {
+        throw new AppError('service_unavailable', 'The database does not answer', { cause: err });
+      }
+      return { status: 'ready' as const, database: app.database.kind };
+    },
+  });
+}

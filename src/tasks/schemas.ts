@@ -1,0 +1,161 @@
+import { z } from 'zod';
+import { AgentId } from '../agents/schemas.js';
+import { escrowStatuses } from '../escrow/rules.js';
+import { AtomicAmount, PositiveAtomicAmount, Timestamp, WalletAddress } from '../http/schemas.js';
+import { taskStatuses } from './state-machine.js';
+
+/** Wire shapes of tasks (one zod schema per shape: validation, types and OpenAPI). */
+
+export const TaskId = z
+  .string()
+  .regex(/^task_[0-9a-z]{20}$/, 'must be a task id (task_…)')
+  .meta({ examples: ['task_7h2k9d0s1a3f5g6j8l4z'] });
+export const TaskParams = z.object({ id: TaskId });
+
+export const TaskStatusEnum = z.enum(taskStatuses);
+export const EscrowStatusEnum = z.enum(escrowStatuses);
+
+const MAX_REQUIREMENTS_BYTES = 65_536;
+
+export const Budget = z
+  .object({
+    amount: PositiveAtomicAmount,
+    currency: z.literal('USDC', { error: 'only "USDC" is supported' }),
+    chain: z.literal('base', { error: 'only "base" is supported' }),
+  })
+  .meta({ id: 'Budget' });
+
+export const CreateTaskBody = z
+  .object({
+    agent_id: AgentId,
+    description: z.string().trim().min(1).max(20_000),
+    requirements: z
+      .union([z.string().max(MAX_REQUIREMENTS_BYTES), z.record(z.string(), z.unknown()), z.array(z.unknown())])
+      .refine((r) => JSON.stringify(r).length <= MAX_REQUIREMENTS_BYTES, 'requirements must serialise to at most 64 KiB')
+      .optional()
+      .meta({ description: 'Free text or structured constraints for the agent' }),
+    budget: Budget,
+    callback_url: z
+      .url({ protocol: /^https?$/, error: 'callback_url must be an http(s) URL' })
+      .max(2048)
+      .optional(),
+    timeout_seconds: z.number().int().positive().optional().meta({ description: 'Default 3600; bounds are configuration' }),
+  })
+  .strict()
+  .meta({
+    id: 'CreateTask',
+    examples: [
+      {
+        agent_id: 'agent_0k3v9x2m1q8w7e6r5t4y',
+        description: 'Write a 50-word product blurb for a solar lantern',
+        budget: { amount: '1000000', currency: 'USDC', chain: 'base' },
+        timeout_seconds: 3600,
+      },
+    ],
+  });
+export type CreateTaskInput = z.infer<typeof CreateTaskBody>;
+
+export const TaskCreated = z
+  .object({
+    task_id: TaskId,
+    status: TaskStatusEnum,
+    agent_id: AgentId,
+    escrow_address: WalletAddress,
+    escrow_amount: AtomicAmount,
+    expires_at: Timestamp.meta({ description: 'Fund before this time or the task expires' }),
+    timeout_seconds: z.number().int(),
+    created_at: Timestamp,
+  })
+  .meta({ id: 'TaskCreated' });
+export type TaskCreatedT = z.infer<typeof TaskCreated>;
+
+export const TaskStatusView = z
+  .object({
+    task_id: TaskId,
+    status: TaskStatusEnum,
+    escrow_status: EscrowStatusEnum,
+    progress_percent: z.number().int().min(0).max(100),
+    intermediate_result: z.unknown().nullable(),
+    updated_at: Timestamp,
+    estimated_completion: Timestamp.nullable(),
+    expires_at: Timestamp.meta({ description: 'Funding deadline of an unfunded task' }),
+    deadline_at: Timestamp.nullable().meta({ description: 'When running work times out' }),
+  })
+  .meta({ id: 'TaskStatus' });
+export type TaskStatusViewT = z.infer<typeof TaskStatusView>;
+
+export const ResultContent = z
+  .object({
+    type: z.enum(['text', 'image', 'file', 'structured']),
+    content: z.unknown(),
+    metadata: z
+      .object({
+        tokens_used: z.number().int().nonnegative().nullable(),
+        model: z.string().nullable(),
+        duration_seconds: z.number().nonnegative().nullable(),
+      })
+      .catchall(z.unknown()),
+  })
+  .meta({ id: 'ResultContent' });
+export type ResultContentT = z.infer<typeof ResultContent>;
+
+export const TaskResult = z
+  .object({
+    task_id: TaskId,
+    status: z.literal('completed'),
+    result: ResultContent,
+    result_hash: z.string().meta({ description: 'SHA-256 (hex) of the delivered result' }),
+    completed_at: Timestamp,
+  })
+  .meta({ id: 'TaskResult' });
+export type TaskResultT = z.infer<typeof TaskResult>;
+
+export const CancelTaskBody = z
+  .object({
+    reason: z.string().trim().max(1000).optional(),
+    accept_partial_refund: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'Required to cancel work in progress: the agent keeps the cancellation fee' }),
+  })
+  .strict()
+  .meta({ id: 'CancelTask', examples: [{ reason: 'No longer needed' }] });
+export type CancelTaskInput = z.infer<typeof CancelTaskBody>;
+
+export const Refund = z
+  .object({
+    amount: AtomicAmount,
+    tx_hash: z.string().nullable(),
+    status: z.enum(['not_required', 'pending', 'confirmed', 'failed']),
+  })
+  .meta({ id: 'Refund' });
+
+export const TaskCancelled = z
+  .object({
+    task_id: TaskId,
+    status: z.literal('cancelled'),
+    refund: Refund,
+    cancellation_fee: AtomicAmount,
+  })
+  .meta({ id: 'TaskCancelled' });
+export type TaskCancelledT = z.infer<typeof TaskCancelled>;
+
+export const DisputeTaskBody = z
+  .object({
+    reason: z.string().trim().min(1).max(4000),
+    evidence: z.array(z.string().max(2000)).max(20).optional(),
+  })
+  .strict()
+  .meta({ id: 'DisputeTask', examples: [{ reason: 'The result ignores the brief', evidence: ['The blurb has 300 words'] }] });
+export type DisputeTaskInput = z.infer<typeof DisputeTaskBody>;
+
+export const DisputeOpened = z
+  .object({
+    dispute_id: z.string(),
+    task_id: TaskId,
+    status: z.literal('under_review'),
+    submitted_at: Timestamp,
+    expected_resolution: Timestamp,
+  })
+  .meta({ id: 'Dispute' });
+export type DisputeOpenedT = z.infer<typeof DisputeOpened>;

@@ -1,0 +1,356 @@
+import { and, eq, sql } from 'drizzle-orm';
+import { getAddress } from 'viem';
+import type { AgentsService } from '../agents/service.js';
+import type { Clock } from '../clock.js';
+import { withTransaction, type Db, type Executor } from '../db/client.js';
+import { agents, disputes, tasks, type TaskRow } from '../db/schema.js';
+import { AppError } from '../errors.js';
+import { cancellationTerms, isDisputable, type EscrowStatus } from '../escrow/rules.js';
+import { newId } from '../ids.js';
+import { resultHash } from './result-hash.js';
+import type {
+  CancelTaskInput,
+  CreateTaskInput,
+  DisputeOpenedT,
+  DisputeTaskInput,
+  ResultContentT,
+  TaskCancelledT,
+  TaskCreatedT,
+  TaskResultT,
+  TaskStatusViewT,
+} from './schemas.js';
+import { transition, type TaskStatus } from './state-machine.js';
+
+export interface TaskRules {
+  escrowAddress: string;
+  fundingWindowSeconds: number;
+  timeoutMinSeconds: number;
+  timeoutMaxSeconds: number;
+  defaultTimeoutSeconds: number;
+  cancellationFeeBps: number;
+  disputeReviewSeconds: number;
+}
+
+export interface ProgressReport {
+  progress_percent?: number | undefined;
+  intermediate_result?: unknown;
+  estimated_completion?: string | null | undefined;
+}
+
+type Access = 'payer' | 'payer_or_agent';
+
+export class TasksService {
+  constructor(
+    private readonly db: Db,
+    private readonly clock: Clock,
+    private readonly agentsService: AgentsService,
+    private readonly rules: TaskRules,
+  ) {}
+
+  // ── client side ────────────────────────────────────────────────────────────
+
+  async create(payer: string, input: CreateTaskInput): Promise<TaskCreatedT> {
+    const timeout = input.timeout_seconds ?? this.rules.defaultTimeoutSeconds;
+    if (timeout < this.rules.timeoutMinSeconds || timeout > this.rules.timeoutMaxSeconds) {
+      throw new AppError(
+        'validation_error',
+        `timeout_seconds must be between ${this.rules.timeoutMinSeconds} and ${this.rules.timeoutMaxSeconds}`,
+        { param: 'timeout_seconds' },
+      );
+    }
+    const agent = await this.agentsService.require(this.db, input.agent_id);
+    if (agent.availability !== 'online') {
+      throw new AppError('agent_unavailable', `Agent ${agent.id} is ${agent.availability} and takes no new tasks`, { param: 'agent_id' });
+    }
+    const amount = BigInt(input.budget.amount);
+    if (amount < agent.baseRate) {
+      throw new AppError('budget_too_low', `The budget is below the agent's base rate of ${agent.baseRate} atomic USDC`, {
+        param: 'budget.amount',
+        details: { base_rate: agent.baseRate.toString() },
+      });
+    }
+    const now = this.clock.now();
+    const [row] = await this.db
+      .insert(tasks)
+      .values({
+        id: newId('task'),
+        agentId: agent.id,
+        payerAddress: payer.toLowerCase(),
+        description: input.description,
+        requirements: input.requirements ?? null,
+        budgetAmount: amount,
+        currency: input.budget.currency,
+        chain: input.budget.chain,
+        callbackUrl: input.callback_url ?? null,
+        timeoutSeconds: timeout,
+        status: 'created',
+        escrowStatus: 'none',
+        escrowAddress: this.rules.escrowAddress.toLowerCase(),
+        expiresAt: new Date(now.getTime() + this.rules.fundingWindowSeconds * 1000),
+        createdAt: now,
+        updatedAt: now,
+      })
+      .returning();
+    const t = row!;
+    return {
+      task_id: t.id,
+      status: t.status as TaskStatus,
+      agent_id: t.agentId,
+      escrow_address: getAddress(t.escrowAddress),
+      escrow_amount: t.budgetAmount.toString(),
+      expires_at: t.expiresAt.toISOString(),
+      timeout_seconds: t.timeoutSeconds,
+      created_at: t.createdAt.toISOString(),
+    };
+  }
+
+  async status(caller: string, id: string): Promise<TaskStatusViewT> {
+    let task = await this.readable(caller, id, 'payer_or_agent');
+    if (task.status === 'created' && task.expiresAt <= this.clock.now()) task = await this.expireUnfunded(id);
+    return {
+      task_id: task.id,
+      status: task.status as TaskStatus,
+      escrow_status: task.escrowStatus as EscrowStatus,
+      progress_percent: task.progressPercent,
+      intermediate_result: task.intermediateResult ?? null,
+      updated_at: task.updatedAt.toISOString(),
+      estimated_completion: task.estimatedCompletion?.toISOString() ?? null,
+      expires_at: task.expiresAt.toISOString(),
+      deadline_at: task.deadlineAt?.toISOString() ?? null,
+    };
+  }
+
+  async result(caller: string, id: string): Promise<TaskResultT> {
+    const task = await this.readable(caller, id, 'payer');
+    const completed = task.status === 'completed' || (task.status === 'disputed' && task.resultHash !== null);
+    if (!completed || !task.result || !task.finishedAt || !task.resultHash) {
+      throw new AppError('not_ready', `Task ${id} is ${task.status}; the result exists once it is completed`, {
+        details: { status: task.status },
+      });
+    }
+    return {
+      task_id: task.id,
+      status: 'completed',
+      result: task.result as ResultContentT,
+      result_hash: task.resultHash,
+      completed_at: task.finishedAt.toISOString(),
+    };
+  }
+
+  async cancel(caller: string, id: string, input: CancelTaskInput): Promise<TaskCancelledT> {
+    return withTransaction(this.db, async (tx) => {
+      const task = await this.readable(caller, id, 'payer', tx);
+      const status = task.status as TaskStatus;
+      if (status === 'completed') throw new AppError('task_completed', `Task ${id} is completed and cannot be cancelled`);
+      if (!['created', 'funded', 'in_progress'].includes(status)) {
+        throw new AppError('invalid_state', `Task ${id} is ${status} and cannot be cancelled`, { details: { status } });
+      }
+      const escrow = task.fundedAmount ?? 0n;
+      const terms = cancellationTerms(status, escrow, task.progressPercent, this.rules.cancellationFeeBps);
+      if (status === 'in_progress' && !input.accept_partial_refund) {
+        throw new AppError(
+          'work_in_progress',
+          `Work on task ${id} has started: cancelling refunds ${terms.refund} and pays the agent a cancellation fee of ` +
+            `${terms.cancellationFee} (atomic USDC). Send accept_partial_refund: true to cancel on these terms.`,
+          { param: 'accept_partial_refund', details: { refund_amount: terms.refund.toString(), cancellation_fee: terms.cancellationFee.toString() } },
+        );
+      }
+      const refundStatus = terms.refund > 0n ? 'pending' : 'not_required';
+      const row = await transition(tx, this.clock, {
+        taskId: id,
+        to: 'cancelled',
+        from: [status],
+        escrowStatus: terms.escrowStatus,
+        set: {
+          cancelReason: input.reason ?? null,
+          cancellationFee: terms.cancellationFee,
+          refundAmount: terms.refund,
+          refundStatus,
+          finishedAt: this.clock.now(),
+        },
+        actor: caller.toLowerCase(),
+        detail: { reason: input.reason ?? null, refund: terms.refund.toString(), fee: terms.cancellationFee.toString() },
+      });
+      return {
+        task_id: row.id,
+        status: 'cancelled',
+        refund: { amount: terms.refund.toString(), tx_hash: row.refundTxHash, status: refundStatus },
+        cancellation_fee: terms.cancellationFee.toString(),
+      };
+    });
+  }
+
+  async dispute(caller: string, id: string, input: DisputeTaskInput): Promise<DisputeOpenedT> {
+    return withTransaction(this.db, async (tx) => {
+      const task = await this.readable(caller, id, 'payer', tx);
+      if (task.status === 'disputed') throw new AppError('already_disputed', `Task ${id} is already under dispute`);
+      if (!['in_progress', 'completed'].includes(task.status) || !isDisputable(task.escrowStatus as EscrowStatus)) {
+        throw new AppError('invalid_state', `Task ${id} is ${task.status} with escrow ${task.escrowStatus}: nothing is held to dispute`, {
+          details: { status: task.status, escrow_status: task.escrowStatus },
+        });
+      }
+      const now = this.clock.now();
+      await transition(tx, this.clock, {
+        taskId: id,
+        to: 'disputed',
+        from: [task.status as TaskStatus],
+        escrowFrom: ['held'],
+        escrowStatus: 'frozen',
+        actor: caller.toLowerCase(),
+        detail: { reason: input.reason },
+      });
+      const [d] = await tx
+        .insert(disputes)
+        .values({
+          id: newId('dispute'),
+          taskId: id,
+          openedBy: caller.toLowerCase(),
+          reason: input.reason,
+          evidence: input.evidence ?? [],
+          status: 'under_review',
+          previousStatus: task.status,
+          submittedAt: now,
+          expectedResolutionAt: new Date(now.getTime() + this.rules.disputeReviewSeconds * 1000),
+        })
+        .returning();
+      return {
+        dispute_id: d!.id,
+        task_id: id,
+        status: 'under_review',
+        submitted_at: d!.submittedAt.toISOString(),
+        expected_resolution: d!.expectedResolutionAt.toISOString(),
+      };
+    });
+  }
+
+  // ── service side (payments, dispatcher) ────────────────────────────────────
+
+  /** Records money locked in escrow for the task (the payments layer calls this once it has settled). */
+  async markFunded(id: string, funding: { amount: bigint; txHash: string | null; actor: string }): Promise<TaskRow> {
+    return withTransaction(this.db, async (tx) => {
+      const task = await this.require(tx, id);
+      if (task.status === 'created' && task.expiresAt <= this.clock.now()) {
+        throw new AppError('task_expired', `Task ${id} was not funded before ${task.expiresAt.toISOString()}`);
+      }
+      if (funding.amount < task.budgetAmount) {
+        throw new AppError('amount_mismatch', `Funding must be at least the budget of ${task.budgetAmount} atomic USDC`, {
+          param: 'amount',
+        });
+      }
+      return transition(tx, this.clock, {
+        taskId: id,
+        to: 'funded',
+        from: ['created'],
+        escrowFrom: ['none'],
+        escrowStatus: 'held',
+        set: { fundedAmount: funding.amount, fundTxHash: funding.txHash, fundedAt: this.clock.now() },
+        actor: funding.actor,
+        detail: { amount: funding.amount.toString(), tx_hash: funding.txHash },
+      });
+    });
+  }
+
+  async markStarted(id: string, actor = 'dispatcher'): Promise<TaskRow> {
+    return withTransaction(this.db, async (tx) => {
+      const task = await this.require(tx, id);
+      const now = this.clock.now();
+      return transition(tx, this.clock, {
+        taskId: id,
+        to: 'in_progress',
+        from: ['funded'],
+        set: { startedAt: now, deadlineAt: new Date(now.getTime() + task.timeoutSeconds * 1000) },
+        actor,
+      });
+    });
+  }
+
+  /** Progress from the running agent; not a transition, so only a running task accepts it. */
+  async reportProgress(id: string, report: ProgressReport): Promise<TaskRow> {
+    const [row] = await this.db
+      .update(tasks)
+      .set({
+        ...(report.progress_percent !== undefined ? { progressPercent: report.progress_percent } : {}),
+        ...(report.intermediate_result !== undefined ? { intermediateResult: report.intermediate_result } : {}),
+        ...(report.estimated_completion !== undefined
+          ? { estimatedCompletion: report.estimated_completion ? new Date(report.estimated_completion) : null }
+          : {}),
+        updatedAt: this.clock.now(),
+      })
+      .where(and(eq(tasks.id, id), eq(tasks.status, 'in_progress')))
+      .returning();
+    if (!row) {
+      const task = await this.require(this.db, id);
+      throw new AppError('invalid_state', `Task ${id} is ${task.status}; progress is accepted while in_progress`);
+    }
+    return row;
+  }
+
+  /** Stores the delivered result with its hash, completes the task and updates the agent's record. */
+  async markCompleted(id: string, result: ResultContentT, actor = 'dispatcher'): Promise<TaskRow> {
+    return withTransaction(this.db, async (tx) => {
+      const now = this.clock.now();
+      const row = await transition(tx, this.clock, {
+        taskId: id,
+        to: 'completed',
+        from: ['in_progress'],
+        set: { result, resultHash: resultHash(result), finishedAt: now, progressPercent: 100, intermediateResult: null },
+        actor,
+      });
+      const seconds = Math.max(0, Math.round((now.getTime() - (row.startedAt ?? row.createdAt).getTime()) / 1000));
+      await tx
+        .update(agents)
+        .set({
+          tasksCompleted: sql`${agents.tasksCompleted} + 1`,
+          responseTimeTotalSeconds: sql`${agents.responseTimeTotalSeconds} + ${seconds}`,
+        })
+        .where(eq(agents.id, row.agentId));
+      return row;
+    });
+  }
+
+  /** Work failed (or timed out): the whole escrow goes back to the payer. */
+  async markFailed(id: string, reason: string, actor = 'dispatcher'): Promise<TaskRow> {
+    return withTransaction(this.db, async (tx) => {
+      const task = await this.require(tx, id);
+      return transition(tx, this.clock, {
+        taskId: id,
+        to: 'failed',
+        from: ['funded', 'in_progress'],
+        escrowFrom: ['held'],
+        escrowStatus: 'refunded',
+        set: { failureReason: reason, finishedAt: this.clock.now(), refundAmount: task.fundedAmount, refundStatus: 'pending' },
+        actor,
+        detail: { reason },
+      });
+    });
+  }
+
+  /** An unfunded task past its funding deadline becomes expired (nothing to refund). */
+  async expireUnfunded(id: string): Promise<TaskRow> {
+    return withTransaction(this.db, async (tx) => {
+      const task = await this.require(tx, id);
+      if (task.status !== 'created' || task.expiresAt > this.clock.now()) return task;
+      return transition(tx, this.clock, { taskId: id, to: 'expired', from: ['created'], actor: 'system', set: { finishedAt: this.clock.now() } });
+    });
+  }
+
+  // ── helpers ────────────────────────────────────────────────────────────────
+
+  async require(exec: Executor, id: string): Promise<TaskRow> {
+    const [row] = await exec.select().from(tasks).where(eq(tasks.id, id));
+    if (!row) throw new AppError('task_not_found', `Task ${id} does not exist`);
+    return row;
+  }
+
+  /** The task if `caller` may see it: its payer, or (for status) the assigned agent's owner. */
+  private async readable(caller: string, id: string, access: Access, exec: Executor = this.db): Promise<TaskRow> {
+    const task = await this.require(exec, id);
+    const who = caller.toLowerCase();
+    if (task.payerAddress === who) return task;
+    if (access === 'payer_or_agent') {
+      const agent = await this.agentsService.require(exec, task.agentId);
+      if (agent.ownerAddress === who || agent.payoutAddress === who) return task;
+    }
+    throw new AppError('forbidden', `Task ${id} belongs to another wallet`);
+  }
+}

@@ -1,0 +1,110 @@
+import { and, eq, inArray, sql } from 'drizzle-orm';
+import type { Clock } from '../clock.js';
+import type { Executor } from '../db/client.js';
+import { taskEvents, tasks, type TaskRow } from '../db/schema.js';
+import { AppError } from '../errors.js';
+import type { EscrowStatus } from '../escrow/rules.js';
+
+/**
+ * The task lifecycle, in one place:
+ *
+ *   created ──fund──▶ funded ──start──▶ in_progress ──▶ completed | failed
+ *      │                │                    │
+ *      ├─cancel─▶ cancelled ◀──cancel────────┤
+ *      └─expire─▶ expired  ◀──expire/timeout─┘   in_progress|completed ──dispute──▶ disputed
+ *
+ * A terminal task never restarts. Every transition is one conditional UPDATE
+ * (`… WHERE id = $1 AND status IN (allowed predecessors)`) plus an event row, inside the
+ * caller's transaction; when the row is no longer in an allowed state the transition fails
+ * with 409 instead of overwriting what a concurrent request did.
+ */
+export const taskStatuses = [
+  'created',
+  'funded',
+  'in_progress',
+  'completed',
+  'failed',
+  'cancelled',
+  'disputed',
+  'expired',
+] as const;
+export type TaskStatus = (typeof taskStatuses)[number];
+
+export const transitions: Readonly<Record<TaskStatus, readonly TaskStatus[]>> = {
+  created: ['funded', 'cancelled', 'expired'],
+  funded: ['in_progress', 'cancelled', 'expired', 'failed'],
+  in_progress: ['completed', 'failed', 'cancelled', 'expired', 'disputed'],
+  completed: ['disputed'],
+  failed: [],
+  cancelled: [],
+  disputed: [],
+  expired: [],
+};
+
+export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
+  return transitions[from].includes(to);
+}
+
+/** States a task can reach `to` from. */
+export function predecessorsOf(to: TaskStatus): TaskStatus[] {
+  return taskStatuses.filter((s) => canTransition(s, to));
+}
+
+export function isTerminal(status: TaskStatus): boolean {
+  return status !== 'completed' && transitions[status].length === 0;
+}
+
+export interface TransitionRequest {
+  taskId: string;
+  to: TaskStatus;
+  /** The states this transition accepts; each must be an allowed predecessor of `to`. */
+  from: readonly TaskStatus[];
+  escrowStatus?: EscrowStatus;
+  /** Escrow must currently be in one of these (extra guard in the same UPDATE). */
+  escrowFrom?: readonly EscrowStatus[];
+  set?: Partial<Omit<TaskRow, 'id' | 'status' | 'escrowStatus' | 'version' | 'createdAt'>>;
+  actor: string;
+  detail?: Record<string, unknown>;
+}
+
+export async function transition(tx: Executor, clock: Clock, req: TransitionRequest): Promise<TaskRow> {
+  for (const f of req.from) {
+    if (!canTransition(f, req.to)) throw new Error(`state machine: ${f} → ${req.to} is not a transition`);
+  }
+  const now = clock.now();
+  const conditions = [eq(tasks.id, req.taskId), inArray(tasks.status, [...req.from])];
+  if (req.escrowFrom) conditions.push(inArray(tasks.escrowStatus, [...req.escrowFrom]));
+  // Lock the row: concurrent transitions of one task queue here, and `before` is exact.
+  const [before] = await tx
+    .select({ status: tasks.status, escrowStatus: tasks.escrowStatus })
+    .from(tasks)
+    .where(eq(tasks.id, req.taskId))
+    .for('update');
+  if (!before) throw new AppError('task_not_found', `Task ${req.taskId} does not exist`);
+  const [row] = await tx
+    .update(tasks)
+    .set({
+      ...req.set,
+      status: req.to,
+      ...(req.escrowStatus ? { escrowStatus: req.escrowStatus } : {}),
+      version: sql`${tasks.version} + 1`,
+      updatedAt: now,
+    })
+    .where(and(...conditions))
+    .returning();
+  if (!row) {
+    throw new AppError('state_conflict', `Task ${req.taskId} is ${before.status}; it cannot become ${req.to}`, {
+      details: { status: before.status, escrow_status: before.escrowStatus },
+    });
+  }
+  await tx.insert(taskEvents).values({
+    taskId: req.taskId,
+    fromStatus: before.status,
+    toStatus: req.to,
+    escrowStatus: row.escrowStatus,
+    actor: req.actor,
+    detail: req.detail ?? null,
+    at: now,
+  });
+  return row;
+}
