@@ -8,6 +8,7 @@ import type { Database, Db } from './db/client.js';
 import { callerPlugin } from './http/caller.js';
 import { errorHandlerPlugin } from './http/error-handler.js';
 import { idempotencyPlugin } from './http/idempotency.js';
+import { jsonBodyPlugin } from './http/json-body.js';
 import { openapiPlugin } from './http/openapi.js';
 import { protectionPlugin } from './http/protection.js';
 import { newId } from './ids.js';
@@ -107,6 +108,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     maxEventLoopDelayMs: config.MAX_EVENT_LOOP_DELAY_MS,
   });
   await app.register(errorHandlerPlugin);
+  await app.register(jsonBodyPlugin);
   await app.register(openapiPlugin);
   await app.register(callerPlugin);
   app.addCallerSource({

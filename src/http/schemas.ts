@@ -5,7 +5,10 @@ import { errorCodes, errorTypes } from '../errors.js';
 
 export const AtomicAmount = z
   .string()
-  .regex(/^(0|[1-9][0-9]{0,29})$/, 'must be a non-negative integer string in atomic units (6 decimals: "1000000" = 1 USDC)')
+  .regex(
+    /^(0|[1-9][0-9]{0,15})$/,
+    'must be a non-negative integer string in atomic units (6 decimals: "1000000" = 1 USDC), at most 16 digits',
+  )
   .meta({ description: 'USDC in atomic units (6 decimals) as a decimal string', examples: ['1000000'] });
 
 export const PositiveAtomicAmount = AtomicAmount.refine((v) => v !== '0', 'must be greater than zero');
@@ -46,14 +49,30 @@ export const ErrorBody = z
   });
 export type ErrorBodyT = z.infer<typeof ErrorBody>;
 
+const errorDescriptions: Record<number, string> = {
+  400: 'Malformed request: `validation_error` (the field at fault is in `param`)',
+  401: 'No valid wallet signature: `authentication_required`, `invalid_signature`, `signature_expired`, `signature_replayed`',
+  402: 'Payment required or refused',
+  403: 'The wallet may not act on this resource: `forbidden`',
+  404: 'Not found: `agent_not_found`, `task_not_found`, `not_found`',
+  409: 'Conflicts with the current state (see the operation description for its codes)',
+  410: 'Gone: `task_expired`',
+  413: 'Body too large: `payload_too_large`',
+  422: 'Valid JSON that breaks a rule (see the operation description for its codes)',
+  429: 'Too many requests: `rate_limited` (see Retry-After)',
+  500: 'Internal error: `internal_error` (no details are exposed; quote `request_id`)',
+  503: 'Temporarily unavailable: `service_unavailable`',
+};
+
 /** Documented error responses for a route: the given statuses plus those every route can give. */
-export function errorResponses(...statuses: number[]): Record<number, typeof ErrorBody> {
-  const all = new Set([400, 429, 500, ...statuses]);
-  const out: Record<number, typeof ErrorBody> = {};
-  for (const s of [...all].sort((a, b) => a - b)) {
-    out[s] = ErrorBody;
-  }
-  return out;
+export function errorResponses(...statuses: number[]) {
+  const all = [...new Set([400, 429, 500, ...statuses])].sort((a, b) => a - b);
+  return Object.fromEntries(
+    all.map((s) => [
+      s,
+      { description: errorDescriptions[s] ?? 'Error', content: { 'application/json': { schema: ErrorBody } } },
+    ]),
+  ) as Record<number, { description: string; content: { 'application/json': { schema: typeof ErrorBody } } }>;
 }
 
 export function toWireAmount(v: bigint): string {

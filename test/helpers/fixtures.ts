@@ -1,4 +1,6 @@
 import type { PrivateKeyAccount } from 'viem/accounts';
+import { count } from 'drizzle-orm';
+import type { PgTable } from 'drizzle-orm/pg-core';
 import { expect } from 'vitest';
 import type { TestApp } from './app.js';
 
@@ -86,4 +88,10 @@ export function expectError(res: { status: number; body: any }, status: number, 
   expect(typeof res.body.error.message).toBe('string');
   expect(res.body.error.request_id).toMatch(/^req_/);
   expect(typeof res.body.error.retryable).toBe('boolean');
+}
+
+/** Number of rows in a table of the test app's database. */
+export async function rowCount(t: TestApp, table: PgTable): Promise<number> {
+  const [row] = await t.db.database.db.select({ n: count() }).from(table);
+  return row?.n ?? 0;
 }

@@ -1,0 +1,446 @@
+/**
+ * Embedded local dev chain: an anvil child process made to look like Base mainnet.
+ *
+ * - chain id 8453, automining (no --block-time), the 10 default anvil accounts;
+ * - a USDC-like token (contracts/TestUSDC.sol) at the Base USDC address, minter = account 0;
+ * - a Multicall3-compatible contract at the canonical Multicall3 address;
+ * - optional persistence with anvil's `--state FILE` (loaded at start, written when anvil
+ *   exits on SIGTERM/SIGINT); a restored chain is not funded again.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { dirname } from 'node:path';
+import {
+  createTestClient,
+  encodeDeployData,
+  http,
+  publicActions,
+  walletActions,
+  type Address,
+  type Hash,
+  type Hex,
+} from 'viem';
+import { base } from 'viem/chains';
+import { multicall3Artifact, testUsdcAbi, testUsdcArtifact } from './artifacts.js';
+import { ANVIL_ACCOUNTS, BASE_CHAIN_ID, BASE_USDC, MULTICALL3, type DevAccount } from './constants.js';
+
+export type { DevAccount } from './constants.js';
+
+/** Pino-compatible subset. */
+export interface DevChainLogger {
+  info(obj: object | string, msg?: string): void;
+}
+
+export interface DevChainOptions {
+  /** TCP port on 127.0.0.1; 0 or omitted = pick a free port. */
+  port?: number;
+  /** anvil `--state` file: loaded if it exists, written when anvil stops. Omitted = in memory. */
+  stateFile?: string;
+  /** How many of the 10 dev accounts get USDC on a fresh chain (default 10). */
+  fundAccounts?: number;
+  /** USDC (atomic, 6 decimals) minted to each funded account (default 10_000 USDC). */
+  fundAmount?: bigint;
+  /** No log lines at all (default false). */
+  silent?: boolean;
+  /** Where log lines go (default: one line per event on stderr). Never receives keys. */
+  logger?: DevChainLogger;
+  /** anvil binary to run instead of the one from @foundry-rs/anvil (also env ANVIL_BINARY). */
+  anvilBinary?: string;
+  /** Readiness timeout for the anvil JSON-RPC endpoint (default 15 000 ms). */
+  startTimeoutMs?: number;
+}
+
+export interface DevChain {
+  readonly rpcUrl: string;
+  readonly chainId: typeof BASE_CHAIN_ID;
+  /** TestUSDC at the Base USDC address. */
+  readonly usdc: Address;
+  readonly multicall3: Address;
+  /** All 10 anvil dev accounts (each holds 10 000 ETH); the first `fundAccounts` hold USDC. */
+  readonly accounts: readonly DevAccount[];
+  /** The USDC minter (= accounts[0]). */
+  readonly minter: DevAccount;
+  /** True when the chain came from an existing state file with the token already installed. */
+  readonly restored: boolean;
+  /** Process id of the anvil child. */
+  readonly pid: number;
+  /** Stops anvil (SIGTERM; anvil writes the state file, if any, before exiting). Idempotent. */
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_FUND_AMOUNT = 10_000_000_000n; // 10 000 USDC
+const DEFAULT_START_TIMEOUT_MS = 15_000;
+const STOP_GRACE_MS = 5_000;
+const POLL_INTERVAL_MS = 20;
+const STDERR_TAIL_CHARS = 4_000;
+const FREE_PORT_ATTEMPTS = 3;
+const LOCALHOST = '127.0.0.1';
+
+// ---------------------------------------------------------------------------- anvil binary
+
+/** npm platform packages of @foundry-rs/anvil, keyed by `${process.platform}-${process.arch}`. */
+const ANVIL_PLATFORM_PACKAGES: Readonly<Record<string, string>> = {
+  'linux-x64': '@foundry-rs/anvil-linux-amd64',
+  'linux-arm64': '@foundry-rs/anvil-linux-arm64',
+  'darwin-x64': '@foundry-rs/anvil-darwin-amd64',
+  'darwin-arm64': '@foundry-rs/anvil-darwin-arm64',
+  'win32-x64': '@foundry-rs/anvil-win32-amd64',
+};
+
+/**
+ * Path of the native anvil binary. @foundry-rs/anvil's own bin (bin.mjs) is a Node wrapper
+ * that spawns `<platform package>/bin/anvil`; we resolve that file directly (from the
+ * wrapper package's location, so it also works where only the wrapper is a direct dependency).
+ */
+export function resolveAnvilBinary(): string {
+  const override = process.env.ANVIL_BINARY;
+  if (override) return override;
+  const platformPackage = ANVIL_PLATFORM_PACKAGES[`${process.platform}-${process.arch}`];
+  if (!platformPackage) {
+    throw new Error(`@foundry-rs/anvil ships no binary for ${process.platform}-${process.arch}`);
+  }
+  const fromHere = createRequire(import.meta.url);
+  const fromWrapper = createRequire(fromHere.resolve('@foundry-rs/anvil/package.json'));
+  const binaryName = process.platform === 'win32' ? 'anvil.exe' : 'anvil';
+  return fromWrapper.resolve(`${platformPackage}/bin/${binaryName}`);
+}
+
+// ---------------------------------------------------------------------------- child process
+
+interface AnvilProcess {
+  readonly child: ChildProcess;
+  /** Resolves when the process has exited (or failed to spawn). */
+  readonly exited: Promise<void>;
+  hasExited(): boolean;
+  stderrTail(): string;
+}
+
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+/** Kills every anvil still running when this process exits (synchronous: signals only). */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const child of liveChildren) child.kill('SIGTERM');
+  });
+}
+
+function spawnAnvil(binary: string, args: readonly string[]): AnvilProcess {
+  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  let exited = false;
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    stderr = (stderr + chunk).slice(-STDERR_TAIL_CHARS);
+  });
+  const exitedPromise = new Promise<void>((resolve) => {
+    const markExited = (): void => {
+      exited = true;
+      liveChildren.delete(child);
+      resolve();
+    };
+    child.once('exit', markExited);
+    child.once('error', (err) => {
+      stderr += `\n${err.message}`;
+      markExited();
+    });
+  });
+  liveChildren.add(child);
+  installExitHook();
+  return { child, exited: exitedPromise, hasExited: () => exited, stderrTail: () => stderr.trim() };
+}
+
+async function stopAnvil(anvil: AnvilProcess): Promise<void> {
+  if (anvil.hasExited()) return;
+  anvil.child.kill('SIGTERM');
+  const forceKill = setTimeout(() => anvil.child.kill('SIGKILL'), STOP_GRACE_MS);
+  await anvil.exited;
+  clearTimeout(forceKill);
+}
+
+/** A port that was free a moment ago (bind to 0, read it, close). */
+export async function pickFreePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, LOCALHOST, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error('could not pick a free port'))));
+    });
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function fetchChainId(rpcUrl: string): Promise<number | undefined> {
+  try {
+    const response = await fetch(rpcUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
+      signal: AbortSignal.timeout(1_000),
+    });
+    if (!response.ok) return undefined;
+    const body = (await response.json()) as { result?: unknown };
+    return typeof body.result === 'string' ? Number(body.result) : undefined;
+  } catch {
+    return undefined; // not listening yet
+  }
+}
+
+class AnvilStartError extends Error {
+  constructor(
+    message: string,
+    readonly portInUse: boolean,
+  ) {
+    super(message);
+    this.name = 'AnvilStartError';
+  }
+}
+
+/** Polls eth_chainId until anvil answers; fails fast if the process dies. */
+async function waitForRpc(anvil: AnvilProcess, rpcUrl: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (anvil.hasExited()) {
+      const stderr = anvil.stderrTail();
+      throw new AnvilStartError(
+        `anvil exited before ${rpcUrl} answered (exit code ${anvil.child.exitCode}): ${stderr || '<no stderr>'}`,
+        /address already in use|addrinuse/i.test(stderr),
+      );
+    }
+    const chainId = await fetchChainId(rpcUrl);
+    if (chainId === BASE_CHAIN_ID) return;
+    if (chainId !== undefined) {
+      throw new AnvilStartError(`${rpcUrl} answered with chain id ${chainId}, expected ${BASE_CHAIN_ID}`, true);
+    }
+    await sleep(POLL_INTERVAL_MS);
+  }
+  throw new AnvilStartError(
+    `anvil did not answer eth_chainId on ${rpcUrl} within ${timeoutMs} ms: ${anvil.stderrTail() || '<no stderr>'}`,
+    false,
+  );
+}
+
+function anvilArgs(port: number, stateFile: string | undefined): string[] {
+  const args = ['--chain-id', String(BASE_CHAIN_ID), '--host', LOCALHOST, '--port', String(port), '--silent'];
+  if (stateFile) args.push('--state', stateFile);
+  return args;
+}
+
+interface RunningAnvil {
+  readonly anvil: AnvilProcess;
+  readonly rpcUrl: string;
+  readonly port: number;
+}
+
+/** Spawns anvil and waits until it answers; retries on another port if a picked one was taken. */
+async function launchAnvil(opts: DevChainOptions): Promise<RunningAnvil> {
+  const binary = opts.anvilBinary ?? resolveAnvilBinary();
+  const fixedPort = opts.port ?? 0;
+  if (opts.stateFile) mkdirSync(dirname(opts.stateFile), { recursive: true });
+  for (let attempt = 1; ; attempt++) {
+    const port = fixedPort || (await pickFreePort());
+    const rpcUrl = `http://${LOCALHOST}:${port}`;
+    const anvil = spawnAnvil(binary, anvilArgs(port, opts.stateFile));
+    try {
+      await waitForRpc(anvil, rpcUrl, opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+      return { anvil, rpcUrl, port };
+    } catch (error) {
+      await stopAnvil(anvil);
+      const retry = !fixedPort && attempt < FREE_PORT_ATTEMPTS && error instanceof AnvilStartError && error.portInUse;
+      if (!retry) throw error;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------- chain setup
+
+function createDevClient(rpcUrl: string) {
+  return createTestClient({ chain: base, mode: 'anvil', transport: http(rpcUrl, { retryCount: 0 }) })
+    .extend(publicActions)
+    .extend(walletActions);
+}
+
+type DevClient = ReturnType<typeof createDevClient>;
+
+/**
+ * Runtime code of TestUSDC with `minter` baked in as its immutable: the result of an eth_call
+ * of the creation code (a simulated deployment; no transaction, no stray contract).
+ */
+async function usdcRuntimeCode(client: DevClient, minter: Address): Promise<Hex> {
+  const { abi, bytecode } = testUsdcArtifact();
+  const { data } = await client.call({ data: encodeDeployData({ abi, bytecode, args: [minter] }) });
+  if (!data || data === '0x') throw new Error('TestUSDC creation code returned no runtime code');
+  return data;
+}
+
+/** Puts `code` at `address` unless it is already there. Returns whether the address was empty. */
+async function ensureCode(client: DevClient, address: Address, code: Hex): Promise<boolean> {
+  const current = await client.getCode({ address });
+  if (current?.toLowerCase() === code.toLowerCase()) return false;
+  await client.setCode({ address, bytecode: code });
+  return !current || current === '0x';
+}
+
+/**
+ * Per-RPC-URL queue for the minter's transactions. anvil fills in the nonce of an unlocked
+ * account itself, but two eth_sendTransaction calls in flight at once can get the same nonce
+ * ("nonce too low"); with automine each send returns once mined, so queueing sends is enough.
+ */
+const minterQueues = new Map<string, Promise<unknown>>();
+
+function enqueueMinterSend<T>(rpcUrl: string, send: () => Promise<T>): Promise<T> {
+  const previous = minterQueues.get(rpcUrl) ?? Promise.resolve();
+  const next = previous.catch(() => undefined).then(send);
+  const settled = next.catch(() => undefined);
+  minterQueues.set(rpcUrl, settled);
+  void settled.then(() => {
+    if (minterQueues.get(rpcUrl) === settled) minterQueues.delete(rpcUrl);
+  });
+  return next;
+}
+
+/** Sends a mint from the minter (an unlocked anvil account: no key needed client-side). */
+async function sendMint(client: DevClient, rpcUrl: string, usdc: Address, to: Address, amount: bigint): Promise<Hash> {
+  const minter = ANVIL_ACCOUNTS[0]!.address;
+  return enqueueMinterSend(rpcUrl, () =>
+    client.writeContract({ account: minter, address: usdc, abi: testUsdcAbi, functionName: 'mint', args: [to, amount] }),
+  );
+}
+
+async function requireSuccess(client: DevClient, hash: Hash, what: string): Promise<void> {
+  const receipt = await client.waitForTransactionReceipt({ hash, pollingInterval: POLL_INTERVAL_MS });
+  if (receipt.status !== 'success') throw new Error(`${what} reverted (tx ${hash})`);
+}
+
+async function fundAccounts(
+  client: DevClient,
+  rpcUrl: string,
+  recipients: readonly DevAccount[],
+  amount: bigint,
+): Promise<void> {
+  const hashes = await Promise.all(recipients.map(({ address }) => sendMint(client, rpcUrl, BASE_USDC, address, amount)));
+  await Promise.all(hashes.map((hash, i) => requireSuccess(client, hash, `mint to ${recipients[i]!.address}`)));
+}
+
+interface SetupResult {
+  readonly restored: boolean;
+  readonly funded: number;
+}
+
+interface Funding {
+  readonly count: number;
+  readonly amount: bigint;
+}
+
+function fundingFrom(opts: DevChainOptions): Funding {
+  const count = opts.fundAccounts ?? ANVIL_ACCOUNTS.length;
+  const amount = opts.fundAmount ?? DEFAULT_FUND_AMOUNT;
+  if (!Number.isInteger(count) || count < 0 || count > ANVIL_ACCOUNTS.length) {
+    throw new RangeError(`fundAccounts must be an integer in 0..${ANVIL_ACCOUNTS.length}`);
+  }
+  if (amount <= 0n) throw new RangeError('fundAmount must be positive');
+  return { count, amount };
+}
+
+async function installContracts(client: DevClient, rpcUrl: string, funding: Funding): Promise<SetupResult> {
+  const minter = ANVIL_ACCOUNTS[0]!.address;
+  const [usdcCode] = await Promise.all([
+    usdcRuntimeCode(client, minter),
+    ensureCode(client, MULTICALL3, multicall3Artifact().deployedBytecode),
+  ]);
+  const usdcWasEmpty = await ensureCode(client, BASE_USDC, usdcCode);
+  if (!usdcWasEmpty) {
+    // A restored chain's latest block carries the timestamp of its last run: mine one so that
+    // eth_call simulations (EIP-3009 validBefore/validAfter) see the current time.
+    await client.mine({ blocks: 1 });
+    return { restored: true, funded: 0 };
+  }
+  await fundAccounts(client, rpcUrl, ANVIL_ACCOUNTS.slice(0, funding.count), funding.amount);
+  return { restored: false, funded: funding.count };
+}
+
+// ---------------------------------------------------------------------------- public API
+
+function stderrLogger(): DevChainLogger {
+  return {
+    info(obj, msg) {
+      const text = typeof obj === 'string' ? obj : `${msg ?? ''} ${JSON.stringify(obj)}`.trim();
+      process.stderr.write(`[devchain] ${text}\n`);
+    },
+  };
+}
+
+function chooseLogger(opts: DevChainOptions): DevChainLogger | undefined {
+  if (opts.silent) return undefined;
+  return opts.logger ?? stderrLogger();
+}
+
+/** Starts anvil as Base mainnet with USDC and Multicall3 installed and dev accounts funded. */
+export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChain> {
+  const logger = chooseLogger(opts);
+  const funding = fundingFrom(opts);
+  const startedAt = performance.now();
+  const { anvil, rpcUrl, port } = await launchAnvil(opts);
+  const anvilMs = Math.round(performance.now() - startedAt);
+  let setup: SetupResult;
+  try {
+    setup = await installContracts(createDevClient(rpcUrl), rpcUrl, funding);
+  } catch (error) {
+    await stopAnvil(anvil);
+    throw error;
+  }
+  const setupMs = Math.round(performance.now() - startedAt) - anvilMs;
+  logger?.info(
+    { rpcUrl, port, pid: anvil.child.pid, stateFile: opts.stateFile ?? null, ...setup, anvilMs, setupMs },
+    'dev chain ready',
+  );
+  return {
+    rpcUrl,
+    chainId: BASE_CHAIN_ID,
+    usdc: BASE_USDC,
+    multicall3: MULTICALL3,
+    accounts: ANVIL_ACCOUNTS,
+    minter: ANVIL_ACCOUNTS[0]!,
+    restored: setup.restored,
+    pid: anvil.child.pid ?? -1,
+    stop: async () => {
+      if (anvil.hasExited()) return;
+      await stopAnvil(anvil);
+      logger?.info({ rpcUrl, stateFile: opts.stateFile ?? null }, 'dev chain stopped');
+    },
+  };
+}
+
+/** USDC balance (atomic units) of `address` on the chain at `rpcUrl`. */
+export async function usdcBalance(rpcUrl: string, address: Address, usdc: Address = BASE_USDC): Promise<bigint> {
+  return createDevClient(rpcUrl).readContract({
+    address: usdc,
+    abi: testUsdcAbi,
+    functionName: 'balanceOf',
+    args: [address],
+  });
+}
+
+/**
+ * Dev faucet: mints `amount` (atomic units) of the dev USDC to `to` from the minter
+ * (account 0) and waits for the receipt. Concurrent calls in one process are queued;
+ * several processes minting on the same chain at once may race on the minter's nonce.
+ */
+export async function mintUsdc(
+  chain: Pick<DevChain, 'rpcUrl' | 'usdc'>,
+  to: Address,
+  amount: bigint,
+): Promise<Hash> {
+  const client = createDevClient(chain.rpcUrl);
+  const hash = await sendMint(client, chain.rpcUrl, chain.usdc, to, amount);
+  await requireSuccess(client, hash, `mint to ${to}`);
+  return hash;
+}

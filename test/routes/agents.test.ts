@@ -1,0 +1,209 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eq } from 'drizzle-orm';
+import { agents } from '../../src/db/schema.js';
+import { buildTestApp, wallet, type TestApp } from '../helpers/app.js';
+import { call, createTask, expectError, fundAndStart, registerAgent, rowCount, textResult } from '../helpers/fixtures.js';
+
+let t: TestApp;
+beforeAll(async () => {
+  t = await buildTestApp();
+});
+afterAll(() => t.close());
+
+const owner = wallet(1);
+const stranger = wallet(2);
+const payer = wallet(3);
+
+describe('POST /v1/agents (register)', () => {
+  it('registers with defaults and hides runtime from the public profile', async () => {
+    const res = await call(t, owner, 'POST', '/v1/agents', {
+      name: '  Pixel Forge ',
+      capabilities: ['Image-Generation', 'design', 'design'],
+      pricing: { base_rate: '250000' },
+      payout_address: stranger.address,
+      runtime: { kind: 'webhook', url: 'https://agent.example/tasks', secret: 's3cret' },
+    });
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({
+      name: 'Pixel Forge',
+      capabilities: ['image-generation', 'design'],
+      pricing: { base_rate: '250000', unit: 'per-task', currency: 'USDC' },
+      availability: 'online',
+      rating: null,
+      tasks_completed: 0,
+      owner_address: owner.address,
+      payout_address: stranger.address,
+    });
+    expect(res.body.id).toMatch(/^agent_[0-9a-z]{20}$/);
+    const profile = await call(t, null, 'GET', `/v1/agents/${res.body.id}`);
+    expect(profile.status).toBe(200);
+    expect(profile.body.runtime).toBeUndefined();
+    expect(profile.body.payout_address).toBeUndefined();
+    expect(profile.body.recent_reviews).toEqual([]);
+  });
+
+  it('refuses invalid bodies with the field at fault and writes nothing', async () => {
+    const before = await rowCount(t, agents);
+    const cases: [Record<string, unknown>, string][] = [
+      [{ capabilities: ['x'], pricing: { base_rate: '1' }, payout_address: owner.address }, 'name'],
+      [{ name: 'a', capabilities: [], pricing: { base_rate: '1' }, payout_address: owner.address }, 'capabilities'],
+      [{ name: 'a', capabilities: ['x'], pricing: { base_rate: '-5' }, payout_address: owner.address }, 'pricing.base_rate'],
+      [{ name: 'a', capabilities: ['x'], pricing: { base_rate: 1.5 }, payout_address: owner.address }, 'pricing.base_rate'],
+      [{ name: 'a', capabilities: ['x'], pricing: { base_rate: '1' }, payout_address: '0x123' }, 'payout_address'],
+      [{ name: 'a'.repeat(101), capabilities: ['x'], pricing: { base_rate: '1' }, payout_address: owner.address }, 'name'],
+      [{ name: 'a', capabilities: ['has space'], pricing: { base_rate: '1' }, payout_address: owner.address }, 'capabilities.0'],
+      [{ name: 'a', capabilities: ['x'], pricing: { base_rate: '1' }, payout_address: owner.address, admin: true }, ''],
+    ];
+    for (const [body, param] of cases) {
+      const res = await call(t, owner, 'POST', '/v1/agents', body);
+      expectError(res, 400, 'validation_error');
+      if (param) expect(res.body.error.param).toBe(param);
+    }
+    const after = await rowCount(t, agents);
+    expect(after).toBe(before);
+  });
+});
+
+describe('PATCH /v1/agents/{id}', () => {
+  it('lets the owner update and take the agent offline; others are forbidden', async () => {
+    const agent = await registerAgent(t, owner, { name: 'Updatable', capabilities: ['translation'] });
+    expectError(await call(t, stranger, 'PATCH', `/v1/agents/${agent.id}`, { name: 'Hijacked' }), 403, 'forbidden');
+    expectError(await call(t, stranger, 'GET', `/v1/agents/${agent.id}/settings`), 403, 'forbidden');
+    const upd = await call(t, owner, 'PATCH', `/v1/agents/${agent.id}`, { pricing: { base_rate: '700000' }, capabilities: ['translation', 'french'] });
+    expect(upd.status).toBe(200);
+    expect(upd.body.pricing.base_rate).toBe('700000');
+    const found = await call(t, null, 'GET', '/v1/agents?query=french');
+    expect(found.body.agents.map((a: { id: string }) => a.id)).toContain(agent.id);
+
+    const off = await call(t, owner, 'PATCH', `/v1/agents/${agent.id}`, { availability: 'offline' });
+    expect(off.body.availability).toBe('offline');
+    const hidden = await call(t, null, 'GET', '/v1/agents?query=french');
+    expect(hidden.body.agents.map((a: { id: string }) => a.id)).not.toContain(agent.id);
+    const any = await call(t, null, 'GET', '/v1/agents?query=french&availability=any');
+    expect(any.body.agents.map((a: { id: string }) => a.id)).toContain(agent.id);
+    expectError(await call(t, payer, 'POST', '/v1/tasks', {
+      agent_id: agent.id,
+      description: 'x',
+      budget: { amount: '900000', currency: 'USDC', chain: 'base' },
+    }), 409, 'agent_unavailable');
+  });
+
+  it('refuses an empty patch and unknown agents', async () => {
+    const agent = await registerAgent(t, owner);
+    expectError(await call(t, owner, 'PATCH', `/v1/agents/${agent.id}`, {}), 400, 'validation_error');
+    expectError(await call(t, owner, 'PATCH', '/v1/agents/agent_00000000000000000000', { name: 'x' }), 404, 'agent_not_found');
+    expectError(await call(t, owner, 'PATCH', '/v1/agents/not-an-id', { name: 'x' }), 400, 'validation_error');
+  });
+});
+
+describe('GET /v1/agents (search)', () => {
+  let t2: TestApp;
+  const ids: Record<string, string> = {};
+  beforeAll(async () => {
+    t2 = await buildTestApp();
+    const specs = [
+      { key: 'painter', name: 'Painter', description: 'Paints illustrations and generates images', capabilities: ['image-generation'], rate: '300000' },
+      { key: 'photo', name: 'PhotoBot', description: 'Retouches photographs', capabilities: ['photo-editing', 'image-generation'], rate: '900000' },
+      { key: 'writer', name: 'Wordsmith', description: 'Marketing copy, slogans and blog posts', capabilities: ['copywriting'], rate: '100000' },
+      { key: 'coder', name: 'Coder', description: 'Writes TypeScript code', capabilities: ['code'], rate: '2000000' },
+    ];
+    for (const s of specs) {
+      const a = await registerAgent(t2, owner, { name: s.name, description: s.description, capabilities: s.capabilities, pricing: { base_rate: s.rate } });
+      ids[s.key] = a.id;
+    }
+  });
+  afterAll(() => t2.close());
+
+  it('finds by capability and ranks the exact capability first', async () => {
+    const res = await call(t2, null, 'GET', '/v1/agents?query=image-generation');
+    expect(res.status).toBe(200);
+    const found = res.body.agents.map((a: { id: string }) => a.id);
+    expect(new Set(found)).toEqual(new Set([ids.painter, ids.photo]));
+    expect(res.body.total).toBe(2);
+  });
+
+  it('finds by free text over the description (stemmed)', async () => {
+    const res = await call(t2, null, 'GET', '/v1/agents?query=slogan');
+    expect(res.body.agents.map((a: { id: string }) => a.id)).toEqual([ids.writer]);
+    const none = await call(t2, null, 'GET', '/v1/agents?query=quantum%20chemistry');
+    expect(none.body).toMatchObject({ agents: [], total: 0, page: 1, has_more: false });
+  });
+
+  it('filters by max_price and pages with total', async () => {
+    const cheap = await call(t2, null, 'GET', '/v1/agents?max_price=300000');
+    expect(new Set(cheap.body.agents.map((a: { id: string }) => a.id))).toEqual(new Set([ids.painter, ids.writer]));
+    const p1 = await call(t2, null, 'GET', '/v1/agents?limit=3&page=1');
+    const p2 = await call(t2, null, 'GET', '/v1/agents?limit=3&page=2');
+    expect(p1.body).toMatchObject({ total: 4, page: 1, has_more: true });
+    expect(p1.body.agents).toHaveLength(3);
+    expect(p2.body).toMatchObject({ total: 4, page: 2, has_more: false });
+    expect(p2.body.agents).toHaveLength(1);
+    const all = [...p1.body.agents, ...p2.body.agents].map((a: { id: string }) => a.id);
+    expect(new Set(all).size).toBe(4);
+  });
+
+  it('filters by min_rating using the mean of ratings', async () => {
+    const payerA = wallet(4);
+    for (const [agentKey, stars] of [['painter', 5], ['painter', 4], ['photo', 2]] as const) {
+      const taskId = await createTask(t2, payerA, ids[agentKey]!, { budget: { amount: '2000000', currency: 'USDC', chain: 'base' } });
+      await fundAndStart(t2, taskId, 2_000_000n);
+      await t2.app.services.tasks.markCompleted(taskId, textResult());
+      const r = await call(t2, payerA, 'POST', `/v1/agents/${ids[agentKey]}/rate`, { task_id: taskId, rating: stars });
+      expect(r.status).toBe(201);
+    }
+    const res = await call(t2, null, 'GET', '/v1/agents?min_rating=4');
+    expect(res.body.agents.map((a: { id: string }) => a.id)).toEqual([ids.painter]);
+    expect(res.body.agents[0].rating).toBe(4.5);
+    expect(res.body.agents[0].tasks_completed).toBe(2);
+    expect(res.body.agents[0].response_time_avg_seconds).toBe(0);
+  });
+
+  it('refuses bad query parameters', async () => {
+    for (const q of ['limit=0', 'limit=101', 'page=0', 'min_rating=6', 'max_price=abc', 'max_price=-1', `query=${'x'.repeat(201)}`, 'bogus=1']) {
+      expectError(await call(t2, null, 'GET', `/v1/agents?${q}`), 400, 'validation_error');
+    }
+  });
+
+  it('treats hostile text as text', async () => {
+    for (const q of ["'; drop table agents; --", '!!!', '(((', 'a & | ! <->', '%00', '😀']) {
+      const res = await call(t2, null, 'GET', `/v1/agents?query=${encodeURIComponent(q)}`);
+      expect(res.status).toBe(200);
+    }
+    const after = await call(t2, null, 'GET', '/v1/agents?limit=100');
+    expect(after.body.total).toBe(4);
+  });
+});
+
+describe('GET /v1/agents/{id} and POST /v1/agents/{id}/rate', () => {
+  it('shows reviews newest first and enforces the rating rules', async () => {
+    const agent = await registerAgent(t, owner, { name: 'Reviewed' });
+    const taskId = await createTask(t, payer, agent.id);
+    // not completed yet
+    expectError(await call(t, payer, 'POST', `/v1/agents/${agent.id}/rate`, { task_id: taskId, rating: 5 }), 409, 'invalid_state');
+    await fundAndStart(t, taskId);
+    t.clock.advance(42_000);
+    await t.app.services.tasks.markCompleted(taskId, textResult());
+    expectError(await call(t, stranger, 'POST', `/v1/agents/${agent.id}/rate`, { task_id: taskId, rating: 5 }), 403, 'forbidden');
+    expectError(await call(t, payer, 'POST', `/v1/agents/${agent.id}/rate`, { task_id: taskId, rating: 6 }), 400, 'validation_error');
+    const other = await registerAgent(t, owner, { name: 'Other' });
+    expectError(await call(t, payer, 'POST', `/v1/agents/${other.id}/rate`, { task_id: taskId, rating: 5 }), 404, 'task_not_found');
+
+    const ok = await call(t, payer, 'POST', `/v1/agents/${agent.id}/rate`, { task_id: taskId, rating: 4, comment: 'Good' });
+    expect(ok.status).toBe(201);
+    expect(ok.body).toMatchObject({ agent_id: agent.id, task_id: taskId, rating: 4 });
+    expect(ok.body.rating_id).toMatch(/^rating_/);
+    expectError(await call(t, payer, 'POST', `/v1/agents/${agent.id}/rate`, { task_id: taskId, rating: 1 }), 409, 'already_rated');
+
+    const profile = await call(t, null, 'GET', `/v1/agents/${agent.id}`);
+    expect(profile.body).toMatchObject({ rating: 4, ratings_count: 1, tasks_completed: 1, response_time_avg_seconds: 42 });
+    expect(profile.body.recent_reviews).toEqual([
+      { rating_id: ok.body.rating_id, task_id: taskId, rating: 4, comment: 'Good', submitted_at: ok.body.submitted_at },
+    ]);
+    const [row] = await t.db.database.db.select().from(agents).where(eq(agents.id, agent.id));
+    expect(row!.ratingSum).toBe(4);
+  });
+
+  it('answers 404 for an unknown agent', async () => {
+    expectError(await call(t, null, 'GET', '/v1/agents/agent_zzzzzzzzzzzzzzzzzzzz'), 404, 'agent_not_found');
+  });
+});
