@@ -43,6 +43,8 @@ export const configSchema = z.object({
   CORS_ORIGIN: z.string().default('*'),
   IDEMPOTENCY_TTL_SECONDS: z.coerce.number().int().min(60).default(86_400),
   REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1000).default(30_000),
+  /** How often the worker role expires unfunded tasks and purges spent nonces and idempotency keys. */
+  MAINTENANCE_INTERVAL_MS: z.coerce.number().int().min(1000).default(60_000),
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(100).default(10_000),
   /** Event-loop delay (ms) above which the service answers 503 (0 = off). */
   MAX_EVENT_LOOP_DELAY_MS: z.coerce.number().int().min(0).default(1000),

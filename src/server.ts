@@ -3,6 +3,7 @@ import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { openDatabase } from './db/client.js';
 import { runMigrations } from './db/migrate.js';
+import { runMaintenance, startMaintenance } from './maintenance.js';
 
 /** `--role api|worker|all` on the command line wins over ROLE in the environment. */
 function roleFromArgs(argv: string[]): string | undefined {
@@ -29,17 +30,22 @@ async function main(): Promise<void> {
   await runMigrations(database);
   const app = await buildApp({ config, database });
 
+  const stopWorkers =
+    config.ROLE === 'api'
+      ? async () => undefined
+      : startMaintenance(() => runMaintenance(app.db, app.clock, app.services), config.MAINTENANCE_INTERVAL_MS, app.log);
+
   closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an error');
     else app.log.info({ signal }, 'shutting down');
+    await stopWorkers();
     await app.close();
     await database.close();
   });
 
   if (config.ROLE === 'worker') {
-    // The background workers arrive with the dispatcher; a worker-only process has nothing to serve yet.
-    app.log.info({ role: config.ROLE, database: database.kind }, 'worker role: no workers are defined yet');
     await app.ready();
+    app.log.info({ role: config.ROLE, database: database.kind }, 'worker started (no HTTP listener)');
     return;
   }
   const address = await app.listen({ host: config.HOST, port: config.PORT });

@@ -18,10 +18,10 @@ beforeAll(async () => {
 });
 afterAll(() => t.close());
 
-async function settle<T>(ps: Promise<T>[]): Promise<{ ok: T[]; failed: unknown[] }> {
+async function settle<T>(ps: Promise<T>[]): Promise<{ ok: Awaited<T>[]; failed: unknown[] }> {
   const results = await Promise.allSettled(ps);
   return {
-    ok: results.filter((r): r is PromiseFulfilledResult<T> => r.status === 'fulfilled').map((r) => r.value),
+    ok: results.filter((r): r is PromiseFulfilledResult<Awaited<T>> => r.status === 'fulfilled').map((r) => r.value),
     failed: results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason),
   };
 }

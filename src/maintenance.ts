@@ -1,0 +1,62 @@
+import { and, eq, lt, lte } from 'drizzle-orm';
+import type { Services } from './app.js';
+import type { Clock } from './clock.js';
+import type { Db } from './db/client.js';
+import { idempotencyKeys, tasks } from './db/schema.js';
+
+export interface MaintenanceReport {
+  expiredTasks: number;
+  purgedNonces: number;
+  purgedIdempotencyKeys: number;
+}
+
+const BATCH = 500;
+
+/**
+ * Housekeeping that no request triggers: unfunded tasks past their funding deadline become
+ * expired; spent sign-in nonces and idempotency keys past their lifetime are deleted.
+ * Safe to run from any number of processes at once (every step is a conditional write).
+ */
+export async function runMaintenance(db: Db, clock: Clock, services: Services): Promise<MaintenanceReport> {
+  const now = clock.now();
+  const due = await db
+    .select({ id: tasks.id })
+    .from(tasks)
+    .where(and(eq(tasks.status, 'created'), lte(tasks.expiresAt, now)))
+    .limit(BATCH);
+  let expiredTasks = 0;
+  for (const { id } of due) {
+    const row = await services.tasks.expireUnfunded(id).catch(() => null);
+    if (row?.status === 'expired') expiredTasks++;
+  }
+  const purgedNonces = await services.siwe.purgeExpired();
+  const purged = await db.delete(idempotencyKeys).where(lt(idempotencyKeys.expiresAt, now)).returning({ key: idempotencyKeys.key });
+  return { expiredTasks, purgedNonces, purgedIdempotencyKeys: purged.length };
+}
+
+/** Runs maintenance every `intervalMs` until stopped; errors are logged, never thrown. */
+export function startMaintenance(
+  run: () => Promise<MaintenanceReport>,
+  intervalMs: number,
+  log: { info(obj: object, msg: string): void; error(obj: object, msg: string): void },
+): () => Promise<void> {
+  let running: Promise<void> | null = null;
+  const tick = () => {
+    if (running) return;
+    running = run()
+      .then((report) => {
+        if (report.expiredTasks + report.purgedNonces + report.purgedIdempotencyKeys > 0) log.info(report, 'maintenance');
+      })
+      .catch((err: unknown) => log.error({ err }, 'maintenance failed'))
+      .finally(() => {
+        running = null;
+      });
+  };
+  const timer = setInterval(tick, intervalMs);
+  timer.unref();
+  tick();
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
+}
