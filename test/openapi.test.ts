@@ -30,7 +30,10 @@ describe('OpenAPI document', () => {
   });
 
   it('lists the contract paths this service implements, each fully described', () => {
-    const doc = JSON.parse(generated) as { paths: Record<string, Record<string, Operation>> };
+    const doc = JSON.parse(generated) as {
+      paths: Record<string, Record<string, Operation>>;
+      components: { schemas: Record<string, { examples?: unknown[] }> };
+    };
     const expected = [
       'get /v1/agents',
       'get /v1/agents/{id}',
@@ -51,6 +54,9 @@ describe('OpenAPI document', () => {
         ids.add(op.operationId!);
         expect(op.tags?.length, `${m} ${p} tags`).toBeGreaterThan(0);
         expect(op.summary, `${m} ${p} summary`).toBeTruthy();
+        const success = Object.entries(op.responses).find(([s]) => s.startsWith('2'))?.[1];
+        const ref = JSON.stringify(success).match(/#\/components\/schemas\/(\w+)/)?.[1];
+        expect(ref && doc.components.schemas[ref]?.examples?.length, `${m} ${p} response example`).toBeTruthy();
         if (!p.endsWith('z')) {
           expect(op.description, `${m} ${p} description`).toBeTruthy();
           for (const status of ['400', '429', '500']) {

@@ -30,6 +30,19 @@ export const Runtime = z
   .refine((r) => JSON.stringify(r).length <= 16_384, 'runtime must serialise to at most 16 KiB')
   .meta({ description: 'How the service reaches the agent (defined by the dispatcher); visible to the owner only' });
 
+const agentExample = {
+  id: 'agent_0k3v9x2m1q8w7e6r5t4y',
+  name: 'Pixel Forge',
+  description: 'Generates marketing images from a brief',
+  capabilities: ['image-generation', 'design'],
+  pricing: { base_rate: '500000', unit: 'per-task', currency: 'USDC' },
+  rating: 4.6,
+  ratings_count: 12,
+  tasks_completed: 31,
+  availability: 'online',
+  response_time_avg_seconds: 84.5,
+};
+
 export const AgentSummary = z
   .object({
     id: AgentId,
@@ -43,7 +56,11 @@ export const AgentSummary = z
     availability: Availability,
     response_time_avg_seconds: z.number().nullable().meta({ description: 'Mean duration of completed tasks; null until one completes' }),
   })
-  .meta({ id: 'Agent' });
+  .meta({
+    id: 'Agent',
+    examples: [agentExample],
+  });
+
 export type AgentSummaryT = z.infer<typeof AgentSummary>;
 
 export const Review = z
@@ -59,7 +76,18 @@ export const Review = z
 export const AgentProfile = AgentSummary.extend({
   recent_reviews: z.array(Review),
   created_at: Timestamp,
-}).meta({ id: 'AgentProfile' });
+}).meta({
+  id: 'AgentProfile',
+  examples: [
+    {
+      ...agentExample,
+      recent_reviews: [
+        { rating_id: 'rating_4f8s2k1m9d0a7q3w6e5r', task_id: 'task_7h2k9d0s1a3f5g6j8l4z', rating: 5, comment: 'Fast and accurate', submitted_at: '2026-11-20T09:30:00.000Z' },
+      ],
+      created_at: '2026-10-01T08:00:00.000Z',
+    },
+  ],
+});
 export type AgentProfileT = z.infer<typeof AgentProfile>;
 
 /** What the owner sees of its own agent. */
@@ -69,7 +97,19 @@ export const OwnedAgent = AgentSummary.extend({
   runtime: z.record(z.string(), z.unknown()),
   created_at: Timestamp,
   updated_at: Timestamp,
-}).meta({ id: 'OwnedAgent' });
+}).meta({
+  id: 'OwnedAgent',
+  examples: [
+    {
+      ...agentExample,
+      owner_address: '0x90F79bf6EB2c4f870365E785982E1f101E93b906',
+      payout_address: '0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC',
+      runtime: { kind: 'webhook', url: 'https://agent.example.com/tasks' },
+      created_at: '2026-10-01T08:00:00.000Z',
+      updated_at: '2026-11-20T09:30:00.000Z',
+    },
+  ],
+});
 export type OwnedAgentT = z.infer<typeof OwnedAgent>;
 
 const name = z.string().trim().min(1).max(100);
@@ -137,7 +177,7 @@ export const SearchAgentsResult = z
     limit: z.number().int(),
     has_more: z.boolean(),
   })
-  .meta({ id: 'AgentSearchResult' });
+  .meta({ id: 'AgentSearchResult', examples: [{ agents: [agentExample], total: 1, page: 1, limit: 20, has_more: false }] });
 
 export const RateAgentBody = z
   .object({
@@ -157,4 +197,9 @@ export const RatingCreated = z
     rating: z.number().int(),
     submitted_at: Timestamp,
   })
-  .meta({ id: 'Rating' });
+  .meta({
+    id: 'Rating',
+    examples: [
+      { rating_id: 'rating_4f8s2k1m9d0a7q3w6e5r', agent_id: 'agent_0k3v9x2m1q8w7e6r5t4y', task_id: 'task_7h2k9d0s1a3f5g6j8l4z', rating: 5, submitted_at: '2026-11-20T09:30:00.000Z' },
+    ],
+  });

@@ -4,8 +4,10 @@ import { z } from 'zod';
 import { errorResponses } from '../http/schemas.js';
 import { AppError } from '../errors.js';
 
-const Health = z.object({ status: z.literal('ok') }).meta({ id: 'Health' });
-const Ready = z.object({ status: z.literal('ready'), database: z.enum(['pglite', 'postgres']) }).meta({ id: 'Ready' });
+const Health = z.object({ status: z.literal('ok') }).meta({ id: 'Health', examples: [{ status: 'ok' }] });
+const Ready = z
+  .object({ status: z.literal('ready'), database: z.enum(['pglite', 'postgres']) })
+  .meta({ id: 'Ready', examples: [{ status: 'ready', database: 'postgres' }] });
 
 /** Liveness (the process answers) and readiness (the database answers). Not rate limited. */
 export async function healthRoutes(fastify: FastifyInstance): Promise<void> {

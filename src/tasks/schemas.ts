@@ -66,7 +66,21 @@ export const TaskCreated = z
     timeout_seconds: z.number().int(),
     created_at: Timestamp,
   })
-  .meta({ id: 'TaskCreated' });
+  .meta({
+    id: 'TaskCreated',
+    examples: [
+      {
+        task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
+        status: 'created',
+        agent_id: 'agent_0k3v9x2m1q8w7e6r5t4y',
+        escrow_address: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8',
+        escrow_amount: '1000000',
+        expires_at: '2026-11-21T13:00:00.000Z',
+        timeout_seconds: 3600,
+        created_at: '2026-11-21T12:00:00.000Z',
+      },
+    ],
+  });
 export type TaskCreatedT = z.infer<typeof TaskCreated>;
 
 export const TaskStatusView = z
@@ -81,7 +95,22 @@ export const TaskStatusView = z
     expires_at: Timestamp.meta({ description: 'Funding deadline of an unfunded task' }),
     deadline_at: Timestamp.nullable().meta({ description: 'When running work times out' }),
   })
-  .meta({ id: 'TaskStatus' });
+  .meta({
+    id: 'TaskStatus',
+    examples: [
+      {
+        task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
+        status: 'in_progress',
+        escrow_status: 'held',
+        progress_percent: 40,
+        intermediate_result: { draft: 'Light up your nights…' },
+        updated_at: '2026-11-21T12:04:00.000Z',
+        estimated_completion: '2026-11-21T12:10:00.000Z',
+        expires_at: '2026-11-21T13:00:00.000Z',
+        deadline_at: '2026-11-21T13:01:00.000Z',
+      },
+    ],
+  });
 export type TaskStatusViewT = z.infer<typeof TaskStatusView>;
 
 export const ResultContent = z
@@ -107,7 +136,18 @@ export const TaskResult = z
     result_hash: z.string().meta({ description: 'SHA-256 (hex) of the delivered result' }),
     completed_at: Timestamp,
   })
-  .meta({ id: 'TaskResult' });
+  .meta({
+    id: 'TaskResult',
+    examples: [
+      {
+        task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
+        status: 'completed',
+        result: { type: 'text', content: 'Light up your nights with…', metadata: { tokens_used: 412, model: 'gpt-4o-mini', duration_seconds: 7.2 } },
+        result_hash: '9f2c…',
+        completed_at: '2026-11-21T12:09:30.000Z',
+      },
+    ],
+  });
 export type TaskResultT = z.infer<typeof TaskResult>;
 
 export const CancelTaskBody = z
@@ -137,7 +177,12 @@ export const TaskCancelled = z
     refund: Refund,
     cancellation_fee: AtomicAmount,
   })
-  .meta({ id: 'TaskCancelled' });
+  .meta({
+    id: 'TaskCancelled',
+    examples: [
+      { task_id: 'task_7h2k9d0s1a3f5g6j8l4z', status: 'cancelled', refund: { amount: '900000', tx_hash: null, status: 'pending' }, cancellation_fee: '100000' },
+    ],
+  });
 export type TaskCancelledT = z.infer<typeof TaskCancelled>;
 
 export const DisputeTaskBody = z
@@ -157,5 +202,16 @@ export const DisputeOpened = z
     submitted_at: Timestamp,
     expected_resolution: Timestamp,
   })
-  .meta({ id: 'Dispute' });
+  .meta({
+    id: 'Dispute',
+    examples: [
+      {
+        dispute_id: 'dispute_2j4k6l8z0x1c3v5b7n9m',
+        task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
+        status: 'under_review',
+        submitted_at: '2026-11-21T12:15:00.000Z',
+        expected_resolution: '2026-11-24T12:15:00.000Z',
+      },
+    ],
+  });
 export type DisputeOpenedT = z.infer<typeof DisputeOpened>;
