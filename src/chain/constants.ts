@@ -76,3 +76,17 @@ export const ANVIL_ACCOUNTS: readonly DevAccount[] = Object.freeze([
 
 /** Addresses of ANVIL_ACCOUNTS, in order. */
 export const ANVIL_ADDRESSES: readonly Address[] = Object.freeze(ANVIL_ACCOUNTS.map((a) => a.address));
+
+/**
+ * Who is who on the embedded dev chain (indices into ANVIL_ACCOUNTS):
+ * 0 mints test USDC; 1 is the escrow wallet; 2 the operator (facilitator, pays gas);
+ * 3 receives per-call fees; 4-9 are demo wallets holding test USDC for clients.
+ * The escrow and fee wallets start with no USDC so the ledger reconciles exactly.
+ */
+export const DEV_ROLES = {
+  minter: 0,
+  escrow: 1,
+  operator: 2,
+  feeTreasury: 3,
+  demo: [4, 5, 6, 7, 8, 9],
+} as const;

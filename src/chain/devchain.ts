@@ -40,6 +40,8 @@ export interface DevChainOptions {
   stateFile?: string;
   /** How many of the 10 dev accounts get USDC on a fresh chain (default 10). */
   fundAccounts?: number;
+  /** Exactly which dev accounts (indices 0..9) get USDC; wins over fundAccounts. */
+  fundIndices?: readonly number[];
   /** USDC (atomic, 6 decimals) minted to each funded account (default 10_000 USDC). */
   fundAmount?: bigint;
   /** No log lines at all (default false). */
@@ -336,7 +338,7 @@ interface SetupResult {
 }
 
 interface Funding {
-  readonly count: number;
+  readonly indices: readonly number[];
   readonly amount: bigint;
 }
 
@@ -346,8 +348,12 @@ function fundingFrom(opts: DevChainOptions): Funding {
   if (!Number.isInteger(count) || count < 0 || count > ANVIL_ACCOUNTS.length) {
     throw new RangeError(`fundAccounts must be an integer in 0..${ANVIL_ACCOUNTS.length}`);
   }
+  const indices = opts.fundIndices ?? [...Array(count).keys()];
+  if (indices.some((i) => !Number.isInteger(i) || i < 0 || i >= ANVIL_ACCOUNTS.length)) {
+    throw new RangeError(`fundIndices must be integers in 0..${ANVIL_ACCOUNTS.length - 1}`);
+  }
   if (amount <= 0n) throw new RangeError('fundAmount must be positive');
-  return { count, amount };
+  return { indices, amount };
 }
 
 async function installContracts(client: DevClient, rpcUrl: string, funding: Funding): Promise<SetupResult> {
@@ -363,8 +369,8 @@ async function installContracts(client: DevClient, rpcUrl: string, funding: Fund
     await client.mine({ blocks: 1 });
     return { restored: true, funded: 0 };
   }
-  await fundAccounts(client, rpcUrl, ANVIL_ACCOUNTS.slice(0, funding.count), funding.amount);
-  return { restored: false, funded: funding.count };
+  await fundAccounts(client, rpcUrl, funding.indices.map((i) => ANVIL_ACCOUNTS[i]!), funding.amount);
+  return { restored: false, funded: funding.indices.length };
 }
 
 // ---------------------------------------------------------------------------- public API

@@ -208,3 +208,102 @@ export type AgentRow = typeof agents.$inferSelect;
 export type TaskRow = typeof tasks.$inferSelect;
 export type DisputeRow = typeof disputes.$inferSelect;
 export type RatingRow = typeof ratings.$inferSelect;
+
+/** Every settled x402 payment (a receipt): per-call fees and escrow funding alike. */
+export const payments = pgTable(
+  'payments',
+  {
+    id: text('id').primaryKey(),
+    payerAddress: text('payer_address').notNull(),
+    payTo: text('pay_to').notNull(),
+    amount: money('amount').notNull(),
+    asset: text('asset').notNull(),
+    network: text('network').notNull(),
+    /** EIP-3009 authorization nonce (bytes32 hex): one settlement per authorization. */
+    authorizationNonce: text('authorization_nonce').notNull(),
+    txHash: text('tx_hash').notNull(),
+    /** `METHOD /route/pattern` that was paid for. */
+    endpoint: text('endpoint').notNull(),
+    kind: text('kind').notNull(),
+    taskId: text('task_id'),
+    createdAt: ts('created_at').notNull(),
+  },
+  (t) => [
+    uniqueIndex('payments_authorization_uq').on(t.network, t.asset, t.payerAddress, t.authorizationNonce),
+    index('payments_payer_idx').on(t.payerAddress, t.createdAt),
+    index('payments_task_idx').on(t.taskId),
+    check('payments_kind_chk', sql`${t.kind} in ('call_fee','escrow_funding')`),
+    check('payments_amount_pos', sql`${t.amount} > 0`),
+  ],
+);
+
+/**
+ * Double-entry ledger: every movement is a set of rows sharing `movement_id` whose amounts sum
+ * to zero. Accounts are names (`external`, `escrow:<task>`, `treasury:…`, `payout_pending`).
+ */
+export const ledgerEntries = pgTable(
+  'ledger_entries',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    movementId: text('movement_id').notNull(),
+    kind: text('kind').notNull(),
+    account: text('account').notNull(),
+    amount: money('amount').notNull(),
+    taskId: text('task_id'),
+    paymentId: text('payment_id'),
+    transferId: text('transfer_id'),
+    createdAt: ts('created_at').notNull(),
+  },
+  (t) => [
+    index('ledger_movement_idx').on(t.movementId),
+    index('ledger_account_idx').on(t.account),
+    index('ledger_task_idx').on(t.taskId),
+  ],
+);
+
+/**
+ * Outbox of chain transfers from the escrow wallet (releases and refunds). Written in the same
+ * transaction as the state change that decides them; a settlement worker signs, sends and
+ * confirms them. The signed transaction and its hash are stored before it is broadcast, so a
+ * crash at any point resumes by re-broadcasting the same bytes: never a second payment.
+ */
+export const chainTransfers = pgTable(
+  'chain_transfers',
+  {
+    id: text('id').primaryKey(),
+    kind: text('kind').notNull(),
+    taskId: text('task_id'),
+    fromAddress: text('from_address').notNull(),
+    toAddress: text('to_address').notNull(),
+    amount: money('amount').notNull(),
+    status: text('status').notNull(),
+    nonce: bigint('nonce', { mode: 'number' }),
+    rawTx: text('raw_tx'),
+    txHash: text('tx_hash'),
+    blockNumber: bigint('block_number', { mode: 'number' }),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: ts('next_attempt_at').notNull(),
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: ts('lease_expires_at'),
+    lastError: text('last_error'),
+    createdAt: ts('created_at').notNull(),
+    updatedAt: ts('updated_at').notNull(),
+    confirmedAt: ts('confirmed_at'),
+  },
+  (t) => [
+    uniqueIndex('chain_transfers_task_kind_uq').on(t.taskId, t.kind),
+    index('chain_transfers_due_idx').on(t.nextAttemptAt).where(sql`status in ('pending','signed','sent')`),
+    check('chain_transfers_status_chk', sql`${t.status} in ('pending','signed','sent','confirmed','failed')`),
+    check('chain_transfers_amount_pos', sql`${t.amount} > 0`),
+  ],
+);
+
+/** Next nonce per sending wallet, allocated in the transaction that stores the signed transfer. */
+export const chainNonces = pgTable('chain_nonces', {
+  address: text('address').primaryKey(),
+  nextNonce: bigint('next_nonce', { mode: 'number' }).notNull(),
+});
+
+export type PaymentRow = typeof payments.$inferSelect;
+export type LedgerEntryRow = typeof ledgerEntries.$inferSelect;
+export type ChainTransferRow = typeof chainTransfers.$inferSelect;
