@@ -47,12 +47,15 @@ CREATE TABLE "payments" (
 	"asset" text NOT NULL,
 	"network" text NOT NULL,
 	"authorization_nonce" text NOT NULL,
-	"tx_hash" text NOT NULL,
+	"status" text NOT NULL,
+	"tx_hash" text,
 	"endpoint" text NOT NULL,
 	"kind" text NOT NULL,
 	"task_id" text,
 	"created_at" timestamp with time zone NOT NULL,
+	"settled_at" timestamp with time zone,
 	CONSTRAINT "payments_kind_chk" CHECK ("payments"."kind" in ('call_fee','escrow_funding')),
+	CONSTRAINT "payments_status_chk" CHECK ("payments"."status" in ('claimed','settled')),
 	CONSTRAINT "payments_amount_pos" CHECK ("payments"."amount" > 0)
 );
 --> statement-breakpoint

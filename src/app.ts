@@ -2,6 +2,14 @@ import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { AgentsService } from './agents/service.js';
 import { SiweVerifier } from './auth/siwe.js';
+import { chainTarget, resolveWallets } from './chain/wallets.js';
+import { x402ResourceServer } from '@x402/core/server';
+import { registerExactEvmScheme as registerExactEvmServerScheme } from '@x402/evm/exact/server';
+import { x402Plugin, type X402Options } from './http/x402.js';
+import { createFacilitatorClient } from './payments/facilitator.js';
+import { priceBook, type PriceBook } from './payments/prices.js';
+import { PaymentsService } from './payments/service.js';
+import { fundingAmount } from './escrow/funding.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config.js';
 import type { Database, Db } from './db/client.js';
@@ -24,6 +32,8 @@ export interface AppDeps {
   clock?: Clock;
   /** false = no logs (tests, benchmarks); default: pino per config. */
   logger?: boolean;
+  /** The chain's JSON-RPC URL when it is not CHAIN_RPC_URL (the embedded dev chain). */
+  chainRpcUrl?: string;
   /** Where logs go instead of stdout (tests read them). */
   logStream?: { write(line: string): void };
 }
@@ -32,6 +42,7 @@ export interface Services {
   agents: AgentsService;
   tasks: TasksService;
   siwe: SiweVerifier;
+  payments: PaymentsService;
 }
 
 declare module 'fastify' {
@@ -41,6 +52,7 @@ declare module 'fastify' {
     db: Db;
     clock: Clock;
     services: Services;
+    prices: PriceBook;
   }
 }
 
@@ -49,7 +61,7 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
   return {
     agents,
     tasks: new TasksService(db, clock, agents, {
-      escrowAddress: config.ESCROW_ADDRESS,
+      escrowAddress: resolveWallets(config).escrowAddress,
       fundingWindowSeconds: config.TASK_FUNDING_WINDOW_SECONDS,
       timeoutMinSeconds: config.TASK_TIMEOUT_MIN_SECONDS,
       timeoutMaxSeconds: config.TASK_TIMEOUT_MAX_SECONDS,
@@ -58,6 +70,33 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
       disputeReviewSeconds: config.DISPUTE_REVIEW_SECONDS,
     }),
     siwe: new SiweVerifier({ db, clock, domain: config.AUTH_DOMAIN, maxAgeSeconds: config.AUTH_MAX_AGE_SECONDS }),
+    payments: new PaymentsService(db, clock),
+  };
+}
+
+/** x402 on the priced routes: in-process facilitator (or a hosted one), prices from configuration. */
+function x402Options(config: Config, deps: AppDeps, services: Services): X402Options {
+  const target = chainTarget(config);
+  const wallets = resolveWallets(config);
+  const facilitator = createFacilitatorClient({
+    target,
+    rpcUrl: deps.chainRpcUrl ?? config.CHAIN_RPC_URL,
+    operatorKey: wallets.operatorKey,
+    facilitatorUrl: config.FACILITATOR_URL,
+  });
+  const resourceServer = new x402ResourceServer(facilitator);
+  registerExactEvmServerScheme(resourceServer, { networks: [target.network] });
+  const prices = priceBook(config);
+  return {
+    resourceServer,
+    target,
+    feeAddress: wallets.feeAddress,
+    prices,
+    maxTimeoutSeconds: config.X402_MAX_TIMEOUT_SECONDS,
+    payments: services.payments,
+    dynamic: {
+      fund_task: (request) => ({ amount: fundingAmount(request) + prices.fund_task, payTo: wallets.escrowAddress }),
+    },
   };
 }
 
@@ -77,6 +116,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     routerOptions: { maxParamLength: 200 },
   };
   const app = Fastify(options);
+  const services = createServices(config, database.db, clock);
+  const x402 = config.X402_ENABLED ? x402Options(config, deps, services) : null;
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
@@ -84,7 +125,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.decorate('database', database);
   app.decorate('db', database.db);
   app.decorate('clock', clock);
-  app.decorate('services', createServices(config, database.db, clock));
+  app.decorate('services', services);
+  app.decorate('prices', priceBook(config));
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
@@ -112,7 +154,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(errorHandlerPlugin);
   await app.register(jsonBodyPlugin);
   await app.register(openapiPlugin);
-  await app.register(callerPlugin);
+  await app.register(callerPlugin, { deferTo: (request) => x402 !== null && request.routeOptions.config.price !== undefined });
   app.addCallerSource({
     name: 'siwe',
     resolve: async (request) => {
@@ -122,6 +164,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return { address: signIn.address, via: 'siwe' };
     },
   });
+  if (x402) await app.register(x402Plugin, x402);
   await app.register(idempotencyPlugin, { db: database.db, clock, ttlSeconds: config.IDEMPOTENCY_TTL_SECONDS });
 
   await app.register(healthRoutes);

@@ -9,6 +9,8 @@ const bool = z
   .transform((v) => v === 'true' || v === '1');
 
 const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'must be a 0x-prefixed 20-byte hex address');
+const privateKey = z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex private key');
+const atomic = z.coerce.bigint().refine((v) => v > 0n && v < 10n ** 16n, 'must be a positive amount in atomic USDC');
 
 export const configSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -26,8 +28,6 @@ export const configSchema = z.object({
   /** Longest lifetime a signed sign-in message may have, in seconds. */
   AUTH_MAX_AGE_SECONDS: z.coerce.number().int().min(10).max(86_400).default(600),
 
-  /** Where funded escrow is held (the operator's escrow wallet). */
-  ESCROW_ADDRESS: address.default('0x70997970C51812dc3A010C7d01b50e0d17dc79C8'),
   /** How long a created task may stay unfunded before it expires. */
   TASK_FUNDING_WINDOW_SECONDS: z.coerce.number().int().min(60).max(30 * 86_400).default(3600),
   TASK_TIMEOUT_MIN_SECONDS: z.coerce.number().int().min(1).default(30),
@@ -36,6 +36,38 @@ export const configSchema = z.object({
   CANCELLATION_FEE_BPS: z.coerce.number().int().min(0).max(10_000).default(1000),
   /** How long a dispute is expected to take to resolve, in seconds. */
   DISPUTE_REVIEW_SECONDS: z.coerce.number().int().min(60).default(3 * 86_400),
+
+  /** Chain JSON-RPC; unset = an embedded anvil dev chain made to look like Base (dev only). */
+  CHAIN_RPC_URL: z.url({ protocol: /^(https?|wss?)$/ }).optional(),
+  CHAIN_NETWORK: z.enum(['base', 'base-sepolia']).default('base'),
+  /** Facilitator key: settles x402 payments in-process and pays their gas. Dev default: anvil account 2. */
+  OPERATOR_PRIVATE_KEY: privateKey.optional(),
+  /** The custodial escrow wallet: receives funding, sends releases and refunds. Dev default: anvil account 1. */
+  ESCROW_PRIVATE_KEY: privateKey.optional(),
+  /** Where per-call fees are paid. Dev default: anvil account 3. */
+  FEE_ADDRESS: address.optional(),
+  /** A hosted x402 facilitator instead of the in-process one. */
+  FACILITATOR_URL: z.url().optional(),
+  /** `false` turns x402 off: priced endpoints then identify callers by wallet signature and charge nothing (tests, private use). */
+  X402_ENABLED: bool.default(true),
+  X402_MAX_TIMEOUT_SECONDS: z.coerce.number().int().min(10).max(3600).default(300),
+  /** Confirmations a release or refund waits for. */
+  CHAIN_CONFIRMATIONS: z.coerce.number().int().min(1).max(64).default(1),
+  /** Platform fee taken from a released escrow, in basis points. */
+  PLATFORM_FEE_BPS: z.coerce.number().int().min(0).max(10_000).default(250),
+  /** Operator API key for /v1/admin/*; unset = the admin endpoints answer 404. */
+  ADMIN_API_KEY: z.string().min(16).optional(),
+  /** Prices in atomic USDC (6 decimals). */
+  PRICE_SEARCH_AGENTS: atomic.default(1000n),
+  PRICE_GET_AGENT: atomic.default(2000n),
+  PRICE_RATE_AGENT: atomic.default(1000n),
+  PRICE_CREATE_TASK: atomic.default(5000n),
+  PRICE_FUND_FEE: atomic.default(5000n),
+  PRICE_TASK_STATUS: atomic.default(1000n),
+  PRICE_TASK_RESULT: atomic.default(2000n),
+  PRICE_CANCEL_TASK: atomic.default(2000n),
+  PRICE_DISPUTE_TASK: atomic.default(5000n),
+  PRICE_CLAIM_TASK: atomic.default(2000n),
 
   RATE_LIMIT_MAX: z.coerce.number().int().min(1).default(600),
   RATE_LIMIT_WINDOW_MS: z.coerce.number().int().min(1000).default(60_000),
@@ -64,6 +96,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   const cfg = parsed.data;
+  if (cfg.CHAIN_RPC_URL && cfg.X402_ENABLED && (!cfg.ESCROW_PRIVATE_KEY || !cfg.FEE_ADDRESS || !(cfg.OPERATOR_PRIVATE_KEY || cfg.FACILITATOR_URL))) {
+    throw new ConfigError(
+      'Invalid configuration:\n  CHAIN_RPC_URL: a real chain needs ESCROW_PRIVATE_KEY, FEE_ADDRESS and OPERATOR_PRIVATE_KEY (or FACILITATOR_URL)',
+    );
+  }
   if (cfg.TASK_TIMEOUT_MIN_SECONDS > cfg.TASK_TIMEOUT_MAX_SECONDS) {
     throw new ConfigError('Invalid configuration:\n  TASK_TIMEOUT_MIN_SECONDS: must not exceed TASK_TIMEOUT_MAX_SECONDS');
   }

@@ -32,6 +32,11 @@ export const errorCodes = {
   task_expired: { status: 410, type: 'conflict_error', retryable: false },
   task_completed: { status: 409, type: 'conflict_error', retryable: false },
   work_in_progress: { status: 409, type: 'conflict_error', retryable: false },
+  // payments (x402)
+  payment_required: { status: 402, type: 'payment_error', retryable: true },
+  payment_invalid: { status: 402, type: 'payment_error', retryable: false },
+  payment_replayed: { status: 402, type: 'payment_error', retryable: false },
+  payment_failed: { status: 402, type: 'payment_error', retryable: true },
   // request shape
   validation_error: { status: 400, type: 'invalid_request_error', retryable: false },
   unsupported_currency: { status: 422, type: 'invalid_request_error', retryable: false },

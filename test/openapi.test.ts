@@ -1,16 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { compileErrors, validate } from '@readme/openapi-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openapiText } from '../src/http/openapi-document.js';
+import { generateOpenapi } from '../src/http/openapi-document.js';
 import { buildTestApp, type TestApp } from './helpers/app.js';
 
 let t: TestApp;
 let generated: string;
 beforeAll(async () => {
-  // The committed document is generated with default configuration; only the test's wallet domain differs,
-  // and it does not appear in the document.
   t = await buildTestApp();
-  generated = openapiText(t.app);
+  generated = await generateOpenapi();
 });
 afterAll(() => t.close());
 

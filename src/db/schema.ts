@@ -221,18 +221,22 @@ export const payments = pgTable(
     network: text('network').notNull(),
     /** EIP-3009 authorization nonce (bytes32 hex): one settlement per authorization. */
     authorizationNonce: text('authorization_nonce').notNull(),
-    txHash: text('tx_hash').notNull(),
+    /** claimed (verified, handler running) → settled, or deleted when the request fails. */
+    status: text('status').notNull(),
+    txHash: text('tx_hash'),
     /** `METHOD /route/pattern` that was paid for. */
     endpoint: text('endpoint').notNull(),
     kind: text('kind').notNull(),
     taskId: text('task_id'),
     createdAt: ts('created_at').notNull(),
+    settledAt: ts('settled_at'),
   },
   (t) => [
     uniqueIndex('payments_authorization_uq').on(t.network, t.asset, t.payerAddress, t.authorizationNonce),
     index('payments_payer_idx').on(t.payerAddress, t.createdAt),
     index('payments_task_idx').on(t.taskId),
     check('payments_kind_chk', sql`${t.kind} in ('call_fee','escrow_funding')`),
+    check('payments_status_chk', sql`${t.status} in ('claimed','settled')`),
     check('payments_amount_pos', sql`${t.amount} > 0`),
   ],
 );

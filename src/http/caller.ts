@@ -34,8 +34,13 @@ declare module 'fastify' {
   }
 }
 
+export interface CallerOptions {
+  /** Routes whose caller another plugin proves (x402: the payer of a priced route). */
+  deferTo?: (request: FastifyRequest) => boolean;
+}
+
 export const callerPlugin = fp(
-  async (app: FastifyInstance) => {
+  async (app: FastifyInstance, opts: CallerOptions) => {
     const sources: CallerSource[] = [];
     app.decorate('addCallerSource', (source: CallerSource) => {
       sources.push(source);
@@ -44,7 +49,7 @@ export const callerPlugin = fp(
     // After validation: a malformed request is refused before a signature's nonce is spent.
     app.addHook('preHandler', async (request) => {
       const mode = request.routeOptions.config.auth ?? 'none';
-      if (mode === 'none') return;
+      if (mode === 'none' || opts.deferTo?.(request)) return;
       for (const source of sources) {
         const caller = await source.resolve(request);
         if (caller) {

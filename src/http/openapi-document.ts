@@ -13,7 +13,8 @@ export function openapiText(app: FastifyInstance): string {
 export async function generateOpenapi(): Promise<string> {
   const config = loadConfig({ NODE_ENV: 'production', LOG_LEVEL: 'silent' });
   const database = await openDatabase({ dataDir: '', pglite: await PGlite.create() });
-  const app = await buildApp({ config, database, logger: false });
+  // x402 on, as in production; the facilitator is never called while the document is generated.
+  const app = await buildApp({ config, database, logger: false, chainRpcUrl: 'http://127.0.0.1:1' });
   try {
     await app.ready();
     return openapiText(app);

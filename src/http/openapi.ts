@@ -27,6 +27,16 @@ export const openapiPlugin = fp(
         ],
         components: {
           securitySchemes: {
+            x402: {
+              type: 'apiKey',
+              in: 'header',
+              name: 'PAYMENT-SIGNATURE',
+              description:
+                'x402 v2 payment (`exact` scheme, USDC on Base): an unpaid request gets 402 with a `PAYMENT-REQUIRED` challenge; ' +
+                'retry with `PAYMENT-SIGNATURE` = base64 JSON of a signed EIP-3009 authorization for one of its `accepts`. ' +
+                'Any stock x402 client (e.g. @x402/fetch) does this. The paying wallet is the caller. A successful paid ' +
+                'response carries `PAYMENT-RESPONSE` with the settlement transaction.',
+            },
             siwe: {
               type: 'apiKey',
               in: 'header',

@@ -1,4 +1,6 @@
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { formatUsdc, type PriceName } from '../payments/prices.js';
 
 /** Request headers documented on every POST. */
 export const IdempotencyHeaders = z.object({
@@ -10,4 +12,12 @@ export const IdempotencyHeaders = z.object({
 });
 
 /** OpenAPI security requirement of wallet-signed routes. */
-export const signedIn = [{ siwe: [] }];
+export const signedIn: { [scheme: string]: string[] }[] = [{ siwe: [] }];
+
+/** OpenAPI security requirement of x402-paid routes (or a wallet signature when x402 is off). */
+export const paid: { [scheme: string]: string[] }[] = [{ x402: [] }, { siwe: [] }];
+
+/** A route description with its price, as configured. */
+export function priced(app: FastifyInstance, name: PriceName, text: string): string {
+  return `${text}\n\n**Price:** ${formatUsdc(app.prices[name])}, paid with x402 (a failed request is not charged).`;
+}

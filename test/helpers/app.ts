@@ -40,6 +40,8 @@ export async function buildTestApp(env: Record<string, string> = {}): Promise<Te
     AUTH_DOMAIN: TEST_DOMAIN,
     RATE_LIMIT_MAX: '100000',
     MAX_EVENT_LOOP_DELAY_MS: '0',
+    // Identity by wallet signature; the x402 tests (test/payments) turn payments on against anvil.
+    X402_ENABLED: 'false',
     ...env,
   });
   const clock = new ManualClock(new Date('2026-11-21T12:00:00.000Z'));

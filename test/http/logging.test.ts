@@ -9,7 +9,7 @@ describe('request logs', () => {
   it('write one line per request with the caller, and never a signature or payment header', async () => {
     const db = await createTestDatabase();
     const lines: string[] = [];
-    const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'info', AUTH_DOMAIN: TEST_DOMAIN, MAX_EVENT_LOOP_DELAY_MS: '0' });
+    const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'info', AUTH_DOMAIN: TEST_DOMAIN, MAX_EVENT_LOOP_DELAY_MS: '0', X402_ENABLED: 'false' });
     const app = await buildApp({ config, database: db.database, logStream: { write: (l) => lines.push(l) } });
     try {
       const owner = wallet(1);

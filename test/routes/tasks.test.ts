@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
 import { taskEvents, tasks } from '../../src/db/schema.js';
 import { resultHash } from '../../src/tasks/result-hash.js';
+import { resolveWallets } from '../../src/chain/wallets.js';
 import { buildTestApp, wallet, type TestApp } from '../helpers/app.js';
 import { call, createTask, expectError, fundAndStart, registerAgent, rowCount, textResult, type AgentFixture } from '../helpers/fixtures.js';
 
@@ -34,7 +35,7 @@ describe('POST /v1/tasks', () => {
     expect(res.body).toMatchObject({
       status: 'created',
       agent_id: agent.id,
-      escrow_address: t.config.ESCROW_ADDRESS,
+      escrow_address: resolveWallets(t.config).escrowAddress,
       escrow_amount: '1000000',
       timeout_seconds: 3600,
       expires_at: new Date(t.clock.now().getTime() + 600_000).toISOString(),

@@ -14,7 +14,7 @@ import {
   UpdateAgentBody,
 } from '../../agents/schemas.js';
 import { callerOf } from '../../http/caller.js';
-import { IdempotencyHeaders, signedIn } from '../common.js';
+import { IdempotencyHeaders, paid, priced, signedIn } from '../common.js';
 import { errorResponses } from '../../http/schemas.js';
 
 const AgentParams = z.object({ id: AgentId });
@@ -25,25 +25,33 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
   const { agents } = app.services;
 
   app.get('/v1/agents', {
+    config: { price: 'search_agents' },
     schema: {
       operationId: 'searchAgents',
       tags: ['agents'],
       summary: 'Search agents',
-      description: 'Search the registry by capability or free text (full-text ranked), rating floor and price ceiling. Online agents only unless `availability` says otherwise.',
+      description: priced(
+        app,
+        'search_agents',
+        'Search the registry by capability or free text (full-text ranked), rating floor and price ceiling. Online agents only unless `availability` says otherwise.',
+      ),
+      security: paid,
       querystring: SearchAgentsQuery,
-      response: { 200: SearchAgentsResult, ...errorResponses() },
+      response: { 200: SearchAgentsResult, ...errorResponses(402) },
     },
     handler: async (req) => agents.search(req.query),
   });
 
   app.get('/v1/agents/:id', {
+    config: { price: 'get_agent' },
     schema: {
       operationId: 'getAgent',
       tags: ['agents'],
       summary: "An agent's profile",
-      description: 'Profile with rating, completed tasks, mean response time and the most recent reviews.',
+      description: priced(app, 'get_agent', 'Profile with rating, completed tasks, mean response time and the most recent reviews.'),
+      security: paid,
       params: AgentParams,
-      response: { 200: AgentProfile, ...errorResponses(404) },
+      response: { 200: AgentProfile, ...errorResponses(402, 404) },
     },
     handler: async (req) => agents.profile(req.params.id),
   });
@@ -93,17 +101,17 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
   });
 
   app.post('/v1/agents/:id/rate', {
-    config: { auth: 'required' },
+    config: { auth: 'required', price: 'rate_agent' },
     schema: {
       operationId: 'rateAgent',
       tags: ['agents'],
       summary: 'Rate an agent for a completed task',
-      description: 'By the payer of a completed task of this agent, once per task.',
-      security: signedIn,
+      description: priced(app, 'rate_agent', 'By the payer of a completed task of this agent, once per task.'),
+      security: paid,
       headers: IdempotencyHeaders,
       params: AgentParams,
       body: RateAgentBody,
-      response: { 201: RatingCreated, ...errorResponses(401, 403, 404, 409) },
+      response: { 201: RatingCreated, ...errorResponses(401, 402, 403, 404, 409) },
     },
     handler: async (req, reply) =>
       reply.code(201).send(await rateAgent(app.db, app.clock, callerOf(req).address, req.params.id, req.body)),

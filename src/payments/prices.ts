@@ -1,0 +1,40 @@
+import type { Config } from '../config.js';
+
+/** Every priced operation and its configured price (atomic USDC). `fund` adds the escrow amount. */
+export const priceNames = [
+  'search_agents',
+  'get_agent',
+  'rate_agent',
+  'create_task',
+  'fund_task',
+  'task_status',
+  'task_result',
+  'cancel_task',
+  'dispute_task',
+  'claim_task',
+] as const;
+export type PriceName = (typeof priceNames)[number];
+
+export type PriceBook = Record<PriceName, bigint>;
+
+export function priceBook(config: Config): PriceBook {
+  return {
+    search_agents: config.PRICE_SEARCH_AGENTS,
+    get_agent: config.PRICE_GET_AGENT,
+    rate_agent: config.PRICE_RATE_AGENT,
+    create_task: config.PRICE_CREATE_TASK,
+    fund_task: config.PRICE_FUND_FEE,
+    task_status: config.PRICE_TASK_STATUS,
+    task_result: config.PRICE_TASK_RESULT,
+    cancel_task: config.PRICE_CANCEL_TASK,
+    dispute_task: config.PRICE_DISPUTE_TASK,
+    claim_task: config.PRICE_CLAIM_TASK,
+  };
+}
+
+/** "0.001 USDC" for documentation. */
+export function formatUsdc(atomic: bigint): string {
+  const whole = atomic / 1_000_000n;
+  const frac = (atomic % 1_000_000n).toString().padStart(6, '0').replace(/0+$/, '');
+  return `${whole}${frac ? `.${frac}` : ''} USDC`;
+}
