@@ -24,6 +24,8 @@ import { loggerOptions } from './logger.js';
 import { healthRoutes } from './routes/health.js';
 import { agentRoutes } from './routes/v1/agents.js';
 import { taskRoutes } from './routes/v1/tasks.js';
+import { receiptRoutes } from './routes/v1/receipts.js';
+import { devRoutes, type DevFaucet } from './routes/dev.js';
 import { TasksService } from './tasks/service.js';
 
 export interface AppDeps {
@@ -34,6 +36,8 @@ export interface AppDeps {
   logger?: boolean;
   /** The chain's JSON-RPC URL when it is not CHAIN_RPC_URL (the embedded dev chain). */
   chainRpcUrl?: string;
+  /** The embedded dev chain's faucet: registers POST /dev/faucet (dev mode only). */
+  devFaucet?: DevFaucet;
   /** Where logs go instead of stdout (tests read them). */
   logStream?: { write(line: string): void };
 }
@@ -170,5 +174,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(healthRoutes);
   await app.register(agentRoutes);
   await app.register(taskRoutes);
+  await app.register(receiptRoutes);
+  if (deps.devFaucet) await app.register(devRoutes, { faucet: deps.devFaucet });
   return app;
 }

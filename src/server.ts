@@ -3,6 +3,11 @@ import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { openDatabase } from './db/client.js';
 import { runMigrations } from './db/migrate.js';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import type { Address } from 'viem';
+import { ANVIL_ACCOUNTS, DEV_ROLES } from './chain/constants.js';
+import { mintUsdc, startDevChain, usdcBalance, type DevChain } from './chain/devchain.js';
 import { runMaintenance, startMaintenance } from './maintenance.js';
 
 /** `--role api|worker|all` on the command line wins over ROLE in the environment. */
@@ -28,7 +33,14 @@ async function main(): Promise<void> {
 
   const database = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX });
   await runMigrations(database);
-  const app = await buildApp({ config, database });
+  const devChain = config.CHAIN_RPC_URL ? undefined : await startEmbeddedChain(config);
+  const app = await buildApp({
+    config,
+    database,
+    ...(devChain
+      ? { chainRpcUrl: devChain.rpcUrl, devFaucet: { mint: (to: Address, amount: bigint) => mintUsdc(devChain, to, amount) } }
+      : {}),
+  });
 
   const stopWorkers =
     config.ROLE === 'api'
@@ -41,6 +53,7 @@ async function main(): Promise<void> {
     await stopWorkers();
     await app.close();
     await database.close();
+    await devChain?.stop();
   });
 
   if (config.ROLE === 'worker') {
@@ -49,7 +62,39 @@ async function main(): Promise<void> {
     return;
   }
   const address = await app.listen({ host: config.HOST, port: config.PORT });
+  if (devChain) await printDemoWallets(devChain, address);
   app.log.info({ role: config.ROLE, database: database.kind }, `task-escrow listening on ${address} — Swagger UI at ${address}/docs`);
+}
+
+/** No CHAIN_RPC_URL: anvil made to look like Base, its state kept in DATA_DIR so balances survive restarts. */
+async function startEmbeddedChain(config: Config): Promise<DevChain> {
+  mkdirSync(config.DATA_DIR, { recursive: true });
+  return startDevChain({
+    stateFile: path.resolve(config.DATA_DIR, 'anvil-state.json'),
+    fundIndices: [...DEV_ROLES.demo],
+    silent: true,
+  });
+}
+
+async function printDemoWallets(chain: DevChain, address: string): Promise<void> {
+  const rows = await Promise.all(
+    DEV_ROLES.demo.map(async (i) => {
+      const a = ANVIL_ACCOUNTS[i]!.address;
+      const balance = await usdcBalance(chain.rpcUrl, a);
+      return `  anvil account ${i}  ${a}  ${(Number(balance) / 1e6).toFixed(2)} USDC`;
+    }),
+  );
+  console.log(
+    [
+      '',
+      `Embedded dev chain (anvil, chain id 8453, USDC at ${chain.usdc}): ${chain.rpcUrl}`,
+      'Demo wallets (anvil\'s well-known dev accounts; keys in src/chain/constants.ts):',
+      ...rows,
+      `More test USDC: POST ${address}/dev/faucet {"address":"0x…"}`,
+      `Swagger UI: ${address}/docs`,
+      '',
+    ].join('\n'),
+  );
 }
 
 main().catch((err) => {

@@ -23,7 +23,9 @@ export const openapiPlugin = fp(
         tags: [
           { name: 'agents', description: 'The agent registry' },
           { name: 'tasks', description: 'Tasks, their escrow and lifecycle' },
+          { name: 'payments', description: 'x402 receipts' },
           { name: 'operations', description: 'Health and readiness' },
+          { name: 'dev', description: 'Only with the embedded dev chain' },
         ],
         components: {
           securitySchemes: {
