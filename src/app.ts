@@ -66,6 +66,7 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
     agents,
     tasks: new TasksService(db, clock, agents, {
       escrowAddress: resolveWallets(config).escrowAddress,
+      platformFeeBps: config.PLATFORM_FEE_BPS,
       fundingWindowSeconds: config.TASK_FUNDING_WINDOW_SECONDS,
       timeoutMinSeconds: config.TASK_TIMEOUT_MIN_SECONDS,
       timeoutMaxSeconds: config.TASK_TIMEOUT_MAX_SECONDS,

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { AgentId } from '../agents/schemas.js';
 import { escrowStatuses } from '../escrow/rules.js';
 import { AtomicAmount, PositiveAtomicAmount, Timestamp, WalletAddress } from '../http/schemas.js';
-import { taskStatuses } from './state-machine.js';
+import { publicStatuses } from './state-machine.js';
 
 /** Wire shapes of tasks (one zod schema per shape: validation, types and OpenAPI). */
 
@@ -12,7 +12,21 @@ export const TaskId = z
   .meta({ examples: ['task_7h2k9d0s1a3f5g6j8l4z'] });
 export const TaskParams = z.object({ id: TaskId });
 
-export const TaskStatusEnum = z.enum(taskStatuses);
+export const TaskStatusEnum = z.enum(publicStatuses as [string, ...string[]]).meta({
+  description: 'created → in_progress → completed | failed | cancelled | disputed | expired (a funded task reads in_progress)',
+});
+export const Stage = z
+  .enum(['awaiting_funding', 'queued', 'running', 'done'])
+  .meta({ description: 'Where the work is: queued = funded, waiting for the agent; running = the agent is working' });
+export const Payout = z
+  .object({
+    kind: z.enum(['release', 'refund']),
+    to: WalletAddress,
+    amount: AtomicAmount,
+    status: z.enum(['pending', 'signed', 'sent', 'confirmed', 'failed']),
+    tx_hash: z.string().nullable(),
+  })
+  .meta({ id: 'Payout' });
 export const EscrowStatusEnum = z.enum(escrowStatuses);
 
 const MAX_REQUIREMENTS_BYTES = 65_536;
@@ -87,7 +101,9 @@ export const TaskStatusView = z
   .object({
     task_id: TaskId,
     status: TaskStatusEnum,
+    stage: Stage,
     escrow_status: EscrowStatusEnum,
+    payouts: z.array(Payout).meta({ description: 'Releases and refunds of the escrow, with their transactions' }),
     progress_percent: z.number().int().min(0).max(100),
     intermediate_result: z.unknown().nullable(),
     updated_at: Timestamp,
@@ -101,7 +117,9 @@ export const TaskStatusView = z
       {
         task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
         status: 'in_progress',
+        stage: 'running',
         escrow_status: 'held',
+        payouts: [],
         progress_percent: 40,
         intermediate_result: { draft: 'Light up your nights…' },
         updated_at: '2026-11-21T12:04:00.000Z',
@@ -215,3 +233,39 @@ export const DisputeOpened = z
     ],
   });
 export type DisputeOpenedT = z.infer<typeof DisputeOpened>;
+
+export const FundTaskBody = z
+  .object({
+    amount: PositiveAtomicAmount.meta({ description: 'Escrow to lock, at least the budget. The x402 price is this plus the funding fee.' }),
+  })
+  .strict()
+  .meta({ id: 'FundTask', examples: [{ amount: '1000000' }] });
+export type FundTaskInput = z.infer<typeof FundTaskBody>;
+
+export const TaskFunded = z
+  .object({
+    task_id: TaskId,
+    escrow_funded: z.literal(true),
+    amount: AtomicAmount,
+    fee: AtomicAmount,
+    escrow_address: WalletAddress,
+    tx_hash: z.string().meta({ description: 'The settlement transaction that moved the USDC into escrow' }),
+    status: TaskStatusEnum,
+    agent_notified: z.boolean().meta({ description: 'Whether the agent has been handed the task yet' }),
+  })
+  .meta({
+    id: 'TaskFunded',
+    examples: [
+      {
+        task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
+        escrow_funded: true,
+        amount: '1000000',
+        fee: '5000',
+        escrow_address: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8',
+        tx_hash: '0x5c1d…',
+        status: 'in_progress',
+        agent_notified: false,
+      },
+    ],
+  });
+export type TaskFundedT = z.infer<typeof TaskFunded>;

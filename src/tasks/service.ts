@@ -2,8 +2,10 @@ import { and, eq, sql } from 'drizzle-orm';
 import { getAddress } from 'viem';
 import type { AgentsService } from '../agents/service.js';
 import type { Clock } from '../clock.js';
-import { withTransaction, type Db, type Executor } from '../db/client.js';
-import { agents, disputes, tasks, type TaskRow } from '../db/schema.js';
+import { withTransaction, type Db, type Executor, type Tx } from '../db/client.js';
+import { planRefund, planRelease } from '../escrow/outbox.js';
+import { recordEscrowFunding } from '../ledger/ledger.js';
+import { agents, chainTransfers, disputes, tasks, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { cancellationTerms, isDisputable, type EscrowStatus } from '../escrow/rules.js';
 import { newId } from '../ids.js';
@@ -19,16 +21,24 @@ import type {
   TaskResultT,
   TaskStatusViewT,
 } from './schemas.js';
-import { transition, type TaskStatus } from './state-machine.js';
+import { publicStatus, transition, type TaskStatus } from './state-machine.js';
 
 export interface TaskRules {
   escrowAddress: string;
+  platformFeeBps: number;
   fundingWindowSeconds: number;
   timeoutMinSeconds: number;
   timeoutMaxSeconds: number;
   defaultTimeoutSeconds: number;
   cancellationFeeBps: number;
   disputeReviewSeconds: number;
+}
+
+function stageOf(status: TaskStatus): 'awaiting_funding' | 'queued' | 'running' | 'done' {
+  if (status === 'created') return 'awaiting_funding';
+  if (status === 'funded') return 'queued';
+  if (status === 'in_progress') return 'running';
+  return 'done';
 }
 
 export interface ProgressReport {
@@ -107,10 +117,23 @@ export class TasksService {
   async status(caller: string, id: string): Promise<TaskStatusViewT> {
     let task = await this.readable(caller, id, 'payer_or_agent');
     if (task.status === 'created' && task.expiresAt <= this.clock.now()) task = await this.expireUnfunded(id);
+    const transfers = await this.db
+      .select()
+      .from(chainTransfers)
+      .where(eq(chainTransfers.taskId, task.id))
+      .orderBy(chainTransfers.createdAt);
     return {
       task_id: task.id,
-      status: task.status as TaskStatus,
+      status: publicStatus(task.status as TaskStatus),
+      stage: stageOf(task.status as TaskStatus),
       escrow_status: task.escrowStatus as EscrowStatus,
+      payouts: transfers.map((x) => ({
+        kind: x.kind as 'release' | 'refund',
+        to: getAddress(x.toAddress),
+        amount: x.amount.toString(),
+        status: x.status as 'pending',
+        tx_hash: x.txHash,
+      })),
       progress_percent: task.progressPercent,
       intermediate_result: task.intermediateResult ?? null,
       updated_at: task.updatedAt.toISOString(),
@@ -171,6 +194,15 @@ export class TasksService {
         actor: caller.toLowerCase(),
         detail: { reason: input.reason ?? null, refund: terms.refund.toString(), fee: terms.cancellationFee.toString() },
       });
+      if (status !== 'created') {
+        const agent = await this.agentsService.require(tx, row.agentId);
+        await planRefund(tx, this.clock, {
+          task: row,
+          refund: terms.refund,
+          agentShare: terms.cancellationFee,
+          agentPayout: agent.payoutAddress,
+        });
+      }
       return {
         task_id: row.id,
         status: 'cancelled',
@@ -225,9 +257,36 @@ export class TasksService {
 
   // ── service side (payments, dispatcher) ────────────────────────────────────
 
-  /** Records money locked in escrow for the task (the payments layer calls this once it has settled). */
-  async markFunded(id: string, funding: { amount: bigint; txHash: string | null; actor: string }): Promise<TaskRow> {
-    return withTransaction(this.db, async (tx) => {
+  /**
+   * Checks, before any money moves, that `payer` may fund task `id` with `amount` now:
+   * its payer, still created, before expires_at, at least the budget.
+   */
+  async assertFundable(payer: string, id: string, amount: bigint): Promise<TaskRow> {
+    const task = await this.readable(payer, id, 'payer');
+    if (task.status !== 'created') {
+      throw new AppError('invalid_state', `Task ${id} is ${publicStatus(task.status as TaskStatus)}; only a created task can be funded`, {
+        details: { status: publicStatus(task.status as TaskStatus), escrow_status: task.escrowStatus },
+      });
+    }
+    if (task.expiresAt <= this.clock.now()) {
+      throw new AppError('task_expired', `Task ${id} was not funded before ${task.expiresAt.toISOString()}`);
+    }
+    if (amount < task.budgetAmount) {
+      throw new AppError('amount_mismatch', `Funding must be at least the budget of ${task.budgetAmount} atomic USDC`, { param: 'amount' });
+    }
+    return task;
+  }
+
+  /**
+   * Records money locked in escrow for the task, with its ledger movements (escrow in, funding
+   * fee), in the caller's transaction when given (the payments layer calls this once it settled).
+   */
+  async markFunded(
+    id: string,
+    funding: { amount: bigint; fee?: bigint; txHash: string | null; paymentId?: string; actor: string },
+    exec?: Tx,
+  ): Promise<TaskRow> {
+    return this.inTransaction(exec, async (tx) => {
       const task = await this.require(tx, id);
       if (task.status === 'created' && task.expiresAt <= this.clock.now()) {
         throw new AppError('task_expired', `Task ${id} was not funded before ${task.expiresAt.toISOString()}`);
@@ -237,7 +296,7 @@ export class TasksService {
           param: 'amount',
         });
       }
-      return transition(tx, this.clock, {
+      const row = await transition(tx, this.clock, {
         taskId: id,
         to: 'funded',
         from: ['created'],
@@ -247,6 +306,9 @@ export class TasksService {
         actor: funding.actor,
         detail: { amount: funding.amount.toString(), tx_hash: funding.txHash },
       });
+      const fee = funding.fee ?? 0n;
+      await recordEscrowFunding(tx, this.clock, { taskId: id, amount: funding.amount + fee, fundFee: fee, paymentId: funding.paymentId ?? null });
+      return row;
     });
   }
 
@@ -297,22 +359,34 @@ export class TasksService {
         actor,
       });
       const seconds = Math.max(0, Math.round((now.getTime() - (row.startedAt ?? row.createdAt).getTime()) / 1000));
-      await tx
+      const [agent] = await tx
         .update(agents)
         .set({
           tasksCompleted: sql`${agents.tasksCompleted} + 1`,
           responseTimeTotalSeconds: sql`${agents.responseTimeTotalSeconds} + ${seconds}`,
         })
-        .where(eq(agents.id, row.agentId));
-      return row;
+        .where(eq(agents.id, row.agentId))
+        .returning({ payoutAddress: agents.payoutAddress });
+      return this.release(tx, row, agent!.payoutAddress);
     });
+  }
+
+  /** Completion releases the escrow: the agent's payout wallet gets it minus the platform fee. */
+  private async release(tx: Tx, task: TaskRow, payoutAddress: string): Promise<TaskRow> {
+    await planRelease(tx, this.clock, { task, payout: { to: payoutAddress }, platformFeeBps: this.rules.platformFeeBps });
+    const [row] = await tx
+      .update(tasks)
+      .set({ escrowStatus: 'released', updatedAt: this.clock.now() })
+      .where(and(eq(tasks.id, task.id), eq(tasks.escrowStatus, 'held')))
+      .returning();
+    return row ?? task;
   }
 
   /** Work failed (or timed out): the whole escrow goes back to the payer. */
   async markFailed(id: string, reason: string, actor = 'dispatcher'): Promise<TaskRow> {
     return withTransaction(this.db, async (tx) => {
       const task = await this.require(tx, id);
-      return transition(tx, this.clock, {
+      const row = await transition(tx, this.clock, {
         taskId: id,
         to: 'failed',
         from: ['funded', 'in_progress'],
@@ -322,6 +396,8 @@ export class TasksService {
         actor,
         detail: { reason },
       });
+      await planRefund(tx, this.clock, { task: row, refund: task.fundedAmount ?? 0n });
+      return row;
     });
   }
 
@@ -335,6 +411,10 @@ export class TasksService {
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────
+
+  private inTransaction<T>(exec: Tx | undefined, fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return exec ? fn(exec) : withTransaction(this.db, fn);
+  }
 
   async require(exec: Executor, id: string): Promise<TaskRow> {
     const [row] = await exec.select().from(tasks).where(eq(tasks.id, id));

@@ -41,6 +41,17 @@ export const transitions: Readonly<Record<TaskStatus, readonly TaskStatus[]>> = 
   expired: [],
 };
 
+/**
+ * The status clients see. A funded task whose work has not started yet reads `in_progress`
+ * (with `stage: "queued"`): clients poll while a task is in_progress, and a paid-for task is
+ * on its way from the moment its escrow is held.
+ */
+export type PublicStatus = Exclude<TaskStatus, 'funded'>;
+export const publicStatuses = taskStatuses.filter((s): s is PublicStatus => s !== 'funded');
+export function publicStatus(status: TaskStatus): PublicStatus {
+  return status === 'funded' ? 'in_progress' : status;
+}
+
 export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
   return transitions[from].includes(to);
 }

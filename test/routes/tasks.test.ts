@@ -93,7 +93,8 @@ describe('GET /v1/tasks/{id}/status and /result', () => {
     expectError(await call(t, payer, 'GET', `/v1/tasks/${id}/result`), 409, 'not_ready');
 
     await t.app.services.tasks.markFunded(id, { amount: 1_000_000n, txHash: '0xabc', actor: 'test' });
-    expect((await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body).toMatchObject({ status: 'funded', escrow_status: 'held' });
+    // funded, not started: reads in_progress so that clients keep polling
+    expect((await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body).toMatchObject({ status: 'in_progress', stage: 'queued', escrow_status: 'held' });
     await t.app.services.tasks.markStarted(id);
     await t.app.services.tasks.reportProgress(id, { progress_percent: 40, intermediate_result: { draft: 'A bright…' }, estimated_completion: '2026-11-21T12:10:00.000Z' });
     const s1 = await call(t, owner, 'GET', `/v1/tasks/${id}/status`);
@@ -112,7 +113,10 @@ describe('GET /v1/tasks/{id}/status and /result', () => {
     const r = await call(t, payer, 'GET', `/v1/tasks/${id}/result`);
     expect(r.status).toBe(200);
     expect(r.body).toEqual({ task_id: id, status: 'completed', result, result_hash: resultHash(result), completed_at: t.clock.now().toISOString() });
-    expect((await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body).toMatchObject({ status: 'completed', progress_percent: 100, escrow_status: 'held' });
+    const done = (await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body;
+    expect(done).toMatchObject({ status: 'completed', stage: 'done', progress_percent: 100, escrow_status: 'released' });
+    // the agent's payout (minus the 2.5 % platform fee) is queued for the chain
+    expect(done.payouts).toEqual([{ kind: 'release', to: owner.address, amount: '975000', status: 'pending', tx_hash: null }]);
 
     const events = await t.db.database.db.select().from(taskEvents).where(eq(taskEvents.taskId, id)).orderBy(taskEvents.id);
     expect(events.map((e) => `${e.fromStatus}→${e.toStatus}`)).toEqual(['created→funded', 'funded→in_progress', 'in_progress→completed']);
@@ -179,10 +183,9 @@ describe('POST /v1/tasks/{id}/cancel', () => {
 });
 
 describe('POST /v1/tasks/{id}/dispute', () => {
-  it('freezes the escrow of a completed task, once', async () => {
+  it('freezes the escrow of a task in progress, once', async () => {
     const id = await createTask(t, payer, agent.id);
     await fundAndStart(t, id);
-    await t.app.services.tasks.markCompleted(id, textResult());
     expectError(await call(t, stranger, 'POST', `/v1/tasks/${id}/dispute`, { reason: 'x' }), 403, 'forbidden');
     expectError(await call(t, payer, 'POST', `/v1/tasks/${id}/dispute`, { reason: '' }), 400, 'validation_error');
     const res = await call(t, payer, 'POST', `/v1/tasks/${id}/dispute`, { reason: 'Off brief', evidence: ['too long'] });
@@ -192,8 +195,17 @@ describe('POST /v1/tasks/{id}/dispute', () => {
     expect(Date.parse(res.body.expected_resolution)).toBe(t.clock.now().getTime() + t.config.DISPUTE_REVIEW_SECONDS * 1000);
     expect((await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body).toMatchObject({ status: 'disputed', escrow_status: 'frozen' });
     expectError(await call(t, payer, 'POST', `/v1/tasks/${id}/dispute`, { reason: 'again' }), 409, 'already_disputed');
-    // the result stays readable while disputed
-    expect((await call(t, payer, 'GET', `/v1/tasks/${id}/result`)).status).toBe(200);
+    // frozen escrow: the agent can no longer complete and be paid
+    await expect(t.app.services.tasks.markCompleted(id, textResult())).rejects.toMatchObject({ code: 'state_conflict' });
+  });
+
+  it('refuses to dispute a completed task whose escrow was released', async () => {
+    const id = await createTask(t, payer, agent.id);
+    await fundAndStart(t, id);
+    await t.app.services.tasks.markCompleted(id, textResult());
+    const res = await call(t, payer, 'POST', `/v1/tasks/${id}/dispute`, { reason: 'late' });
+    expectError(res, 409, 'invalid_state');
+    expect(res.body.error.details).toMatchObject({ escrow_status: 'released' });
   });
 
   it('refuses to dispute a task with nothing held', async () => {

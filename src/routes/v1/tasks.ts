@@ -7,6 +7,8 @@ import {
   CreateTaskBody,
   DisputeOpened,
   DisputeTaskBody,
+  FundTaskBody,
+  TaskFunded,
   TaskCancelled,
   TaskCreated,
   TaskParams,
@@ -14,6 +16,9 @@ import {
   TaskStatusView,
 } from '../../tasks/schemas.js';
 import { IdempotencyHeaders, paid, priced } from '../common.js';
+import { AppError } from '../../errors.js';
+import { fundTask } from '../../escrow/funding.js';
+import { formatUsdc } from '../../payments/prices.js';
 
 /** Tasks: create, poll, fetch the result, cancel, dispute. The caller's wallet owns what it creates. */
 export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
@@ -39,6 +44,37 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       response: { 201: TaskCreated, ...errorResponses(402, 401, 404, 409, 422) },
     },
     handler: async (req, reply) => reply.code(201).send(await tasks.create(callerOf(req).address, req.body)),
+  });
+
+  app.post('/v1/tasks/:id/fund', {
+    config: { auth: 'required', price: 'fund_task', settleInHandler: true },
+    schema: {
+      operationId: 'fundTask',
+      tags: ['tasks'],
+      summary: 'Lock the budget in escrow',
+      description:
+        'Pays `amount` (at least the budget) plus the funding fee with x402, to the escrow wallet; the 402 challenge ' +
+        'states the exact total. The task is checked before any money moves, the payment is settled, and only then ' +
+        'is the task funded (status reads `in_progress`, stage `queued`). Funding twice answers 409 without charging. ' +
+        'Errors: `amount_mismatch`, `task_expired`, `insufficient_funds`.\n\n' +
+        `**Price:** the escrow amount + ${formatUsdc(app.prices.fund_task)} (x402; a failed request is not charged).`,
+      security: paid,
+      headers: IdempotencyHeaders,
+      params: TaskParams,
+      body: FundTaskBody,
+      response: { 200: TaskFunded, ...errorResponses(401, 402, 403, 404, 409, 410, 422) },
+    },
+    handler: async (req, reply) => {
+      if (!req.payment) {
+        throw new AppError('payment_required', 'Funding an escrow needs an x402 payment; x402 is disabled on this server');
+      }
+      return fundTask(
+        { db: app.db, clock: app.clock, tasks, payments: app.services.payments, fundFee: app.prices.fund_task },
+        req,
+        reply,
+        req.params.id,
+      );
+    },
   });
 
   app.get('/v1/tasks/:id/status', {
