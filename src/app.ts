@@ -26,6 +26,8 @@ import { agentRoutes } from './routes/v1/agents.js';
 import { taskRoutes } from './routes/v1/tasks.js';
 import { receiptRoutes } from './routes/v1/receipts.js';
 import { devRoutes, type DevFaucet } from './routes/dev.js';
+import { adminRoutes } from './routes/v1/admin.js';
+import { createEscrowRuntime, type EscrowRuntime } from './escrow/runtime.js';
 import { TasksService } from './tasks/service.js';
 
 export interface AppDeps {
@@ -57,6 +59,8 @@ declare module 'fastify' {
     clock: Clock;
     services: Services;
     prices: PriceBook;
+    /** The chain side of the escrow (absent without a chain). */
+    escrow: EscrowRuntime | undefined;
   }
 }
 
@@ -123,6 +127,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify(options);
   const services = createServices(config, database.db, clock);
   const x402 = config.X402_ENABLED ? x402Options(config, deps, services) : null;
+  const rpcUrl = deps.chainRpcUrl ?? config.CHAIN_RPC_URL;
+  const escrow = rpcUrl ? createEscrowRuntime(config, rpcUrl) : undefined;
+  app.decorate('escrow', escrow);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
@@ -177,5 +184,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(taskRoutes);
   await app.register(receiptRoutes);
   if (deps.devFaucet) await app.register(devRoutes, { faucet: deps.devFaucet });
+  if (config.ADMIN_API_KEY) await app.register(adminRoutes, { apiKey: config.ADMIN_API_KEY, escrow });
   return app;
 }

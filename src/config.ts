@@ -53,6 +53,11 @@ export const configSchema = z.object({
   X402_MAX_TIMEOUT_SECONDS: z.coerce.number().int().min(10).max(3600).default(300),
   /** Confirmations a release or refund waits for. */
   CHAIN_CONFIRMATIONS: z.coerce.number().int().min(1).max(64).default(1),
+  /** Settlement worker: how often it looks for payouts, how long it holds one, how it retries. */
+  SETTLEMENT_INTERVAL_MS: z.coerce.number().int().min(100).default(2000),
+  SETTLEMENT_LEASE_MS: z.coerce.number().int().min(5000).default(60_000),
+  SETTLEMENT_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(10),
+  SETTLEMENT_BACKOFF_MS: z.coerce.number().int().min(10).default(1000),
   /** Platform fee taken from a released escrow, in basis points. */
   PLATFORM_FEE_BPS: z.coerce.number().int().min(0).max(10_000).default(250),
   /** Operator API key for /v1/admin/*; unset = the admin endpoints answer 404. */

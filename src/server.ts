@@ -6,6 +6,7 @@ import { runMigrations } from './db/migrate.js';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Address } from 'viem';
+import type { FastifyInstance } from 'fastify';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from './chain/constants.js';
 import { mintUsdc, startDevChain, usdcBalance, type DevChain } from './chain/devchain.js';
 import { runMaintenance, startMaintenance } from './maintenance.js';
@@ -42,10 +43,7 @@ async function main(): Promise<void> {
       : {}),
   });
 
-  const stopWorkers =
-    config.ROLE === 'api'
-      ? async () => undefined
-      : startMaintenance(() => runMaintenance(app.db, app.clock, app.services), config.MAINTENANCE_INTERVAL_MS, app.log);
+  const stopWorkers = config.ROLE === 'api' ? async () => undefined : startWorkers(app);
 
   closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an error');
@@ -64,6 +62,18 @@ async function main(): Promise<void> {
   const address = await app.listen({ host: config.HOST, port: config.PORT });
   if (devChain) await printDemoWallets(devChain, address);
   app.log.info({ role: config.ROLE, database: database.kind }, `task-escrow listening on ${address} — Swagger UI at ${address}/docs`);
+}
+
+/** Background work of the worker role: maintenance, and the settlement worker when money can move. */
+function startWorkers(app: FastifyInstance): () => Promise<void> {
+  const { config } = app;
+  const stopMaintenance = startMaintenance(() => runMaintenance(app.db, app.clock, app.services), config.MAINTENANCE_INTERVAL_MS, app.log);
+  const settlement = config.X402_ENABLED && app.escrow ? app.escrow.createWorker(app.db, app.clock, app.log) : undefined;
+  settlement?.start(config.SETTLEMENT_INTERVAL_MS);
+  return async () => {
+    await settlement?.stop();
+    await stopMaintenance();
+  };
 }
 
 /** No CHAIN_RPC_URL: anvil made to look like Base, its state kept in DATA_DIR so balances survive restarts. */

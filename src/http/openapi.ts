@@ -26,6 +26,7 @@ export const openapiPlugin = fp(
           { name: 'payments', description: 'x402 receipts' },
           { name: 'operations', description: 'Health and readiness' },
           { name: 'dev', description: 'Only with the embedded dev chain' },
+          { name: 'admin', description: 'Operator endpoints (ADMIN_API_KEY)' },
         ],
         components: {
           securitySchemes: {
@@ -39,6 +40,7 @@ export const openapiPlugin = fp(
                 'Any stock x402 client (e.g. @x402/fetch) does this. The paying wallet is the caller. A successful paid ' +
                 'response carries `PAYMENT-RESPONSE` with the settlement transaction.',
             },
+            adminKey: { type: 'apiKey', in: 'header', name: 'x-admin-key', description: 'The operator key (ADMIN_API_KEY)' },
             siwe: {
               type: 'apiKey',
               in: 'header',

@@ -1,0 +1,132 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { AppError } from '../../errors.js';
+import { resolveDispute } from '../../escrow/disputes.js';
+import type { EscrowRuntime } from '../../escrow/runtime.js';
+import { AtomicAmount, Timestamp, WalletAddress, errorResponses } from '../../http/schemas.js';
+import { reconcile } from '../../ledger/reconcile.js';
+
+const adminKey: { [scheme: string]: string[] }[] = [{ adminKey: [] }];
+
+const Reconciliation = z
+  .object({
+    ok: z.boolean(),
+    ledger: z.object({ ok: z.boolean(), total: AtomicAmount.or(z.string()), unbalanced_movements: z.array(z.string()) }),
+    wallets: z.array(
+      z.object({
+        wallet: z.enum(['escrow', 'fee']),
+        address: WalletAddress,
+        on_chain: z.string(),
+        ledger: z.string(),
+        difference: z.string(),
+        in_flight: z.string(),
+      }),
+    ),
+  })
+  .meta({
+    id: 'Reconciliation',
+    examples: [
+      {
+        ok: true,
+        ledger: { ok: true, total: '0', unbalanced_movements: [] },
+        wallets: [{ wallet: 'escrow', address: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8', on_chain: '1005000', ledger: '1005000', difference: '0', in_flight: '0' }],
+      },
+    ],
+  });
+
+const ResolveBody = z
+  .object({ payer_amount: AtomicAmount, agent_amount: AtomicAmount })
+  .strict()
+  .meta({ id: 'ResolveDispute', examples: [{ payer_amount: '600000', agent_amount: '400000' }] });
+
+const Resolution = z
+  .object({
+    dispute_id: z.string(),
+    task_id: z.string(),
+    status: z.literal('resolved'),
+    payer_amount: AtomicAmount,
+    agent_amount: AtomicAmount,
+    escrow_status: z.enum(['refunded', 'released', 'partially_refunded']),
+    resolved_at: Timestamp,
+  })
+  .meta({
+    id: 'DisputeResolution',
+    examples: [
+      {
+        dispute_id: 'dispute_2j4k6l8z0x1c3v5b7n9m',
+        task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
+        status: 'resolved',
+        payer_amount: '600000',
+        agent_amount: '400000',
+        escrow_status: 'partially_refunded',
+        resolved_at: '2026-11-23T10:00:00.000Z',
+      },
+    ],
+  });
+
+function keyDigest(key: string): Buffer {
+  return createHash('sha256').update(key).digest();
+}
+
+/** Operator endpoints, behind ADMIN_API_KEY (`x-admin-key`); absent key = not registered (404). */
+export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: string; escrow: EscrowRuntime | undefined }): Promise<void> {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const expected = keyDigest(opts.apiKey);
+  const requireAdmin = async (request: FastifyRequest) => {
+    const given = request.headers['x-admin-key'];
+    if (typeof given !== 'string' || !timingSafeEqual(keyDigest(given), expected)) {
+      throw new AppError('forbidden', 'A valid x-admin-key header is required');
+    }
+  };
+
+  app.get('/v1/admin/reconciliation', {
+    preHandler: requireAdmin,
+    schema: {
+      operationId: 'reconcile',
+      tags: ['admin'],
+      summary: 'Check the ledger and reconcile it with the chain',
+      description: 'Every movement sums to zero; the escrow and fee wallets hold on chain what their ledger accounts say.',
+      security: adminKey,
+      response: { 200: Reconciliation, ...errorResponses(403, 503) },
+    },
+    handler: async () => {
+      if (!opts.escrow) throw new AppError('service_unavailable', 'No chain is configured');
+      const r = await reconcile(app.db, { escrow: opts.escrow.custody, feeWallet: opts.escrow.feeWallet });
+      return {
+        ok: r.ok,
+        ledger: { ok: r.ledger.ok, total: r.ledger.total.toString(), unbalanced_movements: r.ledger.unbalancedMovements },
+        wallets: r.wallets.map((w) => ({
+          wallet: w.wallet,
+          address: w.address,
+          on_chain: w.onChain.toString(),
+          ledger: w.ledger.toString(),
+          difference: w.difference.toString(),
+          in_flight: w.inFlight.toString(),
+        })),
+      };
+    },
+  });
+
+  app.post('/v1/admin/disputes/:id/resolve', {
+    preHandler: requireAdmin,
+    schema: {
+      operationId: 'resolveDispute',
+      tags: ['admin'],
+      summary: 'Resolve a dispute with a split of the frozen escrow',
+      description: 'The payer share is refunded, the agent share released (minus the platform fee); the shares must add up to the escrow.',
+      security: adminKey,
+      params: z.object({ id: z.string().regex(/^dispute_[0-9a-z]{20}$/) }),
+      body: ResolveBody,
+      response: { 200: Resolution, ...errorResponses(403, 404, 409, 422) },
+    },
+    handler: async (req) =>
+      resolveDispute(app.db, app.clock, {
+        disputeId: req.params.id,
+        payerAmount: BigInt(req.body.payer_amount),
+        agentAmount: BigInt(req.body.agent_amount),
+        platformFeeBps: app.config.PLATFORM_FEE_BPS,
+      }),
+  });
+}
