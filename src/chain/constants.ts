@@ -90,3 +90,13 @@ export const DEV_ROLES = {
   feeTreasury: 3,
   demo: [4, 5, 6, 7, 8, 9],
 } as const;
+
+/** EIP-712 fields of an EIP-3009 transfer/receive authorization (as USDC signs them). */
+export const AUTHORIZATION_FIELDS = [
+  { name: 'from', type: 'address' },
+  { name: 'to', type: 'address' },
+  { name: 'value', type: 'uint256' },
+  { name: 'validAfter', type: 'uint256' },
+  { name: 'validBefore', type: 'uint256' },
+  { name: 'nonce', type: 'bytes32' },
+] as const;

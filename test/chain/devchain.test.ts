@@ -31,21 +31,13 @@ import { mnemonicToAccount, privateKeyToAccount } from 'viem/accounts';
 import { base } from 'viem/chains';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { multicall3Abi, testUsdcAbi } from '../../src/chain/abi.js';
-import { ANVIL_ACCOUNTS, ANVIL_MNEMONIC, BASE_USDC, MULTICALL3, type DevAccount } from '../../src/chain/constants.js';
+import { ANVIL_ACCOUNTS, ANVIL_MNEMONIC, BASE_USDC, MULTICALL3, type DevAccount, AUTHORIZATION_FIELDS } from '../../src/chain/constants.js';
 import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/chain/devchain.js';
 
 const FUND_AMOUNT = 10_000_000_000n;
 const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
 const DOMAIN = { name: 'USD Coin', version: '2', chainId: 8453, verifyingContract: BASE_USDC } as const;
 
-const AUTHORIZATION_FIELDS = [
-  { name: 'from', type: 'address' },
-  { name: 'to', type: 'address' },
-  { name: 'value', type: 'uint256' },
-  { name: 'validAfter', type: 'uint256' },
-  { name: 'validBefore', type: 'uint256' },
-  { name: 'nonce', type: 'bytes32' },
-] as const;
 const AUTHORIZATION_TYPES = {
   TransferWithAuthorization: AUTHORIZATION_FIELDS,
   ReceiveWithAuthorization: AUTHORIZATION_FIELDS,

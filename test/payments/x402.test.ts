@@ -3,7 +3,7 @@ import { decodePaymentRequiredHeader, decodePaymentResponseHeader, encodePayment
 import type { PaymentRequired } from '@x402/core/types';
 import { eq } from 'drizzle-orm';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { BASE_USDC } from '../../src/chain/constants.js';
+import { AUTHORIZATION_FIELDS, BASE_USDC } from '../../src/chain/constants.js';
 import { payments } from '../../src/db/schema.js';
 import { startPaidApp, x402ClientFor, type PaidApp } from '../helpers/paid.js';
 
@@ -136,16 +136,7 @@ describe('x402 on priced endpoints', () => {
     const { signTypedData } = payer;
     const signature = await signTypedData({
       domain: { name: 'USD Coin', version: '2', chainId: 8453, verifyingContract: BASE_USDC },
-      types: {
-        TransferWithAuthorization: [
-          { name: 'from', type: 'address' },
-          { name: 'to', type: 'address' },
-          { name: 'value', type: 'uint256' },
-          { name: 'validAfter', type: 'uint256' },
-          { name: 'validBefore', type: 'uint256' },
-          { name: 'nonce', type: 'bytes32' },
-        ],
-      },
+      types: { TransferWithAuthorization: AUTHORIZATION_FIELDS },
       primaryType: 'TransferWithAuthorization',
       message: {
         from: expiredAuth.from as `0x${string}`,
