@@ -225,8 +225,13 @@ export const x402Plugin = fp(
         reply.code(402).type('application/json; charset=utf-8');
         return JSON.stringify(errorBody(err, request.id));
       }
-      await opts.payments.settle(app.db, payment.claim.id, result.transaction);
       for (const [k, v] of Object.entries(result.headers)) reply.header(k, v);
+      try {
+        await opts.payments.settle(app.db, payment.claim.id, result.transaction);
+      } catch (err) {
+        // The money moved and the work is done: answer it. The missing booking shows in reconciliation.
+        request.log.error({ err, payment: payment.claim.id, tx: result.transaction }, 'payment settled on chain but not recorded');
+      }
       return payload;
     });
 
