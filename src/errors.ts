@@ -58,6 +58,7 @@ export const errorCodes = {
   not_ready: { status: 409, type: 'conflict_error', retryable: true },
   already_rated: { status: 409, type: 'conflict_error', retryable: false },
   already_disputed: { status: 409, type: 'conflict_error', retryable: false },
+  result_hash_mismatch: { status: 409, type: 'conflict_error', retryable: false },
   // idempotency
   idempotency_key_reused: { status: 422, type: 'invalid_request_error', retryable: false },
   idempotency_in_progress: { status: 409, type: 'conflict_error', retryable: true },

@@ -92,11 +92,22 @@ export const tasks = pgTable(
     refundAmount: money('refund_amount'),
     refundStatus: text('refund_status'),
     refundTxHash: text('refund_tx_hash'),
+    /** Dispatcher: queued (claimable at dispatch_next_at), running (leased), awaiting_delivery (async agent). */
+    dispatchState: text('dispatch_state'),
+    dispatchAttempts: integer('dispatch_attempts').notNull().default(0),
+    dispatchNextAt: ts('dispatch_next_at'),
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: ts('lease_expires_at'),
+    lastDispatchError: text('last_dispatch_error'),
+    agentNotifiedAt: ts('agent_notified_at'),
     version: integer('version').notNull().default(1),
     createdAt: ts('created_at').notNull(),
     updatedAt: ts('updated_at').notNull(),
   },
   (t) => [
+    index('tasks_dispatch_due_idx').on(t.dispatchNextAt).where(sql`dispatch_state = 'queued'`),
+    index('tasks_dispatch_lease_idx').on(t.leaseExpiresAt).where(sql`dispatch_state = 'running'`),
+    index('tasks_running_deadline_idx').on(t.deadlineAt).where(sql`status = 'in_progress'`),
     index('tasks_payer_idx').on(t.payerAddress, t.createdAt),
     index('tasks_agent_idx').on(t.agentId, t.createdAt),
     index('tasks_unfunded_expiry_idx').on(t.expiresAt).where(sql`status = 'created'`),
@@ -311,3 +322,5 @@ export const chainNonces = pgTable('chain_nonces', {
 export type PaymentRow = typeof payments.$inferSelect;
 export type LedgerEntryRow = typeof ledgerEntries.$inferSelect;
 export type ChainTransferRow = typeof chainTransfers.$inferSelect;
+
+export * from './callback-schema.js';

@@ -23,6 +23,7 @@ export const openapiPlugin = fp(
         tags: [
           { name: 'agents', description: 'The agent registry' },
           { name: 'tasks', description: 'Tasks, their escrow and lifecycle' },
+          { name: 'provider', description: 'For hired agents: progress, delivery, payment claims' },
           { name: 'payments', description: 'x402 receipts' },
           { name: 'operations', description: 'Health and readiness' },
           { name: 'dev', description: 'Only with the embedded dev chain' },

@@ -269,3 +269,62 @@ export const TaskFunded = z
     ],
   });
 export type TaskFundedT = z.infer<typeof TaskFunded>;
+
+export const ProgressBody = z
+  .object({
+    progress_percent: z.number().int().min(0).max(100).optional(),
+    intermediate_result: z
+      .unknown()
+      .refine((v) => JSON.stringify(v ?? null).length <= 65_536, 'intermediate_result must serialise to at most 64 KiB')
+      .optional(),
+    estimated_completion: Timestamp.nullable().optional(),
+  })
+  .strict()
+  .refine((b) => Object.keys(b).length > 0, 'send at least one field')
+  .meta({ id: 'ProgressReport', examples: [{ progress_percent: 40, intermediate_result: { draft: 'Light up…' }, estimated_completion: '2026-11-21T12:10:00.000Z' }] });
+
+export const Accepted = z.object({ task_id: TaskId, status: TaskStatusEnum, progress_percent: z.number().int() }).meta({
+  id: 'ProgressAccepted',
+  examples: [{ task_id: 'task_7h2k9d0s1a3f5g6j8l4z', status: 'in_progress', progress_percent: 40 }],
+});
+
+export const DeliverBody = z
+  .object({
+    result: ResultContent.refine((r) => JSON.stringify(r).length <= 1_048_576, 'result must serialise to at most 1 MiB'),
+  })
+  .strict()
+  .meta({
+    id: 'Delivery',
+    examples: [{ result: { type: 'text', content: 'Light up your nights…', metadata: { tokens_used: 412, model: 'gpt-4o-mini', duration_seconds: 7.2 } } }],
+  });
+
+export const Delivered = z
+  .object({ task_id: TaskId, status: z.literal('completed'), result_hash: z.string(), completed_at: Timestamp })
+  .meta({
+    id: 'Delivered',
+    examples: [{ task_id: 'task_7h2k9d0s1a3f5g6j8l4z', status: 'completed', result_hash: '9f2c…', completed_at: '2026-11-21T12:09:30.000Z' }],
+  });
+
+export const ClaimBody = z
+  .object({ result_hash: z.string().regex(/^(0x)?[0-9a-fA-F]{64}$/, 'must be the SHA-256 (hex) of the delivered result') })
+  .strict()
+  .meta({ id: 'Claim', examples: [{ result_hash: '9f2c5d0e6b1a4f3c8d7e2b9a0c1d3e5f7a9b2c4d6e8f0a1b3c5d7e9f1a2b4c6d' }] });
+
+export const ClaimApproved = z
+  .object({
+    task_id: TaskId,
+    claim_status: z.literal('approved'),
+    payment: z.object({ amount: AtomicAmount, tx_hash: z.string().nullable(), recipient: WalletAddress, status: z.string() }),
+    claimed_at: Timestamp,
+  })
+  .meta({
+    id: 'ClaimApproved',
+    examples: [
+      {
+        task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
+        claim_status: 'approved',
+        payment: { amount: '975000', tx_hash: '0x7d…', recipient: '0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC', status: 'confirmed' },
+        claimed_at: '2026-11-21T12:10:00.000Z',
+      },
+    ],
+  });

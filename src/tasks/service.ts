@@ -302,7 +302,14 @@ export class TasksService {
         from: ['created'],
         escrowFrom: ['none'],
         escrowStatus: 'held',
-        set: { fundedAmount: funding.amount, fundTxHash: funding.txHash, fundedAt: this.clock.now() },
+        // Queued for the dispatcher at once.
+        set: {
+          fundedAmount: funding.amount,
+          fundTxHash: funding.txHash,
+          fundedAt: this.clock.now(),
+          dispatchState: 'queued',
+          dispatchNextAt: this.clock.now(),
+        },
         actor: funding.actor,
         detail: { amount: funding.amount.toString(), tx_hash: funding.txHash },
       });
@@ -312,15 +319,27 @@ export class TasksService {
     });
   }
 
-  async markStarted(id: string, actor = 'dispatcher'): Promise<TaskRow> {
-    return withTransaction(this.db, async (tx) => {
+  /**
+   * Work starts: the deadline is set from timeout_seconds. With a lease the dispatcher runs it;
+   * without one the task is out of the dispatcher's queue (an external runner, or tests).
+   */
+  async markStarted(id: string, actor = 'dispatcher', lease?: { owner: string; expiresAt: Date; estimatedCompletion: Date | null }, exec?: Tx): Promise<TaskRow> {
+    return this.inTransaction(exec, async (tx) => {
       const task = await this.require(tx, id);
       const now = this.clock.now();
       return transition(tx, this.clock, {
         taskId: id,
         to: 'in_progress',
         from: ['funded'],
-        set: { startedAt: now, deadlineAt: new Date(now.getTime() + task.timeoutSeconds * 1000) },
+        set: {
+          startedAt: now,
+          deadlineAt: new Date(now.getTime() + task.timeoutSeconds * 1000),
+          dispatchState: lease ? 'running' : null,
+          leaseOwner: lease?.owner ?? null,
+          leaseExpiresAt: lease?.expiresAt ?? null,
+          dispatchAttempts: lease ? 1 : task.dispatchAttempts,
+          estimatedCompletion: lease?.estimatedCompletion ?? null,
+        },
         actor,
       });
     });
@@ -408,6 +427,54 @@ export class TasksService {
       if (task.status !== 'created' || task.expiresAt > this.clock.now()) return task;
       return transition(tx, this.clock, { taskId: id, to: 'expired', from: ['created'], actor: 'system', set: { finishedAt: this.clock.now() } });
     });
+  }
+
+  // ── provider side (the hired agent's wallet) ───────────────────────────────
+
+  /** The task, if `wallet` is the assigned agent's owner or payout wallet. */
+  private async forAgent(wallet: string, id: string, exec: Executor = this.db): Promise<TaskRow> {
+    const task = await this.require(exec, id);
+    const agent = await this.agentsService.require(exec, task.agentId);
+    const who = wallet.toLowerCase();
+    if (agent.ownerAddress !== who && agent.payoutAddress !== who) {
+      throw new AppError('forbidden', `Only the agent assigned to task ${id} may do this`);
+    }
+    return task;
+  }
+
+  async agentProgress(wallet: string, id: string, report: ProgressReport): Promise<{ task_id: string; status: string; progress_percent: number }> {
+    await this.forAgent(wallet, id);
+    const row = await this.reportProgress(id, report);
+    return { task_id: row.id, status: publicStatus(row.status as TaskStatus), progress_percent: row.progressPercent };
+  }
+
+  /** An agent delivers its result through the API (async webhook agents). */
+  async deliver(wallet: string, id: string, result: ResultContentT): Promise<{ task_id: string; status: 'completed'; result_hash: string; completed_at: string }> {
+    await this.forAgent(wallet, id);
+    const row = await this.markCompleted(id, result, `agent:${wallet.toLowerCase()}`);
+    return { task_id: row.id, status: 'completed', result_hash: row.resultHash!, completed_at: row.finishedAt!.toISOString() };
+  }
+
+  /** The provider claims payment for delivered work: the hash must be the delivered result's. */
+  async claim(wallet: string, id: string, hash: string) {
+    const task = await this.forAgent(wallet, id);
+    if (task.status !== 'completed' || !task.resultHash) {
+      throw new AppError('not_ready', `Task ${id} is ${publicStatus(task.status as TaskStatus)}; payment is claimed for completed work`);
+    }
+    if (hash.toLowerCase().replace(/^0x/, '') !== task.resultHash) {
+      throw new AppError('result_hash_mismatch', 'result_hash is not the SHA-256 of the delivered result', { param: 'result_hash' });
+    }
+    const [release] = await this.db
+      .select()
+      .from(chainTransfers)
+      .where(and(eq(chainTransfers.taskId, id), eq(chainTransfers.kind, 'release')));
+    if (!release) throw new AppError('not_ready', `The escrow of task ${id} is ${task.escrowStatus}; nothing is released yet`);
+    return {
+      task_id: id,
+      claim_status: 'approved' as const,
+      payment: { amount: release.amount.toString(), tx_hash: release.txHash, recipient: getAddress(release.toAddress), status: release.status },
+      claimed_at: this.clock.now().toISOString(),
+    };
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────

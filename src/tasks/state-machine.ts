@@ -98,6 +98,8 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
       ...req.set,
       status: req.to,
       ...(req.escrowStatus ? { escrowStatus: req.escrowStatus } : {}),
+      // A finished task is out of the dispatcher's hands: no queue entry, no lease.
+      ...(req.to === 'completed' || isTerminal(req.to) ? { dispatchState: null, leaseOwner: null, leaseExpiresAt: null } : {}),
       version: sql`${tasks.version} + 1`,
       updatedAt: now,
     })

@@ -8,6 +8,12 @@ import {
   DisputeOpened,
   DisputeTaskBody,
   FundTaskBody,
+  Accepted,
+  ClaimApproved,
+  ClaimBody,
+  DeliverBody,
+  Delivered,
+  ProgressBody,
   TaskFunded,
   TaskCancelled,
   TaskCreated,
@@ -15,7 +21,7 @@ import {
   TaskResult,
   TaskStatusView,
 } from '../../tasks/schemas.js';
-import { IdempotencyHeaders, paid, priced } from '../common.js';
+import { IdempotencyHeaders, paid, priced, signedIn } from '../common.js';
 import { AppError } from '../../errors.js';
 import { fundTask } from '../../escrow/funding.js';
 import { formatUsdc } from '../../payments/prices.js';
@@ -75,6 +81,60 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
         req.params.id,
       );
     },
+  });
+
+  app.post('/v1/tasks/:id/progress', {
+    config: { auth: 'required' },
+    schema: {
+      operationId: 'reportProgress',
+      tags: ['provider'],
+      summary: 'The hired agent reports progress',
+      description: 'Signed by the assigned agent’s owner or payout wallet, while the task is in progress. Not priced.',
+      security: signedIn,
+      params: TaskParams,
+      body: ProgressBody,
+      response: { 200: Accepted, ...errorResponses(401, 403, 404, 409) },
+    },
+    handler: async (req) => tasks.agentProgress(callerOf(req).address, req.params.id, req.body),
+  });
+
+  app.post('/v1/tasks/:id/deliver', {
+    config: { auth: 'required' },
+    schema: {
+      operationId: 'deliverResult',
+      tags: ['provider'],
+      summary: 'The hired agent delivers its result',
+      description:
+        'Signed by the assigned agent’s owner or payout wallet. Completes the task, stores the result with its SHA-256 and ' +
+        'releases the escrow to the payout wallet minus the platform fee. Not priced.',
+      security: signedIn,
+      headers: IdempotencyHeaders,
+      params: TaskParams,
+      body: DeliverBody,
+      response: { 200: Delivered, ...errorResponses(401, 403, 404, 409) },
+    },
+    handler: async (req) => tasks.deliver(callerOf(req).address, req.params.id, req.body.result),
+  });
+
+  app.post('/v1/tasks/:id/claim', {
+    config: { auth: 'required', price: 'claim_task' },
+    schema: {
+      operationId: 'claimPayment',
+      tags: ['provider'],
+      summary: 'The agent claims payment for delivered work',
+      description: priced(
+        app,
+        'claim_task',
+        'For the assigned agent: `result_hash` must be the SHA-256 of the delivered result (else `result_hash_mismatch`). ' +
+          'Answers the release payment with its transaction.',
+      ),
+      security: paid,
+      headers: IdempotencyHeaders,
+      params: TaskParams,
+      body: ClaimBody,
+      response: { 200: ClaimApproved, ...errorResponses(401, 402, 403, 404, 409) },
+    },
+    handler: async (req) => tasks.claim(callerOf(req).address, req.params.id, req.body.result_hash),
   });
 
   app.get('/v1/tasks/:id/status', {

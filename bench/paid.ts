@@ -1,0 +1,944 @@
+/**
+ * What x402 costs on the task status poll (`GET /v1/tasks/{id}/status`): the same route unpaid
+ * (x402 off, caller by SIWE) and paid (x402 on: every request carries its own EIP-3009
+ * authorization, verified by the in-process facilitator and settled on the embedded anvil), a
+ * bare Fastify route as the reference, and the gas of each settlement, all in one run
+ * (see bench/README.md).
+ *
+ *   npx tsx bench/paid.ts   (BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_PAID_CONNECTIONS, DATABASE_URL,
+ *                            BENCH_GAS_GWEI, BENCH_ETH_USD)
+ *
+ * As in bench/status.ts each server runs in a child process (this file with `--serve`) and the
+ * load generator in this one. One anvil, started here, serves every app child.
+ */
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { x402Client } from '@x402/core/client';
+import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from '@x402/core/http';
+import type { PaymentRequired } from '@x402/core/types';
+import { registerExactEvmScheme } from '@x402/evm/exact/client';
+import autocannon from 'autocannon';
+import { eq } from 'drizzle-orm';
+import Fastify, { type FastifyInstance } from 'fastify';
+import pg from 'pg';
+import { createPublicClient, http, type Address, type Hash } from 'viem';
+import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
+import { buildApp } from '../src/app.js';
+import { signInHeader } from '../src/auth/siwe-client.js';
+import { ANVIL_ACCOUNTS, DEV_ROLES } from '../src/chain/constants.js';
+import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../src/chain/devchain.js';
+import { resolveWallets } from '../src/chain/wallets.js';
+import { loadConfig } from '../src/config.js';
+import { openDatabase } from '../src/db/client.js';
+import { runMigrations } from '../src/db/migrate.js';
+import { payments } from '../src/db/schema.js';
+import { CustodialEscrowWallet } from '../src/escrow/custody.js';
+
+const AUTH_DOMAIN = 'bench.local';
+const AUTH_URI = `https://${AUTH_DOMAIN}`;
+const WARMUP_SECONDS = 2;
+const DEFAULT_PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
+const STATUS_ENDPOINT = 'GET /v1/tasks/:id/status';
+/** The longest authorization window the service accepts (config max): pre-signed payments stay valid. */
+const X402_TIMEOUT_SECONDS = 3600;
+/** Demo wallets (indices into DEV_ROLES.demo) that pay; each owns one task and polls it. */
+const PAYER_SLOTS = [0, 1, 2, 3] as const;
+/** Demo wallet that owns the agent. */
+const OWNER_SLOT = 5;
+/** Request rates assumed to size the warm-up's pre-signed pool (the measured pool is sized from the warm-up). */
+const WARMUP_RATE_GUESS = { unpaid: 600, paid: 300 } as const;
+
+// ---------------------------------------------------------------- messages parent ⇄ child
+
+type ServeKind = 'bare' | 'app';
+type ToChild = { type: 'payments' } | { type: 'close' };
+interface SettledPayment {
+  endpoint: string;
+  kind: string;
+  amount: string;
+  txHash: string | null;
+}
+type FromChild =
+  | { type: 'listening'; port: number }
+  | { type: 'payments'; rows: SettledPayment[]; claimed: number }
+  | { type: 'failed'; message: string };
+
+// ---------------------------------------------------------------- child: the servers
+
+interface Served {
+  app: FastifyInstance;
+  close(): Promise<void>;
+}
+
+async function serveBare(): Promise<Served> {
+  const app = Fastify({ logger: false });
+  app.get('/hello', async () => ({ ok: true }));
+  return { app, close: () => app.close() };
+}
+
+/**
+ * The real app, logger off, limits out of the way, on the parent's anvil; x402 on or off by
+ * BENCH_X402; PGlite in a temp dir unless BENCH_DB_URL is set.
+ */
+async function serveApp(): Promise<Served> {
+  const url = process.env.BENCH_DB_URL || undefined;
+  const rpcUrl = process.env.BENCH_RPC_URL;
+  if (!rpcUrl) throw new Error('BENCH_RPC_URL is not set');
+  const dataDir = url ? undefined : mkdtempSync(path.join(tmpdir(), 'te-bench-paid-'));
+  const config = loadConfig({
+    NODE_ENV: 'production',
+    LOG_LEVEL: 'silent',
+    DATABASE_URL: url,
+    DATA_DIR: dataDir ?? 'unused',
+    AUTH_DOMAIN,
+    AUTH_MAX_AGE_SECONDS: process.env.BENCH_AUTH_MAX_AGE ?? '3600',
+    RATE_LIMIT_MAX: '1000000000',
+    MAX_EVENT_LOOP_DELAY_MS: '0',
+    X402_ENABLED: process.env.BENCH_X402 === 'true' ? 'true' : 'false',
+    X402_MAX_TIMEOUT_SECONDS: String(X402_TIMEOUT_SECONDS),
+  });
+  const database = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX });
+  await runMigrations(database);
+  const app = await buildApp({ config, database, logger: false, chainRpcUrl: rpcUrl });
+  return {
+    app,
+    close: async () => {
+      await app.close();
+      await database.close();
+      if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function tell(msg: FromChild): void {
+  process.send?.(msg);
+}
+
+/** Settled payments, and how many are still claimed (verified, not yet settled or released). */
+async function paymentRows(app: FastifyInstance): Promise<{ rows: SettledPayment[]; claimed: number }> {
+  const all = await app.db
+    .select({ status: payments.status, endpoint: payments.endpoint, kind: payments.kind, amount: payments.amount, txHash: payments.txHash })
+    .from(payments);
+  const settled = all.filter((r) => r.status === 'settled');
+  return {
+    rows: settled.map((r) => ({ endpoint: r.endpoint, kind: r.kind, amount: r.amount.toString(), txHash: r.txHash })),
+    claimed: all.filter((r) => r.status === 'claimed').length,
+  };
+}
+
+async function serve(kind: ServeKind): Promise<void> {
+  const served = kind === 'bare' ? await serveBare() : await serveApp();
+  await served.app.listen({ host: '127.0.0.1', port: 0 });
+  const address = served.app.server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  const shutDown = async () => {
+    await served.close().catch(() => undefined);
+    process.exit(0);
+  };
+  process.on('disconnect', () => void shutDown());
+  process.on('message', (raw: unknown) => {
+    const msg = raw as ToChild;
+    if (msg.type === 'close') void shutDown();
+    if (msg.type === 'payments') {
+      paymentRows(served.app).then(
+        ({ rows, claimed }) => tell({ type: 'payments', rows, claimed }),
+        (err: unknown) => tell({ type: 'failed', message: err instanceof Error ? err.message : String(err) }),
+      );
+    }
+  });
+  tell({ type: 'listening', port });
+}
+
+// ---------------------------------------------------------------- parent: settings
+
+interface Settings {
+  seconds: number;
+  connections: number;
+  paidConnections: number;
+  pgUrl: string;
+  /** Lifetime of the pre-signed SIWE headers and the server's AUTH_MAX_AGE_SECONDS. */
+  authMaxAge: number;
+  gasGwei: number;
+  ethUsd: number;
+}
+
+function positiveInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+function positiveNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${raw}"`);
+  return n;
+}
+
+function readSettings(): Settings {
+  const seconds = positiveInt('BENCH_SECONDS', 10);
+  return {
+    seconds,
+    connections: positiveInt('BENCH_CONNECTIONS', 50),
+    paidConnections: positiveInt('BENCH_PAID_CONNECTIONS', 16),
+    pgUrl: process.env.DATABASE_URL || DEFAULT_PG_URL,
+    authMaxAge: 3600,
+    gasGwei: positiveNumber('BENCH_GAS_GWEI', 0.01),
+    ethUsd: positiveNumber('BENCH_ETH_USD', 3000),
+  };
+}
+
+/** Wall-clock budget after which the bench gives up and kills everything. */
+function budgetSeconds(s: Settings): number {
+  return 5 * (WARMUP_SECONDS + s.seconds) + 600;
+}
+
+function redactUrl(url: string): string {
+  const u = new URL(url);
+  if (u.password) u.password = '***';
+  return u.toString();
+}
+
+// ---------------------------------------------------------------- parent: CPU of other processes
+
+let clockTicks: number | undefined;
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); undefined elsewhere. */
+function procCpuSeconds(pid: number | undefined): number | undefined {
+  if (!pid || pid < 0 || process.platform !== 'linux') return undefined;
+  try {
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Tracks the CPU a few processes use over one measured run. */
+function cpuMeter(pids: { server: number | undefined; anvil: number | undefined }) {
+  const before = { server: procCpuSeconds(pids.server), anvil: procCpuSeconds(pids.anvil) };
+  return () => {
+    const delta = (k: 'server' | 'anvil') => {
+      const a = before[k];
+      const b = procCpuSeconds(pids[k]);
+      return a === undefined || b === undefined ? undefined : b - a;
+    };
+    return { server: delta('server'), anvil: delta('anvil') };
+  };
+}
+
+// ---------------------------------------------------------------- parent: children
+
+const children = new Set<ChildProcess>();
+
+function onceFromChild<T extends FromChild['type']>(
+  child: ChildProcess,
+  type: T,
+  timeoutMs: number,
+): Promise<Extract<FromChild, { type: T }>> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => finish(new Error(`child did not answer "${type}" within ${timeoutMs} ms`)), timeoutMs);
+    const onMessage = (raw: unknown) => {
+      const msg = raw as FromChild;
+      if (msg.type === type) finish(undefined, msg as Extract<FromChild, { type: T }>);
+      else if (msg.type === 'failed') finish(new Error(msg.message));
+    };
+    const onExit = (code: number | null) => finish(new Error(`child exited (${code}) before "${type}"`));
+    function finish(err?: Error, value?: Extract<FromChild, { type: T }>) {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve(value!);
+    }
+    child.on('message', onMessage);
+    child.on('exit', onExit);
+  });
+}
+
+interface Server {
+  base: string;
+  child: ChildProcess;
+}
+
+async function startServer(kind: ServeKind, env: Record<string, string>): Promise<Server> {
+  const child = fork(fileURLToPath(import.meta.url), ['--serve', kind], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  const { port } = await onceFromChild(child, 'listening', 120_000);
+  return { base: `http://127.0.0.1:${port}`, child };
+}
+
+async function stopServer(server: Server): Promise<void> {
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => server.child.once('exit', () => resolve()));
+  server.child.send({ type: 'close' } satisfies ToChild);
+  const timer = setTimeout(() => server.child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function withServer<T>(kind: ServeKind, env: Record<string, string>, fn: (server: Server) => Promise<T>): Promise<T> {
+  const server = await startServer(kind, env);
+  try {
+    return await fn(server);
+  } finally {
+    await stopServer(server);
+  }
+}
+
+async function fetchPayments(server: Server): Promise<{ rows: SettledPayment[]; claimed: number }> {
+  const answer = onceFromChild(server.child, 'payments', 30_000);
+  server.child.send({ type: 'payments' } satisfies ToChild);
+  return answer;
+}
+
+/**
+ * Requests cut off at the end of a run still settle on the server: wait (at most 30 s) until no
+ * payment is claimed-but-unsettled and the settled count and the fee wallet's balance held still
+ * for a second.
+ */
+async function quiescentPayments(server: Server, rpcUrl: string, feeAddress: Address) {
+  let last = { settled: -1, fee: -1n };
+  for (let i = 0; ; i++) {
+    const { rows, claimed } = await fetchPayments(server);
+    const fee = await usdcBalance(rpcUrl, feeAddress);
+    if ((claimed === 0 && rows.length === last.settled && fee === last.fee) || i >= 30) return { rows, claimed, fee };
+    last = { settled: rows.length, fee };
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+// ---------------------------------------------------------------- parent: wallets and fixtures
+
+const demo = (slot: number): PrivateKeyAccount => privateKeyToAccount(ANVIL_ACCOUNTS[DEV_ROLES.demo[slot]!]!.privateKey);
+
+function x402ClientFor(account: PrivateKeyAccount): x402Client {
+  const client = new x402Client();
+  registerExactEvmScheme(client, { signer: account });
+  return client;
+}
+
+const siwe = (who: PrivateKeyAccount, ttlSeconds?: number) =>
+  signInHeader(who, { domain: AUTH_DOMAIN, uri: AUTH_URI, ...(ttlSeconds ? { ttlSeconds } : {}) });
+
+async function readJson(res: Response, expected: number, what: string): Promise<Record<string, unknown>> {
+  const text = await res.text();
+  if (res.status !== expected) throw new Error(`${what} answered ${res.status} (expected ${expected}): ${text.slice(0, 500)}`);
+  return JSON.parse(text) as Record<string, unknown>;
+}
+
+/** The x402 challenge of a request sent without payment (status 402, header PAYMENT-REQUIRED). */
+async function challenge(url: string, init: RequestInit = {}): Promise<PaymentRequired> {
+  const res = await fetch(url, init);
+  const header = res.headers.get('payment-required');
+  if (res.status !== 402 || !header) throw new Error(`expected a 402 challenge from ${url}, got ${res.status}: ${(await res.text()).slice(0, 500)}`);
+  await res.arrayBuffer();
+  return decodePaymentRequiredHeader(header);
+}
+
+/** One poller: a wallet and the status path of the task it owns. */
+interface Poller {
+  account: PrivateKeyAccount;
+  path: string;
+  /** Paid run only: the status route's challenge, to sign payments against. */
+  required?: PaymentRequired;
+}
+
+async function createAgent(base: string, owner: PrivateKeyAccount): Promise<string> {
+  const res = await fetch(`${base}/v1/agents`, {
+    method: 'POST',
+    headers: { authorization: await siwe(owner), 'content-type': 'application/json' },
+    body: JSON.stringify({
+      name: 'Bench Writer',
+      description: 'Writes product copy for the benchmark',
+      capabilities: ['copywriting'],
+      pricing: { base_rate: '500000' },
+      payout_address: owner.address,
+    }),
+  });
+  return String((await readJson(res, 201, 'POST /v1/agents')).id);
+}
+
+const taskBody = (agentId: string) =>
+  JSON.stringify({ agent_id: agentId, description: 'Write a blurb', budget: { amount: '1000000', currency: 'USDC', chain: 'base' } });
+
+/** x402 off: an agent, then one task per payer through SIWE, each checked with one status poll. */
+async function unpaidFixture(base: string, payers: readonly PrivateKeyAccount[]): Promise<Poller[]> {
+  const agentId = await createAgent(base, demo(OWNER_SLOT));
+  const pollers: Poller[] = [];
+  for (const account of payers) {
+    const res = await fetch(`${base}/v1/tasks`, {
+      method: 'POST',
+      headers: { authorization: await siwe(account), 'content-type': 'application/json' },
+      body: taskBody(agentId),
+    });
+    const task = await readJson(res, 201, 'POST /v1/tasks (SIWE)');
+    const statusPath = `/v1/tasks/${String(task.task_id)}/status`;
+    await readJson(await fetch(`${base}${statusPath}`, { headers: { authorization: await siwe(account) } }), 200, 'status check');
+    pollers.push({ account, path: statusPath });
+  }
+  return pollers;
+}
+
+/** x402 on: an agent, then one task per payer through the paid `POST /v1/tasks`, each checked with one paid poll. */
+async function paidFixture(base: string, payers: readonly PrivateKeyAccount[]): Promise<Poller[]> {
+  const agentId = await createAgent(base, demo(OWNER_SLOT));
+  const pollers: Poller[] = [];
+  for (const account of payers) {
+    const client = x402ClientFor(account);
+    const init = { method: 'POST', headers: { 'content-type': 'application/json' }, body: taskBody(agentId) };
+    const createTerms = await challenge(`${base}/v1/tasks`, init);
+    const payment = encodePaymentSignatureHeader(await client.createPaymentPayload(createTerms));
+    const res = await fetch(`${base}/v1/tasks`, { ...init, headers: { ...init.headers, 'payment-signature': payment } });
+    const task = await readJson(res, 201, 'POST /v1/tasks (x402)');
+    const statusPath = `/v1/tasks/${String(task.task_id)}/status`;
+    const required = await challenge(`${base}${statusPath}`);
+    const terms = required.accepts[0];
+    if (required.accepts.length !== 1 || terms?.amount !== '1000') {
+      throw new Error(`unexpected status challenge: ${JSON.stringify(required.accepts)}`);
+    }
+    const check = encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+    await readJson(await fetch(`${base}${statusPath}`, { headers: { 'payment-signature': check } }), 200, 'paid status check');
+    pollers.push({ account, path: statusPath, required });
+  }
+  return pollers;
+}
+
+// ---------------------------------------------------------------- parent: pre-signed requests
+
+/** One request's path and its single-use proof (SIWE header or x402 payment). */
+interface Item {
+  path: string;
+  headers: Record<string, string>;
+}
+
+type Signer = (count: number) => Promise<Item[]>;
+
+/** Round-robin over the pollers: SIWE `Authorization` headers, one per request. */
+function siweSigner(pollers: readonly Poller[], ttlSeconds: number): Signer {
+  return async (count) => {
+    const items: Item[] = [];
+    for (let i = 0; i < count; i++) {
+      const p = pollers[i % pollers.length]!;
+      items.push({ path: p.path, headers: { authorization: await siwe(p.account, ttlSeconds) } });
+    }
+    return items;
+  };
+}
+
+/** Round-robin over the pollers: a fresh EIP-3009 authorization (random nonce) per request. */
+function paymentSigner(pollers: readonly Poller[]): Signer {
+  const clients = pollers.map((p) => x402ClientFor(p.account));
+  return async (count) => {
+    const items: Item[] = [];
+    for (let i = 0; i < count; i++) {
+      const k = i % pollers.length;
+      const p = pollers[k]!;
+      const payload = await clients[k]!.createPaymentPayload(p.required!);
+      items.push({ path: p.path, headers: { 'payment-signature': encodePaymentSignatureHeader(payload) } });
+    }
+    return items;
+  };
+}
+
+// ---------------------------------------------------------------- parent: load
+
+interface Row {
+  target: string;
+  reqPerSec: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+  /** 2xx answers over warm-up + measured run (paid: each one should be a settled payment). */
+  ok2xx: number;
+  /** Requests answered in the measured run. */
+  total: number;
+  /** Measured seconds (less than asked when the pre-signed pool ran out first). */
+  seconds: number;
+  /** CPU this (load generator) process used during the run, in % of one core. */
+  loaderCpu: number;
+  /** CPU seconds the server process and anvil used during the measured run (Linux only). */
+  serverCpuS: number | undefined;
+  anvilCpuS: number | undefined;
+  connections: number;
+  /** The first few non-2xx answers (status and body), for the diagnosis. */
+  failures: string[];
+  /** Pre-signed items handed out past the pool (0 by construction; checked anyway). */
+  shortfall: number;
+}
+
+interface Supply {
+  items: Item[];
+  next: number;
+  shortfall: number;
+}
+
+function loadOnce(base: string, seconds: number, connections: number, route: string, supply: Supply | undefined, failures: string[]) {
+  const request: autocannon.Request = { method: 'GET', path: route };
+  const opts: autocannon.Options = { url: base, connections, duration: seconds, requests: [request] };
+  if (supply) {
+    request.setupRequest = (req) => {
+      const item = supply.items[supply.next] ?? supply.items[supply.items.length - 1]!;
+      if (supply.next < supply.items.length) supply.next++;
+      else supply.shortfall++;
+      return { ...req, path: item.path, headers: { ...req.headers, ...item.headers } };
+    };
+    request.onResponse = (status, body) => {
+      if ((status < 200 || status > 299) && failures.length < 5) failures.push(`${status} ${body.slice(0, 400)}`);
+    };
+    // Never more requests than pre-signed items: the run stops early rather than replay one.
+    opts.maxOverallRequests = supply.items.length;
+    if (connections > supply.items.length) opts.connections = supply.items.length;
+  }
+  return autocannon(opts);
+}
+
+const toRow = (
+  target: string,
+  r: autocannon.Result,
+  cpu: NodeJS.CpuUsage,
+  others: { server: number | undefined; anvil: number | undefined },
+  connections: number,
+  ok2xx: number,
+  failures: string[],
+  shortfall: number,
+): Row => ({
+  target,
+  reqPerSec: r.requests.total / r.duration,
+  p50: r.latency.p50,
+  p99: r.latency.p99,
+  non2xx: r.non2xx,
+  errors: r.errors,
+  ok2xx,
+  total: r.requests.total,
+  seconds: r.duration,
+  loaderCpu: ((cpu.user + cpu.system) / 1e6 / r.duration) * 100,
+  serverCpuS: others.server,
+  anvilCpuS: others.anvil,
+  connections,
+  failures,
+  shortfall,
+});
+
+function logRow(row: Row): void {
+  console.log(`  ${row.target}: ${Math.round(row.reqPerSec)} req/s, p99 ${row.p99} ms, non-2xx ${row.non2xx}, errors ${row.errors}`);
+  for (const f of row.failures) console.log(`    non-2xx: ${f}`);
+}
+
+/** Unsigned target (bare): a 2 s warm-up, then the measured run. */
+async function measurePlain(target: string, server: Server, route: string, settings: Settings): Promise<Row> {
+  await loadOnce(server.base, WARMUP_SECONDS, settings.connections, route, undefined, []);
+  const cpuBefore = process.cpuUsage();
+  const others = cpuMeter({ server: server.child.pid, anvil: undefined });
+  const r = await loadOnce(server.base, settings.seconds, settings.connections, route, undefined, []);
+  const row = toRow(target, r, process.cpuUsage(cpuBefore), others(), settings.connections, r['2xx'], [], 0);
+  logRow(row);
+  return row;
+}
+
+/**
+ * Signed target: every request takes its own pre-signed item. The warm-up pool is sized from a
+ * guessed rate; the measured pool from the warm-up's rate (×2, plus slack). A run never sends
+ * more requests than it has items (autocannon `maxOverallRequests`), so nothing is replayed; if a
+ * pool runs out the run ends early and says so.
+ */
+async function measureSigned(
+  target: string,
+  server: Server,
+  anvilPid: number,
+  connections: number,
+  seconds: number,
+  guessRate: number,
+  sign: Signer,
+): Promise<Row> {
+  const failures: string[] = [];
+  let t0 = Date.now();
+  const warmItems = await sign(Math.max(connections * 4, Math.ceil(WARMUP_SECONDS * guessRate)));
+  const warmSignS = (Date.now() - t0) / 1000;
+  const warmSupply: Supply = { items: warmItems, next: 0, shortfall: 0 };
+  const warm = await loadOnce(server.base, WARMUP_SECONDS, connections, warmItems[0]!.path, warmSupply, failures);
+  const warmRate = warm.requests.total / warm.duration;
+  const count = Math.ceil(warmRate * seconds * 2) + 20 * connections;
+  t0 = Date.now();
+  const items = await sign(count);
+  console.log(
+    `  ${target}: warm-up ${Math.round(warmRate)} req/s (${warmItems.length} signed in ${warmSignS.toFixed(1)} s); ` +
+      `signed ${count} for the measured run in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+  );
+  const supply: Supply = { items, next: 0, shortfall: 0 };
+  const cpuBefore = process.cpuUsage();
+  const others = cpuMeter({ server: server.child.pid, anvil: anvilPid });
+  const r = await loadOnce(server.base, seconds, connections, items[0]!.path, supply, failures);
+  const row = toRow(target, r, process.cpuUsage(cpuBefore), others(), connections, warm['2xx'] + r['2xx'], failures, warmSupply.shortfall + supply.shortfall);
+  row.non2xx += warm.non2xx;
+  row.errors += warm.errors;
+  logRow(row);
+  return row;
+}
+
+// ---------------------------------------------------------------- parent: gas
+
+interface GasStats {
+  count: number;
+  total: bigint;
+  min: bigint;
+  max: bigint;
+  failed: number;
+}
+
+async function gasOf(rpcUrl: string, hashes: readonly Hash[]): Promise<GasStats> {
+  const client = createPublicClient({ transport: http(rpcUrl, { batch: { batchSize: 100 } }) });
+  const stats: GasStats = { count: 0, total: 0n, min: 0n, max: 0n, failed: 0 };
+  for (let i = 0; i < hashes.length; i += 500) {
+    const receipts = await Promise.all(hashes.slice(i, i + 500).map((hash) => client.getTransactionReceipt({ hash })));
+    for (const r of receipts) {
+      if (r.status !== 'success') stats.failed++;
+      stats.min = stats.count === 0 || r.gasUsed < stats.min ? r.gasUsed : stats.min;
+      stats.max = r.gasUsed > stats.max ? r.gasUsed : stats.max;
+      stats.total += r.gasUsed;
+      stats.count++;
+    }
+  }
+  return stats;
+}
+
+/**
+ * Gas of one escrow release as the settlement worker sends it: a USDC `transfer` from the escrow
+ * wallet, signed by src/escrow/custody.ts. Measured to a fresh payout address (first USDC it
+ * receives: a zero → non-zero balance) and again to the same address.
+ */
+async function releaseGas(chain: DevChain, escrowKey: `0x${string}`): Promise<{ fresh: bigint; warm: bigint }> {
+  const custody = new CustodialEscrowWallet({ rpcUrl: chain.rpcUrl, chainId: chain.chainId, usdc: chain.usdc, privateKey: escrowKey });
+  await mintUsdc(chain, custody.address, 2_000_000n);
+  const payee = privateKeyToAccount(generatePrivateKey()).address;
+  const once = async (): Promise<bigint> => {
+    const { rawTx, txHash } = await custody.signTransfer(payee, 975_000n, await custody.pendingNonce(), await custody.feeQuote());
+    await custody.broadcast(rawTx);
+    for (let i = 0; i < 200; i++) {
+      const receipt = await custody.receipt(txHash);
+      if (receipt) {
+        if (receipt.status !== 'success' || receipt.gasUsed === undefined) throw new Error(`release transfer ${txHash} failed`);
+        return receipt.gasUsed;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    throw new Error(`release transfer ${txHash} was not mined`);
+  };
+  const fresh = await once();
+  const warm = await once();
+  return { fresh, warm };
+}
+
+// ---------------------------------------------------------------- parent: one database
+
+interface PaidResult {
+  label: string;
+  unpaid: Row;
+  paid: Row;
+  gas: GasStats;
+  /** Settled status payments recorded by the paid server (≥ 2xx seen: requests in flight at a run's end also settle). */
+  settled: number;
+  uniqueTx: number;
+  /** Payments still claimed (verified, never settled nor released) once the server went quiet. */
+  claimed: number;
+  /** Fee wallet's USDC increase during the paid server's life vs the sum of the call fees it recorded. */
+  feeDelta: bigint;
+  feeBooked: bigint;
+}
+
+async function benchDatabase(label: string, dbUrl: string, chain: DevChain, settings: Settings, feeAddress: Address): Promise<PaidResult> {
+  const env = (x402: boolean) => ({
+    BENCH_DB_URL: dbUrl,
+    BENCH_RPC_URL: chain.rpcUrl,
+    BENCH_X402: String(x402),
+    BENCH_AUTH_MAX_AGE: String(settings.authMaxAge),
+  });
+  const payers = PAYER_SLOTS.map(demo);
+
+  const unpaid = await withServer('app', env(false), async (server) => {
+    const pollers = await unpaidFixture(server.base, payers);
+    return measureSigned(
+      `unpaid status ${label}`,
+      server,
+      chain.pid,
+      settings.connections,
+      settings.seconds,
+      WARMUP_RATE_GUESS.unpaid,
+      siweSigner(pollers, settings.authMaxAge),
+    );
+  });
+
+  const feeBefore = await usdcBalance(chain.rpcUrl, feeAddress);
+  return withServer('app', env(true), async (server) => {
+    const pollers = await paidFixture(server.base, payers);
+    const paid = await measureSigned(
+      `paid status ${label}`,
+      server,
+      chain.pid,
+      settings.paidConnections,
+      settings.seconds,
+      WARMUP_RATE_GUESS.paid,
+      paymentSigner(pollers),
+    );
+    const { rows, claimed, fee } = await quiescentPayments(server, chain.rpcUrl, feeAddress);
+    const feeDelta = fee - feeBefore;
+    const status = rows.filter((r) => r.endpoint === STATUS_ENDPOINT);
+    const hashes = status.map((r) => r.txHash).filter((h): h is Hash => typeof h === 'string' && h.startsWith('0x'));
+    const gas = await gasOf(chain.rpcUrl, hashes);
+    return {
+      label,
+      unpaid,
+      paid,
+      gas,
+      settled: status.length,
+      uniqueTx: new Set(hashes).size,
+      claimed,
+      feeDelta,
+      feeBooked: rows.filter((r) => r.kind === 'call_fee').reduce((sum, r) => sum + BigInt(r.amount), 0n),
+    };
+  });
+}
+
+// ---------------------------------------------------------------- parent: Postgres
+
+interface ThrowawayDb {
+  url: string;
+  drop(): Promise<void>;
+}
+
+async function createThrowawayDb(adminUrl: string): Promise<ThrowawayDb | string> {
+  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3000 });
+  try {
+    await admin.connect();
+  } catch (err) {
+    await admin.end().catch(() => undefined);
+    return `Postgres at ${redactUrl(adminUrl)} is unreachable (${(err as Error).message})`;
+  }
+  const name = `te_bench_${randomBytes(6).toString('hex')}`;
+  try {
+    await admin.query(`create database ${name}`);
+  } catch (err) {
+    await admin.end().catch(() => undefined);
+    return `cannot create a database on ${redactUrl(adminUrl)} (${(err as Error).message})`;
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      await admin.query(`drop database if exists ${name} with (force)`);
+      await admin.end();
+    },
+  };
+}
+
+// ---------------------------------------------------------------- parent: report
+
+const fmt = (n: number, digits = 0) => n.toFixed(digits);
+
+function printTable(rows: Row[]): void {
+  const head = ['target', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx', 'errors', 'loader CPU %', 'server CPU %', 'server CPU ms/req', 'anvil CPU %'];
+  const pct = (cpuS: number | undefined, r: Row) => (cpuS === undefined ? '-' : fmt((cpuS / r.seconds) * 100));
+  const body = rows.map((r) => [
+    r.target,
+    String(r.connections),
+    fmt(r.reqPerSec),
+    fmt(r.p50, 1),
+    fmt(r.p99, 1),
+    String(r.non2xx),
+    String(r.errors),
+    fmt(r.loaderCpu),
+    pct(r.serverCpuS, r),
+    r.serverCpuS === undefined || r.total === 0 ? '-' : fmt((r.serverCpuS * 1000) / r.total, 2),
+    pct(r.anvilCpuS, r),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  console.log(line(head));
+  console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
+  for (const b of body) console.log(line(b));
+}
+
+const gasNum = (g: bigint) => Number(g).toLocaleString('en-US');
+
+function printRatios(bare: Row, results: PaidResult[]): void {
+  console.log('\nratios (req/s, same run):');
+  for (const r of results) {
+    console.log(`  ${r.label.padEnd(10)} paid/unpaid ${fmt(r.paid.reqPerSec / r.unpaid.reqPerSec, 3)}` +
+      `   unpaid/bare ${fmt(r.unpaid.reqPerSec / bare.reqPerSec, 3)}   paid/bare ${fmt(r.paid.reqPerSec / bare.reqPerSec, 4)}` +
+      `   (paid at ${r.paid.connections} connections, unpaid at ${r.unpaid.connections})`);
+  }
+}
+
+function printGas(results: PaidResult[], settings: Settings, release: { fresh: bigint; warm: bigint } | string): void {
+  console.log('\ngas per paid call (x402 settlement = one transferWithAuthorization tx on anvil, receipts of every settled status payment):');
+  let meanForNote = 0;
+  for (const r of results) {
+    const mean = r.gas.count ? Number(r.gas.total) / r.gas.count : 0;
+    meanForNote = meanForNote || mean;
+    console.log(
+      `  ${r.label.padEnd(10)} ${r.gas.count} settlements (${r.uniqueTx} distinct tx, ${r.gas.failed} reverted; ${r.paid.ok2xx} paid 2xx seen by the loader): ` +
+        `mean ${gasNum(BigInt(Math.round(mean)))}, min ${gasNum(r.gas.min)}, max ${gasNum(r.gas.max)} gas` +
+        (r.claimed ? `; ${r.claimed} payments left claimed` : ''),
+    );
+    console.log(
+      `             fee wallet +${r.feeDelta} atomic USDC on chain vs ${r.feeBooked} booked as call fees by the server` +
+        (r.feeDelta === r.feeBooked ? ' (match)' : ' (MISMATCH)'),
+    );
+  }
+  if (typeof release === 'string') console.log(`  escrow release: skipped — ${release}`);
+  else {
+    console.log(
+      `  escrow release (custodial USDC transfer as the settlement worker signs it): ${gasNum(release.fresh)} gas to a new payout address, ` +
+        `${gasNum(release.warm)} to one already holding USDC`,
+    );
+  }
+  if (!meanForNote) return;
+  const ethPerCall = (meanForNote * settings.gasGwei) / 1e9;
+  const usdPerCall = ethPerCall * settings.ethUsd;
+  const fee = 0.001;
+  const breakEvenGwei = fee / settings.ethUsd / meanForNote * 1e9;
+  console.log(
+    `\nfee vs gas: the status fee is 1000 atomic = ${fee} USDC per call; the operator pays ~${gasNum(BigInt(Math.round(meanForNote)))} gas to settle it.\n` +
+      `  at ${settings.gasGwei} gwei (Base L2 execution gas; BENCH_GAS_GWEI): ${ethPerCall.toExponential(2)} ETH per call ` +
+      `≈ $${usdPerCall.toFixed(5)} at $${settings.ethUsd}/ETH (BENCH_ETH_USD) = ${fmt((usdPerCall / fee) * 100)} % of the fee.\n` +
+      `  break-even gas price ≈ ${breakEvenGwei.toFixed(4)} gwei. Not counted: Base's L1 data fee per transaction, which varies with L1 blob prices.`,
+  );
+}
+
+function checkRows(rows: Row[], results: PaidResult[], settings: Settings): boolean {
+  let ok = true;
+  for (const r of rows) {
+    if (r.non2xx > 0 || r.errors > 0 || r.shortfall > 0) {
+      console.error(`WARNING ${r.target}: ${r.non2xx} non-2xx, ${r.errors} errors, ${r.shortfall} requests past the pre-signed items — figures are not valid`);
+      ok = false;
+    }
+    if (r.seconds < settings.seconds * 0.9) {
+      console.error(`NOTE ${r.target}: the pre-signed pool ran out after ${fmt(r.seconds, 1)} s of ${settings.seconds} (still valid: nothing was replayed)`);
+    }
+    if (r.loaderCpu >= 90) console.error(`NOTE ${r.target}: the load generator used ${fmt(r.loaderCpu)} % of a core; that figure is a floor`);
+  }
+  for (const r of results) {
+    // +1 per payer: the fixture's paid check poll.
+    const bad = r.settled < r.paid.ok2xx + PAYER_SLOTS.length || r.uniqueTx !== r.settled || r.gas.failed > 0 || r.feeDelta !== r.feeBooked;
+    if (bad || r.claimed > 0) {
+      console.error(
+        `WARNING ${r.label}: ${r.settled} settled status payments for ${r.paid.ok2xx + PAYER_SLOTS.length} paid 2xx, ${r.uniqueTx} distinct tx, ${r.claimed} left claimed, ` +
+          `${r.gas.failed} reverted, fee wallet +${r.feeDelta} vs ${r.feeBooked} booked — figures are not valid`,
+      );
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+// ---------------------------------------------------------------- parent: main
+
+let chainToStop: DevChain | undefined;
+
+function killAll(): void {
+  for (const child of children) child.kill('SIGKILL');
+  // devchain.ts also kills its anvil on process exit; this is the explicit path.
+  void chainToStop?.stop();
+}
+
+function startWatchdog(settings: Settings): void {
+  const limitMs = budgetSeconds(settings) * 1000;
+  setTimeout(() => {
+    console.error(`bench: gave up after ${limitMs / 1000} s`);
+    killAll();
+    setTimeout(() => process.exit(2), 500).unref();
+  }, limitMs).unref();
+  process.once('SIGINT', () => {
+    killAll();
+    setTimeout(() => process.exit(130), 500).unref();
+  });
+}
+
+async function main(): Promise<void> {
+  const settings = readSettings();
+  startWatchdog(settings);
+  console.log(
+    `bench: ${WARMUP_SECONDS} s warm-up + ${settings.seconds} s per target; ${settings.connections} connections ` +
+      `(paid: ${settings.paidConnections}); node ${process.version}, ${cpus().length} cpus`,
+  );
+  const t0 = Date.now();
+  const chain = await startDevChain({ silent: true, fundIndices: [...DEV_ROLES.demo] });
+  chainToStop = chain;
+  console.log(`anvil ${chain.rpcUrl} ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const wallets = resolveWallets(loadConfig({}));
+
+  try {
+    const bare = await withServer('bare', {}, (server) => measurePlain('bare /hello', server, '/hello', settings));
+    const results: PaidResult[] = [await benchDatabase('(PGlite)', '', chain, settings, wallets.feeAddress)];
+
+    const db = await createThrowawayDb(settings.pgUrl);
+    if (typeof db === 'string') console.log(`postgres: skipped — ${db}`);
+    else {
+      console.log(`postgres: throwaway database on ${redactUrl(settings.pgUrl)}`);
+      try {
+        results.push(await benchDatabase('(Postgres)', db.url, chain, settings, wallets.feeAddress));
+      } finally {
+        await db.drop();
+      }
+    }
+
+    let release: { fresh: bigint; warm: bigint } | string;
+    try {
+      release = await releaseGas(chain, wallets.escrowKey);
+    } catch (err) {
+      release = (err as Error).message;
+    }
+
+    const rows = [bare, ...results.flatMap((r) => [r.unpaid, r.paid])];
+    console.log('');
+    printTable(rows);
+    printRatios(bare, results);
+    printGas(results, settings, release);
+    if (!checkRows(rows, results, settings)) process.exitCode = 1;
+  } finally {
+    await chain.stop();
+    chainToStop = undefined;
+  }
+}
+
+function serveKindFromArgs(argv: string[]): ServeKind | undefined {
+  const i = argv.indexOf('--serve');
+  if (i < 0) return undefined;
+  const kind = argv[i + 1];
+  if (kind !== 'bare' && kind !== 'app') throw new Error(`--serve bare|app, got ${kind}`);
+  return kind;
+}
+
+const serveKind = serveKindFromArgs(process.argv.slice(2));
+if (serveKind) {
+  serve(serveKind).catch((err: unknown) => {
+    tell({ type: 'failed', message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+    process.exit(1);
+  });
+} else {
+  main()
+    .catch((err: unknown) => {
+      console.error(err);
+      process.exitCode = 1;
+    })
+    .finally(() => {
+      for (const child of children) child.kill('SIGKILL');
+      process.exit();
+    });
+}

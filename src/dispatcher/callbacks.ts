@@ -1,0 +1,283 @@
+import { randomBytes } from 'node:crypto';
+import { and, asc, eq, inArray, sql } from 'drizzle-orm';
+import type { Clock } from '../clock.js';
+import { rowsOf, withTransaction, type Db, type Executor } from '../db/client.js';
+import {
+  callbackAttempts,
+  callbackDeliveries,
+  type CallbackDeliveryRow,
+  type CallbackEvent,
+  type CallbackStatus,
+} from '../db/callback-schema.js';
+import { checkOutboundUrl, describeFetchError, discardBody, postSigned, unixSeconds } from './runtimes/webhook.js';
+
+/**
+ * Signed callbacks to a task's `callback_url` when it reaches a terminal state.
+ *
+ * `enqueueCallback` writes a pending delivery inside the transaction of the transition (an
+ * outbox: no callback without the transition, no transition without its callback). The
+ * `CallbackSender` then POSTs `{id, type, created_at, data}` signed with the operator's
+ * CALLBACK_SIGNING_SECRET (`x-task-escrow-signature: t=…,v1=…`, see signWebhook):
+ *
+ *   pending ──2xx──▶ delivered
+ *      │ other answer / network error: retried after backoffBaseMs × 2^min(attempts, 10)
+ *      └── maxAttempts reached, or the URL refused by the SSRF check (not a public address) ──▶ failed
+ *
+ * Every attempt is recorded (callback_attempts) and summarised on the delivery (attempts,
+ * last_status_code, last_error). Delivery is at least once: receivers dedupe on `id`.
+ * Senders claim rows with FOR UPDATE SKIP LOCKED and lease them by moving next_attempt_at
+ * forward; the result of an attempt is written only if no one else recorded one meanwhile.
+ */
+
+export interface EnqueueCallbackInput {
+  taskId: string;
+  url: string;
+  event: CallbackEvent;
+  /** The event's `data` (JSON). */
+  data: unknown;
+}
+
+export function newCallbackId(): string {
+  return `cb_${randomBytes(16).toString('hex')}`;
+}
+
+/** Inserts a pending delivery; call it inside the transaction of the terminal transition. */
+export async function enqueueCallback(tx: Executor, clock: Clock, input: EnqueueCallbackInput): Promise<string> {
+  const now = clock.now();
+  const id = newCallbackId();
+  await tx.insert(callbackDeliveries).values({
+    id,
+    taskId: input.taskId,
+    url: input.url,
+    event: input.event,
+    payload: input.data ?? null,
+    status: 'pending',
+    attempts: 0,
+    nextAttemptAt: now,
+    createdAt: now,
+  });
+  return id;
+}
+
+/** The body a receiver gets (stable across attempts; only the signature's timestamp changes). */
+export function callbackBody(row: Pick<CallbackDeliveryRow, 'id' | 'event' | 'createdAt' | 'payload'>): string {
+  return JSON.stringify({ id: row.id, type: row.event, created_at: row.createdAt.toISOString(), data: row.payload });
+}
+
+export interface CallbackSenderLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface CallbackSenderOptions {
+  db: Db;
+  clock: Clock;
+  /** The operator's CALLBACK_SIGNING_SECRET (at least 32 characters; never logged). */
+  signingSecret: string;
+  ssrf: { allowPrivate: boolean };
+  /** Attempts after which a delivery is given up (default 8). */
+  maxAttempts?: number;
+  /** Delay after the n-th failed attempt: backoffBaseMs × 2^min(n, 10) (default 5000). */
+  backoffBaseMs?: number;
+  /** Timeout of one POST (default 10 s). */
+  timeoutMs?: number;
+  /** How long a claim keeps other senders off a row (default timeoutMs + 30 s). */
+  leaseMs?: number;
+  /** Rows claimed at a time (default 10). */
+  batchSize?: number;
+  /** Most attempts one runOnce makes (default 100). */
+  maxPerRun?: number;
+  fetch?: typeof fetch;
+  log?: CallbackSenderLog;
+}
+
+export const MAX_BACKOFF_EXPONENT = 10;
+
+/** What one attempt came to. */
+interface AttemptResult {
+  statusCode: number | null;
+  error: string | null;
+  delivered: boolean;
+  /** No point retrying (the URL is refused). */
+  permanent: boolean;
+}
+
+const silentLog: CallbackSenderLog = { info: () => {}, warn: () => {}, error: () => {} };
+
+export function callbackBackoffMs(baseMs: number, attempts: number): number {
+  return baseMs * 2 ** Math.min(attempts, MAX_BACKOFF_EXPONENT);
+}
+
+function originOf(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return '(invalid url)';
+  }
+}
+
+export class CallbackSender {
+  private readonly db: Db;
+  private readonly clock: Clock;
+  private readonly fetchFn: typeof fetch;
+  private readonly log: CallbackSenderLog;
+  private readonly maxAttempts: number;
+  private readonly backoffBaseMs: number;
+  private readonly timeoutMs: number;
+  private readonly leaseMs: number;
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+
+  constructor(private readonly opts: CallbackSenderOptions) {
+    if (opts.signingSecret.length < 32) throw new Error('callbacks: signingSecret must have at least 32 characters');
+    this.db = opts.db;
+    this.clock = opts.clock;
+    this.fetchFn = opts.fetch ?? fetch;
+    this.log = opts.log ?? silentLog;
+    this.maxAttempts = opts.maxAttempts ?? 8;
+    this.backoffBaseMs = opts.backoffBaseMs ?? 5_000;
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.leaseMs = opts.leaseMs ?? this.timeoutMs + 30_000;
+    if (!Number.isInteger(this.maxAttempts) || this.maxAttempts < 1) throw new Error('callbacks: maxAttempts must be ≥ 1');
+    if (!(this.backoffBaseMs >= 0) || !(this.timeoutMs > 0) || !(this.leaseMs > 0)) {
+      throw new Error('callbacks: backoffBaseMs ≥ 0, timeoutMs > 0 and leaseMs > 0');
+    }
+  }
+
+  /** Makes one attempt on every due delivery (each at most once); returns how many attempts were made. */
+  async runOnce(): Promise<number> {
+    const seen: string[] = [];
+    const maxPerRun = this.opts.maxPerRun ?? 100;
+    while (seen.length < maxPerRun) {
+      const batch = await this.claim(seen, Math.min(this.opts.batchSize ?? 10, maxPerRun - seen.length));
+      if (batch.length === 0) break;
+      for (const row of batch) seen.push(row.id);
+      const settled = await Promise.allSettled(batch.map((row) => this.deliver(row)));
+      const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (failure) throw failure.reason;
+    }
+    return seen.length;
+  }
+
+  /** Runs every `intervalMs` until stop(); errors are logged, never thrown. */
+  start(intervalMs: number): void {
+    if (this.timer) return;
+    const tick = (): void => {
+      if (this.running) return;
+      this.running = this.runOnce()
+        .then(() => undefined)
+        .catch((err: unknown) => this.log.error({ error: describeFetchError(err) }, 'callback run failed'))
+        .finally(() => {
+          this.running = null;
+        });
+    };
+    this.timer = setInterval(tick, intervalMs);
+    this.timer.unref();
+    tick();
+  }
+
+  /** Stops the timer and waits for the run in progress. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+
+  /** Leases up to `limit` due deliveries no other sender holds (SKIP LOCKED), by pushing next_attempt_at. */
+  private async claim(exclude: readonly string[], limit: number): Promise<CallbackDeliveryRow[]> {
+    const now = this.clock.now();
+    const until = new Date(now.getTime() + this.leaseMs);
+    const claimed = rowsOf<{ id: string }>(
+      await this.db.execute(sql`
+        with due as (
+          select id from callback_deliveries
+          where status = 'pending'
+            and next_attempt_at <= ${now.toISOString()}::timestamptz
+            and id not in (select jsonb_array_elements_text(${JSON.stringify(exclude)}::jsonb))
+          order by next_attempt_at, id
+          limit ${limit}
+          for update skip locked
+        )
+        update callback_deliveries d
+        set next_attempt_at = ${until.toISOString()}::timestamptz
+        from due where d.id = due.id
+        returning d.id`),
+    );
+    if (claimed.length === 0) return [];
+    const ids = claimed.map((r) => r.id);
+    return this.db
+      .select()
+      .from(callbackDeliveries)
+      .where(inArray(callbackDeliveries.id, ids))
+      .orderBy(asc(callbackDeliveries.createdAt), asc(callbackDeliveries.id));
+  }
+
+  private async deliver(row: CallbackDeliveryRow): Promise<void> {
+    const result = await this.attempt(row);
+    const status = this.nextStatus(row, result);
+    const recorded = await this.record(row, result, status);
+    const fields = { delivery: row.id, task: row.taskId, origin: originOf(row.url), attempt: row.attempts + 1, status, code: result.statusCode };
+    if (!recorded) this.log.warn(fields, 'callback attempt not recorded: another sender recorded one first');
+    else if (status === 'failed') this.log.warn({ ...fields, error: result.error }, 'callback given up');
+    else if (status === 'pending') this.log.info({ ...fields, error: result.error }, 'callback attempt failed, will retry');
+  }
+
+  /** One POST of the delivery; never throws. */
+  private async attempt(row: CallbackDeliveryRow): Promise<AttemptResult> {
+    const refused = await checkOutboundUrl(row.url, this.opts.ssrf.allowPrivate);
+    if (refused) return { statusCode: null, error: `ssrf: ${refused.message}`, delivered: false, permanent: !refused.retryable };
+    const signal = AbortSignal.timeout(this.timeoutMs);
+    try {
+      const res = await postSigned({
+        fetch: this.fetchFn,
+        url: row.url,
+        secret: this.opts.signingSecret,
+        event: row.event,
+        body: callbackBody(row),
+        timestamp: unixSeconds(this.clock.now()),
+        signal,
+        headers: { 'x-task-escrow-delivery': row.id },
+      });
+      await discardBody(res);
+      const ok = res.status >= 200 && res.status < 300;
+      return { statusCode: res.status, error: ok ? null : `HTTP ${res.status}`, delivered: ok, permanent: false };
+    } catch (err) {
+      const error = signal.aborted ? `no answer within ${this.timeoutMs} ms` : describeFetchError(err);
+      return { statusCode: null, error, delivered: false, permanent: false };
+    }
+  }
+
+  private nextStatus(row: CallbackDeliveryRow, result: AttemptResult): CallbackStatus {
+    if (result.delivered) return 'delivered';
+    if (result.permanent || row.attempts + 1 >= this.maxAttempts) return 'failed';
+    return 'pending';
+  }
+
+  /**
+   * Writes the attempt and the delivery's new state in one transaction, fenced on the attempt
+   * count the row was claimed with. False when another sender recorded this attempt first.
+   */
+  private async record(row: CallbackDeliveryRow, result: AttemptResult, status: CallbackStatus): Promise<boolean> {
+    const now = this.clock.now();
+    const attempt = row.attempts + 1;
+    const next = status === 'pending' ? new Date(now.getTime() + callbackBackoffMs(this.backoffBaseMs, attempt)) : now;
+    return withTransaction(this.db, async (tx) => {
+      const updated = await tx
+        .update(callbackDeliveries)
+        .set({
+          status,
+          attempts: attempt,
+          nextAttemptAt: next,
+          lastStatusCode: result.statusCode,
+          lastError: result.error,
+          deliveredAt: result.delivered ? now : null,
+        })
+        .where(and(eq(callbackDeliveries.id, row.id), eq(callbackDeliveries.attempts, row.attempts), eq(callbackDeliveries.status, 'pending')))
+        .returning({ id: callbackDeliveries.id });
+      if (updated.length === 0) return false;
+      await tx.insert(callbackAttempts).values({ deliveryId: row.id, attempt, statusCode: result.statusCode, error: result.error, at: now });
+      return true;
+    });
+  }
+}
