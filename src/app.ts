@@ -11,7 +11,7 @@ import { priceBook, type PriceBook } from './payments/prices.js';
 import { PaymentsService } from './payments/service.js';
 import { fundingAmount } from './escrow/funding.js';
 import { systemClock, type Clock } from './clock.js';
-import type { Config } from './config.js';
+import { allowPrivateUrls, type Config } from './config.js';
 import type { Database, Db } from './db/client.js';
 import { callerPlugin } from './http/caller.js';
 import { errorHandlerPlugin } from './http/error-handler.js';
@@ -71,6 +71,8 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
     tasks: new TasksService(db, clock, agents, {
       escrowAddress: resolveWallets(config).escrowAddress,
       platformFeeBps: config.PLATFORM_FEE_BPS,
+      disputeWindowSeconds: config.DISPUTE_WINDOW_SECONDS,
+      allowPrivateUrls: allowPrivateUrls(config),
       fundingWindowSeconds: config.TASK_FUNDING_WINDOW_SECONDS,
       timeoutMinSeconds: config.TASK_TIMEOUT_MIN_SECONDS,
       timeoutMaxSeconds: config.TASK_TIMEOUT_MAX_SECONDS,

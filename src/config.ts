@@ -58,6 +58,26 @@ export const configSchema = z.object({
   SETTLEMENT_LEASE_MS: z.coerce.number().int().min(5000).default(60_000),
   SETTLEMENT_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(10),
   SETTLEMENT_BACKOFF_MS: z.coerce.number().int().min(10).default(1000),
+  /** Public origin of this service as agents reach it (their callback URLs); default http://HOST:PORT. */
+  PUBLIC_BASE_URL: z.url().optional(),
+  /** Dispatcher: runs per worker, runs per agent, lease and heartbeat, retries. */
+  DISPATCH_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(8),
+  DISPATCH_PER_AGENT_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(4),
+  DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).default(30_000),
+  DISPATCH_HEARTBEAT_MS: z.coerce.number().int().min(100).default(5000),
+  DISPATCH_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(3),
+  DISPATCH_BACKOFF_MS: z.coerce.number().int().min(10).default(2000),
+  DISPATCH_INTERVAL_MS: z.coerce.number().int().min(10).default(500),
+  /** Seconds after completion during which the payer may dispute before the escrow is released. */
+  DISPUTE_WINDOW_SECONDS: z.coerce.number().int().min(0).max(30 * 86_400).default(0),
+  /** The operator's OpenAI-compatible endpoint and key for hosted agents that name none. */
+  LLM_BASE_URL: z.url().optional(),
+  LLM_API_KEY: z.string().min(1).optional(),
+  LLM_MAX_COST_USD: z.coerce.number().positive().max(1000).default(1),
+  /** HMAC secret of the events POSTed to tasks' callback_url (x-task-escrow-signature). */
+  CALLBACK_SIGNING_SECRET: z.string().min(32).default('dev-callback-signing-secret-change-me-0000'),
+  /** Let agents, callbacks and tools reach loopback/private addresses (default: only with the embedded dev chain). */
+  ALLOW_PRIVATE_URLS: bool.optional(),
   /** Platform fee taken from a released escrow, in basis points. */
   PLATFORM_FEE_BPS: z.coerce.number().int().min(0).max(10_000).default(250),
   /** Operator API key for /v1/admin/*; unset = the admin endpoints answer 404. */
@@ -90,6 +110,15 @@ export const configSchema = z.object({
 
 export type Config = z.infer<typeof configSchema>;
 
+/** Private and loopback URLs are allowed in dev mode (the embedded chain) unless said otherwise. */
+export function allowPrivateUrls(config: Config): boolean {
+  return config.ALLOW_PRIVATE_URLS ?? !config.CHAIN_RPC_URL;
+}
+
+export function publicBaseUrl(config: Config): string {
+  return config.PUBLIC_BASE_URL ?? `http://${config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST}:${config.PORT}`;
+}
+
 export class ConfigError extends Error {}
 
 /** Parses an environment (default: process.env) into a Config, or throws a readable ConfigError. */
@@ -105,6 +134,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(
       'Invalid configuration:\n  CHAIN_RPC_URL: a real chain needs ESCROW_PRIVATE_KEY, FEE_ADDRESS and OPERATOR_PRIVATE_KEY (or FACILITATOR_URL)',
     );
+  }
+  if (cfg.CHAIN_RPC_URL && cfg.CALLBACK_SIGNING_SECRET.startsWith('dev-')) {
+    throw new ConfigError('Invalid configuration:\n  CALLBACK_SIGNING_SECRET: set your own secret (at least 32 characters) with a real chain');
   }
   if (cfg.TASK_TIMEOUT_MIN_SECONDS > cfg.TASK_TIMEOUT_MAX_SECONDS) {
     throw new ConfigError('Invalid configuration:\n  TASK_TIMEOUT_MIN_SECONDS: must not exceed TASK_TIMEOUT_MAX_SECONDS');

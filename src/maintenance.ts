@@ -6,6 +6,8 @@ import { idempotencyKeys, tasks } from './db/schema.js';
 
 export interface MaintenanceReport {
   expiredTasks: number;
+  timedOutTasks: number;
+  releasedEscrows: number;
   purgedNonces: number;
   purgedIdempotencyKeys: number;
 }
@@ -14,7 +16,9 @@ const BATCH = 500;
 
 /**
  * Housekeeping that no request triggers: unfunded tasks past their funding deadline become
- * expired; spent sign-in nonces and idempotency keys past their lifetime are deleted.
+ * expired; running tasks past their deadline that no dispatcher holds fail (refund); escrows
+ * whose dispute window passed are released; spent sign-in nonces and idempotency keys past
+ * their lifetime are deleted.
  * Safe to run from any number of processes at once (every step is a conditional write).
  */
 export async function runMaintenance(db: Db, clock: Clock, services: Services): Promise<MaintenanceReport> {
@@ -29,9 +33,11 @@ export async function runMaintenance(db: Db, clock: Clock, services: Services): 
     const row = await services.tasks.expireUnfunded(id).catch(() => null);
     if (row?.status === 'expired') expiredTasks++;
   }
+  const timedOutTasks = await services.tasks.failOverdue();
+  const releasedEscrows = await services.tasks.releaseDue();
   const purgedNonces = await services.siwe.purgeExpired();
   const purged = await db.delete(idempotencyKeys).where(lt(idempotencyKeys.expiresAt, now)).returning({ key: idempotencyKeys.key });
-  return { expiredTasks, purgedNonces, purgedIdempotencyKeys: purged.length };
+  return { expiredTasks, timedOutTasks, releasedEscrows, purgedNonces, purgedIdempotencyKeys: purged.length };
 }
 
 /** Runs maintenance every `intervalMs` until stopped; errors are logged, never thrown. */
@@ -45,7 +51,7 @@ export function startMaintenance(
     if (running) return;
     running = run()
       .then((report) => {
-        if (report.expiredTasks + report.purgedNonces + report.purgedIdempotencyKeys > 0) log.info(report, 'maintenance');
+        if (Object.values(report).some((n) => n > 0)) log.info(report, 'maintenance');
       })
       .catch((err: unknown) => log.error({ err }, 'maintenance failed'))
       .finally(() => {

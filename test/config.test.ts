@@ -40,6 +40,7 @@ describe('configuration', () => {
       ESCROW_PRIVATE_KEY: key,
       OPERATOR_PRIVATE_KEY: `0x${'2'.repeat(64)}`,
       FEE_ADDRESS: '0x000000000000000000000000000000000000fEE0',
+      CALLBACK_SIGNING_SECRET: 'a-production-callback-secret-0123456789',
     });
     expect(chainTarget(config)).toEqual({ chainId: 84532, network: 'eip155:84532', usdc: BASE_SEPOLIA_USDC, usdcDomain: { name: 'USDC', version: '2' } });
     expect(chainTarget(loadConfig({})).usdc).toBe(BASE_USDC);

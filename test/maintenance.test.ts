@@ -20,7 +20,7 @@ describe('maintenance', () => {
     expect(await rowCount(t, idempotencyKeys)).toBe(1);
 
     const early = await runMaintenance(t.app.db, t.clock, t.app.services);
-    expect(early).toEqual({ expiredTasks: 0, purgedNonces: 0, purgedIdempotencyKeys: 0 });
+    expect(early).toEqual({ expiredTasks: 0, timedOutTasks: 0, releasedEscrows: 0, purgedNonces: 0, purgedIdempotencyKeys: 0 });
 
     t.clock.advance(3_601_000);
     const fresh = await createTask(t, payer, agent.id);

@@ -5,6 +5,7 @@ import type { Db, Executor } from '../db/client.js';
 import { agents, ratings, type AgentRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
+import { redactRuntime, validateRuntime } from '../dispatcher/runtimes/index.js';
 import type {
   AgentProfileT,
   AgentSummaryT,
@@ -46,7 +47,7 @@ function toOwnedAgent(row: AgentRow): OwnedAgentT {
     ...toAgentSummary(row),
     owner_address: getAddress(row.ownerAddress),
     payout_address: getAddress(row.payoutAddress),
-    runtime: row.runtime,
+    runtime: redactRuntime(row.runtime),
     created_at: row.createdAt.toISOString(),
     updated_at: row.updatedAt.toISOString(),
   };
@@ -73,7 +74,7 @@ export class AgentsService {
         searchText: searchTextOf(input.name, input.description, capabilities),
         baseRate: BigInt(input.pricing.base_rate),
         availability: input.availability,
-        runtime: input.runtime,
+        runtime: validateRuntime(input.runtime),
         createdAt: now,
         updatedAt: now,
       })
@@ -98,7 +99,7 @@ export class AgentsService {
           ...(patch.pricing ? { baseRate: BigInt(patch.pricing.base_rate) } : {}),
           ...(patch.payout_address ? { payoutAddress: patch.payout_address.toLowerCase() } : {}),
           ...(patch.availability ? { availability: patch.availability } : {}),
-          ...(patch.runtime ? { runtime: patch.runtime } : {}),
+          ...(patch.runtime ? { runtime: validateRuntime(patch.runtime) } : {}),
           updatedAt: this.clock.now(),
         })
         .where(eq(agents.id, id))

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { AgentId } from '../agents/schemas.js';
 import { escrowStatuses } from '../escrow/rules.js';
 import { AtomicAmount, PositiveAtomicAmount, Timestamp, WalletAddress } from '../http/schemas.js';
-import { publicStatuses } from './state-machine.js';
+import { publicStatuses } from './statuses.js';
 
 /** Wire shapes of tasks (one zod schema per shape: validation, types and OpenAPI). */
 

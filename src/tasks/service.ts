@@ -1,4 +1,4 @@
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq, lte, sql } from 'drizzle-orm';
 import { getAddress } from 'viem';
 import type { AgentsService } from '../agents/service.js';
 import type { Clock } from '../clock.js';
@@ -10,6 +10,7 @@ import { AppError } from '../errors.js';
 import { cancellationTerms, isDisputable, type EscrowStatus } from '../escrow/rules.js';
 import { newId } from '../ids.js';
 import { resultHash } from './result-hash.js';
+import { UnsafeUrlError, assertPublicUrl } from '../net/ssrf.js';
 import type {
   CancelTaskInput,
   CreateTaskInput,
@@ -26,6 +27,10 @@ import { publicStatus, transition, type TaskStatus } from './state-machine.js';
 export interface TaskRules {
   escrowAddress: string;
   platformFeeBps: number;
+  /** Seconds after completion before the escrow is released (a dispute within it freezes it). */
+  disputeWindowSeconds: number;
+  /** Whether callback_url may point at loopback/private addresses (dev mode only). */
+  allowPrivateUrls: boolean;
   fundingWindowSeconds: number;
   timeoutMinSeconds: number;
   timeoutMaxSeconds: number;
@@ -68,6 +73,7 @@ export class TasksService {
         { param: 'timeout_seconds' },
       );
     }
+    if (input.callback_url) await this.checkCallbackUrl(input.callback_url);
     const agent = await this.agentsService.require(this.db, input.agent_id);
     if (agent.availability !== 'online') {
       throw new AppError('agent_unavailable', `Agent ${agent.id} is ${agent.availability} and takes no new tasks`, { param: 'agent_id' });
@@ -386,8 +392,56 @@ export class TasksService {
         })
         .where(eq(agents.id, row.agentId))
         .returning({ payoutAddress: agents.payoutAddress });
+      if (this.rules.disputeWindowSeconds > 0) return row; // released by releaseDue once the window passed
       return this.release(tx, row, agent!.payoutAddress);
     });
+  }
+
+  /** Completed tasks whose dispute window passed without a dispute: release their escrow. */
+  async releaseDue(limit = 100): Promise<number> {
+    const due = new Date(this.clock.now().getTime() - this.rules.disputeWindowSeconds * 1000);
+    const rows = await this.db
+      .select({ id: tasks.id })
+      .from(tasks)
+      .where(and(eq(tasks.status, 'completed'), eq(tasks.escrowStatus, 'held'), lte(tasks.finishedAt, due)))
+      .limit(limit);
+    let released = 0;
+    for (const { id } of rows) {
+      const done = await withTransaction(this.db, async (tx) => {
+        const [task] = await tx.select().from(tasks).where(and(eq(tasks.id, id), eq(tasks.escrowStatus, 'held'), eq(tasks.status, 'completed'))).for('update');
+        if (!task) return false;
+        const agent = await this.agentsService.require(tx, task.agentId);
+        await this.release(tx, task, agent.payoutAddress);
+        return true;
+      });
+      if (done) released++;
+    }
+    return released;
+  }
+
+  /** Running tasks past their deadline that no dispatcher holds (an async agent never delivered): failed, refunded. */
+  async failOverdue(limit = 100): Promise<number> {
+    const now = this.clock.now();
+    const rows = await this.db
+      .select({ id: tasks.id })
+      .from(tasks)
+      .where(
+        and(
+          eq(tasks.status, 'in_progress'),
+          lte(tasks.deadlineAt, now),
+          sql`(${tasks.dispatchState} is distinct from 'running' or ${tasks.leaseExpiresAt} < ${now})`,
+        ),
+      )
+      .limit(limit);
+    let failed = 0;
+    for (const { id } of rows) {
+      const ok = await this.markFailed(id, 'Timed out: the agent did not deliver before the deadline', 'system').then(
+        () => true,
+        () => false,
+      );
+      if (ok) failed++;
+    }
+    return failed;
   }
 
   /** Completion releases the escrow: the agent's payout wallet gets it minus the platform fee. */
@@ -478,6 +532,17 @@ export class TasksService {
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────
+
+  private async checkCallbackUrl(url: string): Promise<void> {
+    try {
+      await assertPublicUrl(url, { allowPrivate: this.rules.allowPrivateUrls });
+    } catch (err) {
+      if (err instanceof UnsafeUrlError) {
+        throw new AppError('validation_error', `callback_url is refused: ${err.message}`, { param: 'callback_url' });
+      }
+      throw err;
+    }
+  }
 
   private inTransaction<T>(exec: Tx | undefined, fn: (tx: Tx) => Promise<T>): Promise<T> {
     return exec ? fn(exec) : withTransaction(this.db, fn);

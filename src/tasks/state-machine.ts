@@ -4,6 +4,11 @@ import type { Executor } from '../db/client.js';
 import { taskEvents, tasks, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import type { EscrowStatus } from '../escrow/rules.js';
+import { enqueueCallback } from '../dispatcher/callbacks.js';
+import { publicStatus, publicStatuses, taskStatuses, type PublicStatus, type TaskStatus } from './statuses.js';
+
+export { publicStatus, publicStatuses, taskStatuses, type PublicStatus, type TaskStatus };
+import type { CallbackEvent } from '../db/callback-schema.js';
 
 /**
  * The task lifecycle, in one place:
@@ -18,18 +23,6 @@ import type { EscrowStatus } from '../escrow/rules.js';
  * caller's transaction; when the row is no longer in an allowed state the transition fails
  * with 409 instead of overwriting what a concurrent request did.
  */
-export const taskStatuses = [
-  'created',
-  'funded',
-  'in_progress',
-  'completed',
-  'failed',
-  'cancelled',
-  'disputed',
-  'expired',
-] as const;
-export type TaskStatus = (typeof taskStatuses)[number];
-
 export const transitions: Readonly<Record<TaskStatus, readonly TaskStatus[]>> = {
   created: ['funded', 'cancelled', 'expired'],
   funded: ['in_progress', 'cancelled', 'expired', 'failed'],
@@ -40,17 +33,6 @@ export const transitions: Readonly<Record<TaskStatus, readonly TaskStatus[]>> = 
   disputed: [],
   expired: [],
 };
-
-/**
- * The status clients see. A funded task whose work has not started yet reads `in_progress`
- * (with `stage: "queued"`): clients poll while a task is in_progress, and a paid-for task is
- * on its way from the moment its escrow is held.
- */
-export type PublicStatus = Exclude<TaskStatus, 'funded'>;
-export const publicStatuses = taskStatuses.filter((s): s is PublicStatus => s !== 'funded');
-export function publicStatus(status: TaskStatus): PublicStatus {
-  return status === 'funded' ? 'in_progress' : status;
-}
 
 export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
   return transitions[from].includes(to);
@@ -108,6 +90,14 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
   if (!row) {
     throw new AppError('state_conflict', `Task ${req.taskId} is ${before.status}; it cannot become ${req.to}`, {
       details: { status: before.status, escrow_status: before.escrowStatus },
+    });
+  }
+  if (row.callbackUrl && (req.to === 'completed' || isTerminal(req.to))) {
+    await enqueueCallback(tx, clock, {
+      taskId: row.id,
+      url: row.callbackUrl,
+      event: `task.${req.to}` as CallbackEvent,
+      data: { task_id: row.id, status: req.to, escrow_status: row.escrowStatus, agent_id: row.agentId, at: now.toISOString() },
     });
   }
   await tx.insert(taskEvents).values({

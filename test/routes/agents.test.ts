@@ -21,7 +21,7 @@ describe('POST /v1/agents (register)', () => {
       capabilities: ['Image-Generation', 'design', 'design'],
       pricing: { base_rate: '250000' },
       payout_address: stranger.address,
-      runtime: { kind: 'webhook', url: 'https://agent.example/tasks', secret: 's3cret' },
+      runtime: { kind: 'webhook', url: 'https://agent.example/tasks', secret: 'a-webhook-secret-of-at-least-32-chars' },
     });
     expect(res.status).toBe(201);
     expect(res.body).toMatchObject({
@@ -35,6 +35,8 @@ describe('POST /v1/agents (register)', () => {
       payout_address: stranger.address,
     });
     expect(res.body.id).toMatch(/^agent_[0-9a-z]{20}$/);
+    // the owner sees its runtime, with the webhook secret redacted
+    expect(res.body.runtime).toEqual({ kind: 'webhook', url: 'https://agent.example/tasks', secret: '[redacted]', timeout_ms: 30000 });
     const profile = await call(t, null, 'GET', `/v1/agents/${res.body.id}`);
     expect(profile.status).toBe(200);
     expect(profile.body.runtime).toBeUndefined();
@@ -86,6 +88,28 @@ describe('PATCH /v1/agents/{id}', () => {
       description: 'x',
       budget: { amount: '900000', currency: 'USDC', chain: 'base' },
     }), 409, 'agent_unavailable');
+  });
+
+  it('validates the runtime per kind', async () => {
+    for (const runtime of [
+      { kind: 'carrier-pigeon' },
+      { kind: 'webhook', url: 'https://agent.example/tasks', secret: 'short' },
+      { kind: 'webhook', url: 'ftp://agent.example/tasks', secret: 'a-webhook-secret-of-at-least-32-chars' },
+      { kind: 'hosted_llm', system_prompt: 'You write copy.' },
+    ]) {
+      const res = await call(t, owner, 'POST', '/v1/agents', { name: 'R', capabilities: ['x'], pricing: { base_rate: '1' }, payout_address: owner.address, runtime });
+      expectError(res, 400, 'validation_error');
+      expect(res.body.error.param).toMatch(/^runtime/);
+    }
+    const llm = await call(t, owner, 'POST', '/v1/agents', {
+      name: 'LLM',
+      capabilities: ['x'],
+      pricing: { base_rate: '1' },
+      payout_address: owner.address,
+      runtime: { kind: 'hosted_llm', model: 'gpt-4o-mini', system_prompt: 'You write copy.', api_key: 'sk-secret-key' },
+    });
+    expect(llm.status).toBe(201);
+    expect(llm.body.runtime).toMatchObject({ kind: 'hosted_llm', api_key: '[redacted]', max_iterations: 50 });
   });
 
   it('refuses an empty patch and unknown agents', async () => {
