@@ -22,6 +22,13 @@ export function wallet(n: number): PrivateKeyAccount {
   return privateKeyToAccount(DEV_KEYS[n % DEV_KEYS.length]!);
 }
 
+/** Wall time, with the ManualClock API so helpers can still be handed it (advance = no-op). */
+class RealTimeClock extends ManualClock {
+  override now(): Date {
+    return new Date();
+  }
+}
+
 export interface TestApp {
   app: FastifyInstance;
   clock: ManualClock;
@@ -32,7 +39,8 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function buildTestApp(env: Record<string, string> = {}): Promise<TestApp> {
+/** `clock: 'real'` for tests of background workers whose timers run on wall time (leases, backoff). */
+export async function buildTestApp(env: Record<string, string> = {}, opts: { clock?: 'manual' | 'real' } = {}): Promise<TestApp> {
   const db = await createTestDatabase();
   const config = loadConfig({
     NODE_ENV: 'test',
@@ -44,7 +52,7 @@ export async function buildTestApp(env: Record<string, string> = {}): Promise<Te
     X402_ENABLED: 'false',
     ...env,
   });
-  const clock = new ManualClock(new Date('2026-11-21T12:00:00.000Z'));
+  const clock = opts.clock === 'real' ? new RealTimeClock() : new ManualClock(new Date('2026-11-21T12:00:00.000Z'));
   const app = await buildApp({ config, database: db.database, clock, logger: false });
   await app.ready();
   return {
