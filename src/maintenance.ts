@@ -3,6 +3,7 @@ import type { Services } from './app.js';
 import type { Clock } from './clock.js';
 import type { Db } from './db/client.js';
 import { idempotencyKeys, tasks } from './db/schema.js';
+import { Loop } from './workers/loop.js';
 
 export interface MaintenanceReport {
   expiredTasks: number;
@@ -46,23 +47,13 @@ export function startMaintenance(
   intervalMs: number,
   log: { info(obj: object, msg: string): void; error(obj: object, msg: string): void },
 ): () => Promise<void> {
-  let running: Promise<void> | null = null;
-  const tick = () => {
-    if (running) return;
-    running = run()
-      .then((report) => {
-        if (Object.values(report).some((n) => n > 0)) log.info(report, 'maintenance');
-      })
-      .catch((err: unknown) => log.error({ err }, 'maintenance failed'))
-      .finally(() => {
-        running = null;
-      });
-  };
-  const timer = setInterval(tick, intervalMs);
-  timer.unref();
-  tick();
-  return async () => {
-    clearInterval(timer);
-    await running;
-  };
+  const loop = new Loop(
+    async () => {
+      const report = await run();
+      if (Object.values(report).some((n) => n > 0)) log.info(report, 'maintenance');
+    },
+    (err) => log.error({ err }, 'maintenance failed'),
+  );
+  loop.start(intervalMs);
+  return () => loop.stop();
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Loop } from '../workers/loop.js';
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import { rowsOf, withTransaction, type Db, type Executor } from '../db/client.js';
@@ -126,8 +127,10 @@ export class CallbackSender {
   private readonly backoffBaseMs: number;
   private readonly timeoutMs: number;
   private readonly leaseMs: number;
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
+  private readonly loop = new Loop(
+    () => this.runOnce(),
+    (err) => this.log.error({ error: describeFetchError(err) }, 'callback run failed'),
+  );
 
   constructor(private readonly opts: CallbackSenderOptions) {
     if (opts.signingSecret.length < 32) throw new Error('callbacks: signingSecret must have at least 32 characters');
@@ -162,26 +165,12 @@ export class CallbackSender {
 
   /** Runs every `intervalMs` until stop(); errors are logged, never thrown. */
   start(intervalMs: number): void {
-    if (this.timer) return;
-    const tick = (): void => {
-      if (this.running) return;
-      this.running = this.runOnce()
-        .then(() => undefined)
-        .catch((err: unknown) => this.log.error({ error: describeFetchError(err) }, 'callback run failed'))
-        .finally(() => {
-          this.running = null;
-        });
-    };
-    this.timer = setInterval(tick, intervalMs);
-    this.timer.unref();
-    tick();
+    this.loop.start(intervalMs);
   }
 
   /** Stops the timer and waits for the run in progress. */
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    await this.running;
+    await this.loop.stop();
   }
 
   /** Leases up to `limit` due deliveries no other sender holds (SKIP LOCKED), by pushing next_attempt_at. */

@@ -7,6 +7,7 @@ import { agents, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
 import { isAppError } from '../errors.js';
 import type { TasksService } from '../tasks/service.js';
 import type { AgentRuntime, RunOutcome, TaskBrief } from './runtime.js';
+import { Loop } from '../workers/loop.js';
 
 /**
  * Runs the hired agent of every funded task, the way pg-boss / graphile-worker run jobs:
@@ -55,14 +56,17 @@ export class Dispatcher {
   private readonly running = new Map<string, Running>();
   private readonly runtimes: Map<string, AgentRuntime<unknown>>;
   private readonly log: DispatcherLog;
-  private timer: NodeJS.Timeout | null = null;
-  private ticking: Promise<unknown> | null = null;
+  private readonly loop: Loop;
   private stopping = false;
 
   constructor(private readonly opts: DispatcherOptions) {
     this.id = opts.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
     this.runtimes = new Map(opts.runtimes.map((r) => [r.kind, r]));
     this.log = opts.log ?? silent;
+    this.loop = new Loop(
+      () => this.runOnce(),
+      (err) => this.log.error({ err }, 'dispatcher: claim failed'),
+    );
   }
 
   /** Tasks currently run by this dispatcher. */
@@ -86,18 +90,7 @@ export class Dispatcher {
   }
 
   start(intervalMs: number): void {
-    if (this.timer) return;
-    const tick = () => {
-      if (this.ticking) return;
-      this.ticking = this.runOnce()
-        .catch((err: unknown) => this.log.error({ err }, 'dispatcher: claim failed'))
-        .finally(() => {
-          this.ticking = null;
-        });
-    };
-    this.timer = setInterval(tick, intervalMs);
-    this.timer.unref();
-    tick();
+    this.loop.start(intervalMs);
   }
 
   /**
@@ -106,9 +99,7 @@ export class Dispatcher {
    */
   async stop(graceMs = 5000): Promise<void> {
     this.stopping = true;
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    await this.ticking;
+    await this.loop.stop();
     const deadline = new Promise((r) => setTimeout(r, graceMs).unref());
     await Promise.race([this.drain(), deadline]);
     for (const run of this.running.values()) run.controller.abort(new ShutdownAbort());

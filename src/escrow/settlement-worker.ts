@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Loop } from '../workers/loop.js';
 import { hostname } from 'node:os';
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { getAddress, type Hash, type Hex } from 'viem';
@@ -74,8 +75,10 @@ export class SettlementWorker {
   private readonly wallet: string;
   private readonly log: SettlementWorkerLog;
   private readonly random: () => number;
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
+  private readonly loop = new Loop(
+    () => this.runOnce(),
+    (err) => this.log.error({ worker: this.id, error: describeChainError(err) }, 'settlement run failed'),
+  );
 
   constructor(private readonly opts: SettlementWorkerOptions) {
     if (!Number.isInteger(opts.confirmations) || opts.confirmations < 1) throw new Error('settlement: confirmations must be ≥ 1');
@@ -110,26 +113,12 @@ export class SettlementWorker {
 
   /** Runs every `intervalMs` until stop(); errors are logged, never thrown. */
   start(intervalMs: number): void {
-    if (this.timer) return;
-    const tick = (): void => {
-      if (this.running) return;
-      this.running = this.runOnce()
-        .then(() => undefined)
-        .catch((err: unknown) => this.log.error({ worker: this.id, error: describeChainError(err) }, 'settlement run failed'))
-        .finally(() => {
-          this.running = null;
-        });
-    };
-    this.timer = setInterval(tick, intervalMs);
-    this.timer.unref();
-    tick();
+    this.loop.start(intervalMs);
   }
 
   /** Stops the timer and waits for the run in progress. */
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    await this.running;
+    await this.loop.stop();
   }
 
   // ----------------------------------------------------------------------------- claiming
