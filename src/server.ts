@@ -1,17 +1,14 @@
 import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.js';
-import { ConfigError, allowPrivateUrls, loadConfig, type Config } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
 import { openDatabase } from './db/client.js';
 import { runMigrations } from './db/migrate.js';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Address } from 'viem';
-import type { FastifyInstance } from 'fastify';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from './chain/constants.js';
-import { CallbackSender } from './dispatcher/callbacks.js';
-import { createDispatcher } from './dispatcher/index.js';
+import { startWorkers } from './workers/index.js';
 import { mintUsdc, startDevChain, usdcBalance, type DevChain } from './chain/devchain.js';
-import { runMaintenance, startMaintenance } from './maintenance.js';
 
 /** `--role api|worker|all` on the command line wins over ROLE in the environment. */
 function roleFromArgs(argv: string[]): string | undefined {
@@ -64,30 +61,6 @@ async function main(): Promise<void> {
   const address = await app.listen({ host: config.HOST, port: config.PORT });
   if (devChain) await printDemoWallets(devChain, address);
   app.log.info({ role: config.ROLE, database: database.kind }, `task-escrow listening on ${address} — Swagger UI at ${address}/docs`);
-}
-
-/** Background work of the worker role: maintenance, and the settlement worker when money can move. */
-function startWorkers(app: FastifyInstance): () => Promise<void> {
-  const { config } = app;
-  const stopMaintenance = startMaintenance(() => runMaintenance(app.db, app.clock, app.services), config.MAINTENANCE_INTERVAL_MS, app.log);
-  const settlement = config.X402_ENABLED && app.escrow ? app.escrow.createWorker(app.db, app.clock, app.log) : undefined;
-  settlement?.start(config.SETTLEMENT_INTERVAL_MS);
-  const dispatcher = createDispatcher(app);
-  dispatcher.start(config.DISPATCH_INTERVAL_MS);
-  const callbacks = new CallbackSender({
-    db: app.db,
-    clock: app.clock,
-    signingSecret: config.CALLBACK_SIGNING_SECRET,
-    ssrf: { allowPrivate: allowPrivateUrls(config) },
-    log: app.log,
-  });
-  callbacks.start(1000);
-  return async () => {
-    await dispatcher.stop(config.SHUTDOWN_GRACE_MS / 2);
-    await callbacks.stop();
-    await settlement?.stop();
-    await stopMaintenance();
-  };
 }
 
 /** No CHAIN_RPC_URL: anvil made to look like Base, its state kept in DATA_DIR so balances survive restarts. */

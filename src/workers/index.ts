@@ -1,0 +1,44 @@
+import type { FastifyInstance } from 'fastify';
+import { allowPrivateUrls } from '../config.js';
+import { CallbackSender } from '../dispatcher/callbacks.js';
+import { createDispatcher } from '../dispatcher/index.js';
+import { runMaintenance, startMaintenance } from '../maintenance.js';
+
+export interface WorkerIntervals {
+  dispatchMs?: number;
+  settlementMs?: number;
+  callbacksMs?: number;
+  maintenanceMs?: number;
+}
+
+/**
+ * The background work of the worker role, on the app's database and configuration: the
+ * dispatcher, the settlement worker (when money can move), the callback sender and maintenance.
+ * Returns the function that stops them all (the dispatcher hands unfinished runs back).
+ */
+export function startWorkers(app: FastifyInstance, intervals: WorkerIntervals = {}): () => Promise<void> {
+  const { config } = app;
+  const stopMaintenance = startMaintenance(
+    () => runMaintenance(app.db, app.clock, app.services),
+    intervals.maintenanceMs ?? config.MAINTENANCE_INTERVAL_MS,
+    app.log,
+  );
+  const settlement = config.X402_ENABLED && app.escrow ? app.escrow.createWorker(app.db, app.clock, app.log) : undefined;
+  settlement?.start(intervals.settlementMs ?? config.SETTLEMENT_INTERVAL_MS);
+  const dispatcher = createDispatcher(app);
+  dispatcher.start(intervals.dispatchMs ?? config.DISPATCH_INTERVAL_MS);
+  const callbacks = new CallbackSender({
+    db: app.db,
+    clock: app.clock,
+    signingSecret: config.CALLBACK_SIGNING_SECRET,
+    ssrf: { allowPrivate: allowPrivateUrls(config) },
+    log: app.log,
+  });
+  callbacks.start(intervals.callbacksMs ?? 1000);
+  return async () => {
+    await dispatcher.stop(config.SHUTDOWN_GRACE_MS / 2);
+    await callbacks.stop();
+    await settlement?.stop();
+    await stopMaintenance();
+  };
+}
