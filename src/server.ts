@@ -42,7 +42,7 @@ async function main(): Promise<void> {
       : {}),
   });
 
-  const stopWorkers = config.ROLE === 'api' ? async () => undefined : startWorkers(app);
+  let stopWorkers = async (): Promise<void> => undefined;
 
   closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an error');
@@ -55,10 +55,13 @@ async function main(): Promise<void> {
 
   if (config.ROLE === 'worker') {
     await app.ready();
+    stopWorkers = startWorkers(app);
     app.log.info({ role: config.ROLE, database: database.kind }, 'worker started (no HTTP listener)');
     return;
   }
   const address = await app.listen({ host: config.HOST, port: config.PORT });
+  // Started after listen: with PORT=0 the origin agents call back is only known now.
+  if (config.ROLE === 'all') stopWorkers = startWorkers(app, { publicBaseUrl: config.PUBLIC_BASE_URL ?? address });
   if (devChain) await printDemoWallets(devChain, address);
   app.log.info({ role: config.ROLE, database: database.kind }, `task-escrow listening on ${address} — Swagger UI at ${address}/docs`);
 }

@@ -4,14 +4,14 @@ import { Dispatcher } from './dispatcher.js';
 import { createRuntimes } from './runtimes/index.js';
 
 /** The dispatcher of this process, configured from the app's configuration and services. */
-export function createDispatcher(app: FastifyInstance, overrides: { workerId?: string } = {}): Dispatcher {
+export function createDispatcher(app: FastifyInstance, overrides: { workerId?: string; publicBaseUrl?: string } = {}): Dispatcher {
   const { config } = app;
   return new Dispatcher({
     db: app.db,
     clock: app.clock,
     tasks: app.services.tasks,
     runtimes: createRuntimes(config, app.clock),
-    publicBaseUrl: publicBaseUrl(config),
+    publicBaseUrl: overrides.publicBaseUrl ?? publicBaseUrl(config),
     concurrency: config.DISPATCH_CONCURRENCY,
     perAgentConcurrency: config.DISPATCH_PER_AGENT_CONCURRENCY,
     leaseMs: config.DISPATCH_LEASE_MS,

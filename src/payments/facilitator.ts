@@ -3,7 +3,8 @@ import type { SupportedResponse } from '@x402/core/types';
 import { x402Facilitator } from '@x402/core/facilitator';
 import { toFacilitatorEvmSigner } from '@x402/evm';
 import { registerExactEvmScheme } from '@x402/evm/exact/facilitator';
-import { createWalletClient, http, nonceManager, publicActions, type Chain, type Hex } from 'viem';
+import { createNonceManager, createWalletClient, http, publicActions, type Chain, type Hex } from 'viem';
+import { jsonRpc } from 'viem/nonce';
 import { privateKeyToAccount } from 'viem/accounts';
 import { base, baseSepolia } from 'viem/chains';
 import type { ChainTarget } from '../chain/wallets.js';
@@ -29,7 +30,9 @@ export function createFacilitatorClient(opts: FacilitatorOptions): FacilitatorCl
   if (opts.facilitatorUrl) return new HTTPFacilitatorClient({ url: opts.facilitatorUrl });
   if (!opts.rpcUrl || !opts.operatorKey) throw new Error('An in-process facilitator needs a chain RPC URL and OPERATOR_PRIVATE_KEY');
   const client = createWalletClient({
-    account: privateKeyToAccount(opts.operatorKey, { nonceManager }),
+    // Its own nonce manager (not viem's process-wide one): concurrent settlements never collide,
+    // and a second facilitator in the process (another chain, a restarted dev chain) starts clean.
+    account: privateKeyToAccount(opts.operatorKey, { nonceManager: createNonceManager({ source: jsonRpc() }) }),
     chain: viemChain(opts.target),
     transport: http(opts.rpcUrl),
   }).extend(publicActions);

@@ -4,7 +4,9 @@ import { CallbackSender } from '../dispatcher/callbacks.js';
 import { createDispatcher } from '../dispatcher/index.js';
 import { runMaintenance, startMaintenance } from '../maintenance.js';
 
-export interface WorkerIntervals {
+export interface WorkerOptions {
+  /** The origin agents call back when the configuration cannot tell (PORT=0: known after listen). */
+  publicBaseUrl?: string;
   dispatchMs?: number;
   settlementMs?: number;
   callbacksMs?: number;
@@ -16,7 +18,7 @@ export interface WorkerIntervals {
  * dispatcher, the settlement worker (when money can move), the callback sender and maintenance.
  * Returns the function that stops them all (the dispatcher hands unfinished runs back).
  */
-export function startWorkers(app: FastifyInstance, intervals: WorkerIntervals = {}): () => Promise<void> {
+export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}): () => Promise<void> {
   const { config } = app;
   const stopMaintenance = startMaintenance(
     () => runMaintenance(app.db, app.clock, app.services),
@@ -25,7 +27,7 @@ export function startWorkers(app: FastifyInstance, intervals: WorkerIntervals = 
   );
   const settlement = config.X402_ENABLED && app.escrow ? app.escrow.createWorker(app.db, app.clock, app.log) : undefined;
   settlement?.start(intervals.settlementMs ?? config.SETTLEMENT_INTERVAL_MS);
-  const dispatcher = createDispatcher(app);
+  const dispatcher = createDispatcher(app, intervals.publicBaseUrl ? { publicBaseUrl: intervals.publicBaseUrl } : {});
   dispatcher.start(intervals.dispatchMs ?? config.DISPATCH_INTERVAL_MS);
   const callbacks = new CallbackSender({
     db: app.db,
