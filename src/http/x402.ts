@@ -76,6 +76,17 @@ function adapterFor(request: FastifyRequest): HTTPAdapter {
   };
 }
 
+/** The task a paid request created (POST /v1/tasks answers its task_id), so its receipt names it. */
+function createdTaskId(payload: unknown): string | undefined {
+  if (typeof payload !== 'string' || !payload.includes('"task_id"')) return undefined;
+  try {
+    const id = (JSON.parse(payload) as { task_id?: unknown }).task_id;
+    return typeof id === 'string' && /^task_[0-9a-z]{20}$/.test(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Why a payment was refused, from the facilitator's reason, as the API's codes. */
 export function paymentErrorCode(reason: string | undefined): ErrorCode {
   const r = (reason ?? '').toLowerCase();
@@ -227,7 +238,7 @@ export const x402Plugin = fp(
       }
       for (const [k, v] of Object.entries(result.headers)) reply.header(k, v);
       try {
-        await opts.payments.settle(app.db, payment.claim.id, result.transaction);
+        await opts.payments.settle(app.db, payment.claim.id, result.transaction, payment.claim.taskId ?? createdTaskId(payload));
       } catch (err) {
         // The money moved and the work is done: answer it. The missing booking shows in reconciliation.
         request.log.error({ err, payment: payment.claim.id, tx: result.transaction }, 'payment settled on chain but not recorded');

@@ -172,6 +172,9 @@ describe('x402 on priced endpoints', () => {
     });
     expect(create.status).toBe(201);
     const taskId = (await json(create)).task_id;
+    // the receipt of the creating call names the task it created
+    const [createReceipt] = await p.db.database.db.select().from(payments).where(eq(payments.endpoint, 'POST /v1/tasks'));
+    expect(createReceipt!.taskId).toBe(taskId);
     const [payerBefore, feeBefore] = await Promise.all([p.balance(payer.address), p.balance(p.wallets.feeAddress)]);
     const pay = p.payFetch(payer);
     const polls = await Promise.all(Array.from({ length: 20 }, () => pay(`${p.baseUrl}/v1/tasks/${taskId}/status`)));
