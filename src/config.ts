@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { llmPrices } from './dispatcher/runtimes/llm-prices.js';
 
 /**
  * The service's whole configuration: one zod schema over the environment, parsed once.
@@ -74,6 +75,19 @@ export const configSchema = z.object({
   LLM_BASE_URL: z.url().optional(),
   LLM_API_KEY: z.string().min(1).optional(),
   LLM_MAX_COST_USD: z.coerce.number().positive().max(1000).default(1),
+  /** JSON {"model": {"input_per_million_usd", "output_per_million_usd"}, "*": …} over the built-in price table. */
+  LLM_PRICES: z
+    .string()
+    .optional()
+    .refine((v) => {
+      if (v === undefined) return true;
+      try {
+        llmPrices(v);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'must be JSON: {"model": {"input_per_million_usd": n, "output_per_million_usd": n}}'),
   /** HMAC secret of the events POSTed to tasks' callback_url (x-task-escrow-signature). */
   CALLBACK_SIGNING_SECRET: z.string().min(32).default('dev-callback-signing-secret-change-me-0000'),
   /** Let agents, callbacks and tools reach loopback/private addresses (default: only with the embedded dev chain). */

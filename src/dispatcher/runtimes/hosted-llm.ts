@@ -19,9 +19,9 @@ import {
  * header is sent), and that URL must lead to the public internet (`allowPrivateBaseUrl` aside).
  * No key is logged or put in an outcome (provider messages are scrubbed of it).
  *
- * Cost: tokens × the model's price in `priceTable`. A model missing from the table costs 0
- * (its tokens are still counted and reported, but the cost cap then never stops it: only
- * `max_iterations` does). A provider answer without `usage` is counted with an estimate
+ * Cost: tokens × the model's price in `priceTable`, or its "*" entry for a model not listed;
+ * with neither the call costs 0 (its tokens are still counted and reported, but the cost cap
+ * then never stops it: only `max_iterations` does). A provider answer without `usage` is counted with an estimate
  * (about 4 characters a token) so that it cannot dodge the cap.
  */
 
@@ -433,7 +433,7 @@ async function runLoop(brief: TaskBrief, config: HostedLlmConfigT, ctx: RunConte
   const provider = await resolveProvider(config, opts);
   const tools = toolsFor(config.toolsets, { ...defaultHttpFetchPolicy, ...opts.httpFetchPolicy });
   const definitions = toolDefinitions(tools);
-  const price = opts.priceTable?.[config.model];
+  const price = opts.priceTable?.[config.model] ?? opts.priceTable?.['*'];
   const costCap = config.max_cost_usd ?? opts.defaultMaxCostUsd;
   const messages = initialMessages(brief, config);
   const state: RunState = { iterations: 0, usage: { prompt: 0, completion: 0, total: 0 }, costUsd: 0 };

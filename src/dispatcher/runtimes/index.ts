@@ -3,6 +3,7 @@ import type { Clock } from '../../clock.js';
 import { allowPrivateUrls, type Config } from '../../config.js';
 import { AppError } from '../../errors.js';
 import type { AgentRuntime } from '../runtime.js';
+import { llmPrices } from './llm-prices.js';
 import { HostedLlmConfig, createHostedLlmRuntime } from './hosted-llm.js';
 import { WebhookConfig, createWebhookRuntime, redactWebhookConfig } from './webhook.js';
 
@@ -15,6 +16,7 @@ export function createRuntimes(config: Config, clock: Clock): AgentRuntime<unkno
       ...(config.LLM_BASE_URL ? { defaultBaseUrl: config.LLM_BASE_URL } : {}),
       ...(config.LLM_API_KEY ? { defaultApiKey: config.LLM_API_KEY } : {}),
       defaultMaxCostUsd: config.LLM_MAX_COST_USD,
+      priceTable: llmPrices(config.LLM_PRICES),
       httpFetchPolicy: { allowPrivate },
       allowPrivateBaseUrl: allowPrivate,
     }),
