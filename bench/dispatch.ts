@@ -18,25 +18,19 @@
  * The app, its database and the dispatchers run in a child process (this file with `--serve`);
  * the webhook agent, the paying clients and the orchestration run here.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { cpus, tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { x402Client } from '@x402/core/client';
-import { registerExactEvmScheme } from '@x402/evm/exact/client';
+import { cpus } from 'node:os';
 import { wrapFetchWithPayment } from '@x402/fetch';
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { FastifyInstance } from 'fastify';
-import pg from 'pg';
 import type { Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
 import { RegisterAgentBody } from '../src/agents/schemas.js';
 import { buildApp } from '../src/app.js';
-import { ANVIL_ACCOUNTS, DEV_ROLES } from '../src/chain/constants.js';
+import { DEV_ROLES } from '../src/chain/constants.js';
 import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../src/chain/devchain.js';
 import { resolveWallets } from '../src/chain/wallets.js';
 import { loadConfig } from '../src/config.js';
@@ -48,8 +42,30 @@ import { createDispatcher } from '../src/dispatcher/index.js';
 import { SIGNATURE_HEADER, verifyWebhookSignature } from '../src/dispatcher/runtimes/webhook.js';
 import type { SettlementWorker } from '../src/escrow/settlement-worker.js';
 import { newId } from '../src/ids.js';
+import {
+  DEFAULT_PG_URL,
+  cpuMsSince,
+  databases,
+  demo,
+  forkSelf,
+  killChildren,
+  makeTempDir,
+  positiveInt as boundedInt,
+  postgresAdmin,
+  printTable as printMarkdownTable,
+  redactUrl,
+  removeTempDir,
+  runBench,
+  serveChild,
+  sleep,
+  startWatchdog,
+  stopProcess,
+  tell,
+  tempDirs,
+  x402ClientFor,
+  type ThrowawayDb,
+} from './lib.js';
 
-const DEFAULT_PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
 /** The webhook agent's shared secret: made by the parent, handed to each app child. */
 const AGENT_SECRET = process.env.BENCH_AGENT_SECRET || `bench-dispatch-webhook-secret-${randomBytes(8).toString('hex')}`;
 const BUDGET = 1_000_000n;
@@ -183,13 +199,6 @@ async function serveApp(): Promise<Served> {
       await database.close();
     },
   };
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function cpuMsSince(before: NodeJS.CpuUsage): number {
-  const d = process.cpuUsage(before);
-  return (d.user + d.system) / 1000;
 }
 
 async function registerAgent(s: Served, req: Extract<Request, { type: 'register-agent' }>): Promise<string> {
@@ -508,36 +517,22 @@ async function handle(s: Served, req: Request): Promise<unknown> {
   }
 }
 
-function tell(msg: FromChild): void {
-  process.send?.(msg);
-}
-
 async function serve(): Promise<void> {
   const served = await serveApp();
-  await served.app.listen({ host: '127.0.0.1', port: 0 });
-  const address = served.app.server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
-  let closing = false;
-  const shutDown = async () => {
-    if (closing) return;
-    closing = true;
-    if (served.loops) await stopLoops(served).catch(() => undefined);
-    await served.close().catch(() => undefined);
-    process.exit(0);
+  const closing = {
+    app: served.app,
+    close: async () => {
+      if (served.loops) await stopLoops(served).catch(() => undefined);
+      await served.close();
+    },
   };
-  process.on('disconnect', () => void shutDown());
-  process.on('message', (raw: unknown) => {
-    const msg = raw as ToChild;
-    if (msg.type === 'close') {
-      void shutDown();
-      return;
-    }
+  await serveChild<Request & { id: number }>(closing, (msg) => {
     handle(served, msg).then(
-      (value) => tell({ type: 'result', id: msg.id, ok: true, value }),
-      (err: unknown) => tell({ type: 'result', id: msg.id, ok: false, message: err instanceof Error ? (err.stack ?? err.message) : String(err) }),
+      (value) => tell({ type: 'result', id: msg.id, ok: true, value } satisfies FromChild),
+      (err: unknown) =>
+        tell({ type: 'result', id: msg.id, ok: false, message: err instanceof Error ? (err.stack ?? err.message) : String(err) } satisfies FromChild),
     );
   });
-  tell({ type: 'listening', port });
 }
 
 // ---------------------------------------------------------------- parent: settings
@@ -555,13 +550,7 @@ interface Settings {
   pgUrl: string;
 }
 
-function positiveInt(name: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${name} must be an integer in 1..${max}, got "${raw}"`);
-  return n;
-}
+const positiveInt = (name: string, fallback: number, max = Number.MAX_SAFE_INTEGER) => boundedInt(name, fallback, max);
 
 function readSettings(): Settings {
   const tasks = positiveInt('BENCH_TASKS', 300);
@@ -581,12 +570,6 @@ function readSettings(): Settings {
 /** Wall-clock budget after which the bench gives up and kills everything. */
 function budgetSeconds(s: Settings): number {
   return 600 + Math.ceil(s.tasks / 5) + Math.ceil((s.claimRows * s.claimRepeat) / 25) + 8 * s.paidTasks;
-}
-
-function redactUrl(url: string): string {
-  const u = new URL(url);
-  if (u.password) u.password = '***';
-  return u.toString();
 }
 
 // ---------------------------------------------------------------- parent: the instant webhook agent
@@ -636,10 +619,6 @@ class InstantAgent {
 
 // ---------------------------------------------------------------- parent: children
 
-const children = new Set<ChildProcess>();
-const tempDirs = new Set<string>();
-const databases = new Set<ThrowawayDb>();
-
 interface Child {
   base: string;
   proc: ChildProcess;
@@ -647,12 +626,7 @@ interface Child {
 }
 
 async function startChild(env: Record<string, string>): Promise<Child> {
-  const proc = fork(fileURLToPath(import.meta.url), ['--serve'], {
-    env: { ...process.env, ...env, BENCH_AGENT_SECRET: AGENT_SECRET },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  children.add(proc);
-  proc.on('exit', () => children.delete(proc));
+  const proc = forkSelf(import.meta.url, ['--serve'], { ...env, BENCH_AGENT_SECRET: AGENT_SECRET });
   const pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   let seq = 0;
   const failAll = (why: string) => {
@@ -705,50 +679,10 @@ async function startChild(env: Record<string, string>): Promise<Child> {
 }
 
 async function stopChild(child: Child): Promise<void> {
-  if (child.proc.exitCode !== null || child.proc.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.proc.once('exit', () => resolve()));
-  child.proc.send({ type: 'close' } satisfies ToChild);
-  const timer = setTimeout(() => child.proc.kill('SIGKILL'), 20_000);
-  await exited;
-  clearTimeout(timer);
+  await stopProcess(child.proc, 20_000);
 }
 
 // ---------------------------------------------------------------- parent: databases
-
-interface ThrowawayDb {
-  url: string;
-  drop(): Promise<void>;
-}
-
-/** One admin connection; each `create()` makes a `te_bench_<random>` database, dropped by `drop()`. */
-async function postgresAdmin(adminUrl: string): Promise<{ create(): Promise<ThrowawayDb>; end(): Promise<void> } | string> {
-  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3000 });
-  try {
-    await admin.connect();
-    await admin.query('select 1');
-  } catch (err) {
-    await admin.end().catch(() => undefined);
-    return `Postgres at ${redactUrl(adminUrl)} is unreachable (${(err as Error).message})`;
-  }
-  return {
-    create: async () => {
-      const name = `te_bench_${randomBytes(6).toString('hex')}`;
-      await admin.query(`create database ${name}`);
-      const url = new URL(adminUrl);
-      url.pathname = `/${name}`;
-      const db: ThrowawayDb = {
-        url: url.toString(),
-        drop: async () => {
-          databases.delete(db);
-          await admin.query(`drop database if exists ${name} with (force)`);
-        },
-      };
-      databases.add(db);
-      return db;
-    },
-    end: () => admin.end(),
-  };
-}
 
 /** Where a child keeps its database: a fresh PGlite directory, or a fresh Postgres database. */
 interface DbTarget {
@@ -759,14 +693,10 @@ interface DbTarget {
 const pgliteTarget: DbTarget = {
   label: 'PGlite',
   env: async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'te-bench-dispatch-'));
-    tempDirs.add(dir);
+    const dir = makeTempDir('te-bench-dispatch-');
     return {
       env: { BENCH_DB_URL: '', BENCH_DATA_DIR: dir },
-      cleanup: async () => {
-        rmSync(dir, { recursive: true, force: true });
-        tempDirs.delete(dir);
-      },
+      cleanup: async () => removeTempDir(dir),
     };
   },
 };
@@ -1060,11 +990,8 @@ async function benchUnpaid(target: DbTarget, chain: DevChain, agent: InstantAgen
 
 // ---------------------------------------------------------------- parent: part 3, the paid flow
 
-const demo = (slot: number): PrivateKeyAccount => privateKeyToAccount(ANVIL_ACCOUNTS[DEV_ROLES.demo[slot]!]!.privateKey);
-
 function payFetch(account: PrivateKeyAccount): typeof fetch {
-  const client = new x402Client();
-  registerExactEvmScheme(client, { signer: account });
+  const client = x402ClientFor(account);
   client.setSpendControls({ maxAmountPerPayment: false });
   return wrapFetchWithPayment(fetch, client);
 }
@@ -1219,12 +1146,7 @@ function printTable(rows: Row[]): void {
     fmt(r.cpuPerItem, 2),
     fmt(r.cpuPct),
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const left = new Set([0, 1, 5]);
-  const line = (cells: string[]) => `| ${cells.map((c, i) => (left.has(i) ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
-  console.log(line(head));
-  console.log(`|${widths.map((w, i) => (left.has(i) ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
-  for (const b of body) console.log(line(b));
+  printMarkdownTable(head, body, new Set([0, 1, 5]));
 }
 
 function printRatios(results: DbResult[], s: Settings): void {
@@ -1284,30 +1206,15 @@ function printIncluded(s: Settings): void {
 let chainToStop: DevChain | undefined;
 
 function killAll(): void {
-  for (const child of children) child.kill('SIGKILL');
+  killChildren();
   void chainToStop?.stop();
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  for (const dir of [...tempDirs]) removeTempDir(dir);
   for (const db of databases) void db.drop().catch(() => undefined);
-}
-
-function startWatchdog(s: Settings): void {
-  const limitMs = budgetSeconds(s) * 1000;
-  setTimeout(() => {
-    console.error(`bench: gave up after ${limitMs / 1000} s`);
-    killAll();
-    setTimeout(() => process.exit(2), 2000).unref();
-  }, limitMs).unref();
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      killAll();
-      setTimeout(() => process.exit(130), 2000).unref();
-    });
-  }
 }
 
 async function main(): Promise<void> {
   const s = readSettings();
-  startWatchdog(s);
+  startWatchdog(budgetSeconds(s) * 1000, { kill: killAll, exitDelayMs: 2000, signals: ['SIGINT', 'SIGTERM'] });
   console.log(
     `bench: ${s.tasks} tasks (warm-up ${s.warmupTasks}), raw claim over ${s.claimRows} rows (${2 * s.claimRepeat} runs at k=1, ${8 * s.claimRepeat} at k=${s.concurrency}), ` +
       `${s.paidTasks} paid hires; ${DISPATCHERS} dispatchers × ${s.concurrency} slots; node ${process.version}, ${cpus().length} cpus; ` +
@@ -1360,19 +1267,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv.includes('--serve')) {
-  serve().catch((err: unknown) => {
-    tell({ type: 'failed', message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
-    process.exit(1);
-  });
-} else {
-  main()
-    .catch((err: unknown) => {
-      console.error(err);
-      process.exitCode = 1;
-    })
-    .finally(() => {
-      killAll();
-      process.exit();
-    });
-}
+runBench(process.argv.includes('--serve') ? serve : undefined, main, killAll);

@@ -11,37 +11,48 @@
  * As in bench/status.ts each server runs in a child process (this file with `--serve`) and the
  * load generator in this one. One anvil, started here, serves every app child.
  */
-import { execFileSync, fork, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { x402Client } from '@x402/core/client';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from '@x402/core/http';
 import type { PaymentRequired } from '@x402/core/types';
-import { registerExactEvmScheme } from '@x402/evm/exact/client';
 import autocannon from 'autocannon';
-import { eq } from 'drizzle-orm';
-import Fastify, { type FastifyInstance } from 'fastify';
-import pg from 'pg';
+import type { FastifyInstance } from 'fastify';
 import { createPublicClient, http, type Address, type Hash } from 'viem';
 import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
-import { buildApp } from '../src/app.js';
-import { signInHeader } from '../src/auth/siwe-client.js';
-import { ANVIL_ACCOUNTS, DEV_ROLES } from '../src/chain/constants.js';
+import { DEV_ROLES } from '../src/chain/constants.js';
 import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../src/chain/devchain.js';
 import { resolveWallets } from '../src/chain/wallets.js';
 import { loadConfig } from '../src/config.js';
-import { openDatabase } from '../src/db/client.js';
-import { runMigrations } from '../src/db/migrate.js';
 import { payments } from '../src/db/schema.js';
 import { CustodialEscrowWallet } from '../src/escrow/custody.js';
+import {
+  DEFAULT_PG_URL,
+  WARMUP_SECONDS,
+  agentBody,
+  autocannonFigures,
+  createThrowawayDb,
+  demo,
+  killChildren,
+  onceFromChild,
+  positiveInt,
+  printTable as printMarkdownTable,
+  redactUrl,
+  runBench,
+  serveApp,
+  serveBare,
+  serveChild,
+  serveKindFromArgs,
+  siwe,
+  sleep,
+  startWatchdog,
+  taskBody as taskBodyOf,
+  tell,
+  withServer as withScriptServer,
+  x402ClientFor,
+  type Server,
+} from './lib.js';
 
-const AUTH_DOMAIN = 'bench.local';
-const AUTH_URI = `https://${AUTH_DOMAIN}`;
-const WARMUP_SECONDS = 2;
-const DEFAULT_PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const STATUS_ENDPOINT = 'GET /v1/tasks/:id/status';
 /** The longest authorization window the service accepts (config max): pre-signed payments stay valid. */
 const X402_TIMEOUT_SECONDS = 3600;
@@ -62,60 +73,25 @@ interface SettledPayment {
   amount: string;
   txHash: string | null;
 }
-type FromChild =
-  | { type: 'listening'; port: number }
-  | { type: 'payments'; rows: SettledPayment[]; claimed: number }
-  | { type: 'failed'; message: string };
+type FromChild = { type: 'payments'; rows: SettledPayment[]; claimed: number } | { type: 'failed'; message: string };
 
 // ---------------------------------------------------------------- child: the servers
-
-interface Served {
-  app: FastifyInstance;
-  close(): Promise<void>;
-}
-
-async function serveBare(): Promise<Served> {
-  const app = Fastify({ logger: false });
-  app.get('/hello', async () => ({ ok: true }));
-  return { app, close: () => app.close() };
-}
 
 /**
  * The real app, logger off, limits out of the way, on the parent's anvil; x402 on or off by
  * BENCH_X402; PGlite in a temp dir unless BENCH_DB_URL is set.
  */
-async function serveApp(): Promise<Served> {
-  const url = process.env.BENCH_DB_URL || undefined;
+async function servePaidApp() {
   const rpcUrl = process.env.BENCH_RPC_URL;
   if (!rpcUrl) throw new Error('BENCH_RPC_URL is not set');
-  const dataDir = url ? undefined : mkdtempSync(path.join(tmpdir(), 'te-bench-paid-'));
-  const config = loadConfig({
-    NODE_ENV: 'production',
-    LOG_LEVEL: 'silent',
-    DATABASE_URL: url,
-    DATA_DIR: dataDir ?? 'unused',
-    AUTH_DOMAIN,
-    AUTH_MAX_AGE_SECONDS: process.env.BENCH_AUTH_MAX_AGE ?? '3600',
-    RATE_LIMIT_MAX: '1000000000',
-    MAX_EVENT_LOOP_DELAY_MS: '0',
-    X402_ENABLED: process.env.BENCH_X402 === 'true' ? 'true' : 'false',
-    X402_MAX_TIMEOUT_SECONDS: String(X402_TIMEOUT_SECONDS),
-  });
-  const database = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX });
-  await runMigrations(database);
-  const app = await buildApp({ config, database, logger: false, chainRpcUrl: rpcUrl });
-  return {
-    app,
-    close: async () => {
-      await app.close();
-      await database.close();
-      if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  return serveApp({
+    dirPrefix: 'te-bench-paid-',
+    config: {
+      X402_ENABLED: process.env.BENCH_X402 === 'true' ? 'true' : 'false',
+      X402_MAX_TIMEOUT_SECONDS: String(X402_TIMEOUT_SECONDS),
     },
-  };
-}
-
-function tell(msg: FromChild): void {
-  process.send?.(msg);
+    chainRpcUrl: rpcUrl,
+  });
 }
 
 /** Settled payments, and how many are still claimed (verified, not yet settled or released). */
@@ -131,26 +107,15 @@ async function paymentRows(app: FastifyInstance): Promise<{ rows: SettledPayment
 }
 
 async function serve(kind: ServeKind): Promise<void> {
-  const served = kind === 'bare' ? await serveBare() : await serveApp();
-  await served.app.listen({ host: '127.0.0.1', port: 0 });
-  const address = served.app.server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
-  const shutDown = async () => {
-    await served.close().catch(() => undefined);
-    process.exit(0);
-  };
-  process.on('disconnect', () => void shutDown());
-  process.on('message', (raw: unknown) => {
-    const msg = raw as ToChild;
-    if (msg.type === 'close') void shutDown();
+  const served = kind === 'bare' ? await serveBare() : await servePaidApp();
+  await serveChild<ToChild>(served, (msg) => {
     if (msg.type === 'payments') {
       paymentRows(served.app).then(
-        ({ rows, claimed }) => tell({ type: 'payments', rows, claimed }),
-        (err: unknown) => tell({ type: 'failed', message: err instanceof Error ? err.message : String(err) }),
+        ({ rows, claimed }) => tell({ type: 'payments', rows, claimed } satisfies FromChild),
+        (err: unknown) => tell({ type: 'failed', message: err instanceof Error ? err.message : String(err) } satisfies FromChild),
       );
     }
   });
-  tell({ type: 'listening', port });
 }
 
 // ---------------------------------------------------------------- parent: settings
@@ -164,14 +129,6 @@ interface Settings {
   authMaxAge: number;
   gasGwei: number;
   ethUsd: number;
-}
-
-function positiveInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
-  return n;
 }
 
 function positiveNumber(name: string, fallback: number): number {
@@ -198,12 +155,6 @@ function readSettings(): Settings {
 /** Wall-clock budget after which the bench gives up and kills everything. */
 function budgetSeconds(s: Settings): number {
   return 5 * (WARMUP_SECONDS + s.seconds) + 600;
-}
-
-function redactUrl(url: string): string {
-  const u = new URL(url);
-  if (u.password) u.password = '***';
-  return u.toString();
 }
 
 // ---------------------------------------------------------------- parent: CPU of other processes
@@ -239,69 +190,11 @@ function cpuMeter(pids: { server: number | undefined; anvil: number | undefined 
 
 // ---------------------------------------------------------------- parent: children
 
-const children = new Set<ChildProcess>();
-
-function onceFromChild<T extends FromChild['type']>(
-  child: ChildProcess,
-  type: T,
-  timeoutMs: number,
-): Promise<Extract<FromChild, { type: T }>> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => finish(new Error(`child did not answer "${type}" within ${timeoutMs} ms`)), timeoutMs);
-    const onMessage = (raw: unknown) => {
-      const msg = raw as FromChild;
-      if (msg.type === type) finish(undefined, msg as Extract<FromChild, { type: T }>);
-      else if (msg.type === 'failed') finish(new Error(msg.message));
-    };
-    const onExit = (code: number | null) => finish(new Error(`child exited (${code}) before "${type}"`));
-    function finish(err?: Error, value?: Extract<FromChild, { type: T }>) {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      if (err) reject(err);
-      else resolve(value!);
-    }
-    child.on('message', onMessage);
-    child.on('exit', onExit);
-  });
-}
-
-interface Server {
-  base: string;
-  child: ChildProcess;
-}
-
-async function startServer(kind: ServeKind, env: Record<string, string>): Promise<Server> {
-  const child = fork(fileURLToPath(import.meta.url), ['--serve', kind], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  const { port } = await onceFromChild(child, 'listening', 120_000);
-  return { base: `http://127.0.0.1:${port}`, child };
-}
-
-async function stopServer(server: Server): Promise<void> {
-  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => server.child.once('exit', () => resolve()));
-  server.child.send({ type: 'close' } satisfies ToChild);
-  const timer = setTimeout(() => server.child.kill('SIGKILL'), 15_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-async function withServer<T>(kind: ServeKind, env: Record<string, string>, fn: (server: Server) => Promise<T>): Promise<T> {
-  const server = await startServer(kind, env);
-  try {
-    return await fn(server);
-  } finally {
-    await stopServer(server);
-  }
-}
+const withServer = <T>(kind: ServeKind, env: Record<string, string>, fn: (server: Server) => Promise<T>) =>
+  withScriptServer(import.meta.url, kind, env, fn);
 
 async function fetchPayments(server: Server): Promise<{ rows: SettledPayment[]; claimed: number }> {
-  const answer = onceFromChild(server.child, 'payments', 30_000);
+  const answer = onceFromChild<FromChild, 'payments'>(server.child, 'payments', 30_000);
   server.child.send({ type: 'payments' } satisfies ToChild);
   return answer;
 }
@@ -318,22 +211,11 @@ async function quiescentPayments(server: Server, rpcUrl: string, feeAddress: Add
     const fee = await usdcBalance(rpcUrl, feeAddress);
     if ((claimed === 0 && rows.length === last.settled && fee === last.fee) || i >= 30) return { rows, claimed, fee };
     last = { settled: rows.length, fee };
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await sleep(1000);
   }
 }
 
 // ---------------------------------------------------------------- parent: wallets and fixtures
-
-const demo = (slot: number): PrivateKeyAccount => privateKeyToAccount(ANVIL_ACCOUNTS[DEV_ROLES.demo[slot]!]!.privateKey);
-
-function x402ClientFor(account: PrivateKeyAccount): x402Client {
-  const client = new x402Client();
-  registerExactEvmScheme(client, { signer: account });
-  return client;
-}
-
-const siwe = (who: PrivateKeyAccount, ttlSeconds?: number) =>
-  signInHeader(who, { domain: AUTH_DOMAIN, uri: AUTH_URI, ...(ttlSeconds ? { ttlSeconds } : {}) });
 
 async function readJson(res: Response, expected: number, what: string): Promise<Record<string, unknown>> {
   const text = await res.text();
@@ -362,19 +244,12 @@ async function createAgent(base: string, owner: PrivateKeyAccount): Promise<stri
   const res = await fetch(`${base}/v1/agents`, {
     method: 'POST',
     headers: { authorization: await siwe(owner), 'content-type': 'application/json' },
-    body: JSON.stringify({
-      name: 'Bench Writer',
-      description: 'Writes product copy for the benchmark',
-      capabilities: ['copywriting'],
-      pricing: { base_rate: '500000' },
-      payout_address: owner.address,
-    }),
+    body: JSON.stringify(agentBody(owner.address)),
   });
   return String((await readJson(res, 201, 'POST /v1/agents')).id);
 }
 
-const taskBody = (agentId: string) =>
-  JSON.stringify({ agent_id: agentId, description: 'Write a blurb', budget: { amount: '1000000', currency: 'USDC', chain: 'base' } });
+const taskBody = (agentId: string) => JSON.stringify(taskBodyOf(agentId));
 
 /** x402 off: an agent, then one task per payer through SIWE, each checked with one status poll. */
 async function unpaidFixture(base: string, payers: readonly PrivateKeyAccount[]): Promise<Poller[]> {
@@ -519,15 +394,10 @@ const toRow = (
   shortfall: number,
 ): Row => ({
   target,
-  reqPerSec: r.requests.total / r.duration,
-  p50: r.latency.p50,
-  p99: r.latency.p99,
-  non2xx: r.non2xx,
-  errors: r.errors,
+  ...autocannonFigures(r, cpu),
   ok2xx,
   total: r.requests.total,
   seconds: r.duration,
-  loaderCpu: ((cpu.user + cpu.system) / 1e6 / r.duration) * 100,
   serverCpuS: others.server,
   anvilCpuS: others.anvil,
   connections,
@@ -714,39 +584,6 @@ async function benchDatabase(label: string, dbUrl: string, chain: DevChain, sett
   });
 }
 
-// ---------------------------------------------------------------- parent: Postgres
-
-interface ThrowawayDb {
-  url: string;
-  drop(): Promise<void>;
-}
-
-async function createThrowawayDb(adminUrl: string): Promise<ThrowawayDb | string> {
-  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3000 });
-  try {
-    await admin.connect();
-  } catch (err) {
-    await admin.end().catch(() => undefined);
-    return `Postgres at ${redactUrl(adminUrl)} is unreachable (${(err as Error).message})`;
-  }
-  const name = `te_bench_${randomBytes(6).toString('hex')}`;
-  try {
-    await admin.query(`create database ${name}`);
-  } catch (err) {
-    await admin.end().catch(() => undefined);
-    return `cannot create a database on ${redactUrl(adminUrl)} (${(err as Error).message})`;
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop: async () => {
-      await admin.query(`drop database if exists ${name} with (force)`);
-      await admin.end();
-    },
-  };
-}
-
 // ---------------------------------------------------------------- parent: report
 
 const fmt = (n: number, digits = 0) => n.toFixed(digits);
@@ -767,11 +604,7 @@ function printTable(rows: Row[]): void {
     r.serverCpuS === undefined || r.total === 0 ? '-' : fmt((r.serverCpuS * 1000) / r.total, 2),
     pct(r.anvilCpuS, r),
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
-  console.log(line(head));
-  console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
-  for (const b of body) console.log(line(b));
+  printMarkdownTable(head, body);
 }
 
 const gasNum = (g: bigint) => Number(g).toLocaleString('en-US');
@@ -852,27 +685,14 @@ function checkRows(rows: Row[], results: PaidResult[], settings: Settings): bool
 let chainToStop: DevChain | undefined;
 
 function killAll(): void {
-  for (const child of children) child.kill('SIGKILL');
+  killChildren();
   // devchain.ts also kills its anvil on process exit; this is the explicit path.
   void chainToStop?.stop();
 }
 
-function startWatchdog(settings: Settings): void {
-  const limitMs = budgetSeconds(settings) * 1000;
-  setTimeout(() => {
-    console.error(`bench: gave up after ${limitMs / 1000} s`);
-    killAll();
-    setTimeout(() => process.exit(2), 500).unref();
-  }, limitMs).unref();
-  process.once('SIGINT', () => {
-    killAll();
-    setTimeout(() => process.exit(130), 500).unref();
-  });
-}
-
 async function main(): Promise<void> {
   const settings = readSettings();
-  startWatchdog(settings);
+  startWatchdog(budgetSeconds(settings) * 1000, { kill: killAll, exitDelayMs: 500, signals: ['SIGINT'] });
   console.log(
     `bench: ${WARMUP_SECONDS} s warm-up + ${settings.seconds} s per target; ${settings.connections} connections ` +
       `(paid: ${settings.paidConnections}); node ${process.version}, ${cpus().length} cpus`,
@@ -917,28 +737,5 @@ async function main(): Promise<void> {
   }
 }
 
-function serveKindFromArgs(argv: string[]): ServeKind | undefined {
-  const i = argv.indexOf('--serve');
-  if (i < 0) return undefined;
-  const kind = argv[i + 1];
-  if (kind !== 'bare' && kind !== 'app') throw new Error(`--serve bare|app, got ${kind}`);
-  return kind;
-}
-
 const serveKind = serveKindFromArgs(process.argv.slice(2));
-if (serveKind) {
-  serve(serveKind).catch((err: unknown) => {
-    tell({ type: 'failed', message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
-    process.exit(1);
-  });
-} else {
-  main()
-    .catch((err: unknown) => {
-      console.error(err);
-      process.exitCode = 1;
-    })
-    .finally(() => {
-      for (const child of children) child.kill('SIGKILL');
-      process.exit();
-    });
-}
+runBench(serveKind ? () => serve(serveKind) : undefined, main, killChildren);

@@ -7,78 +7,58 @@
  * Each server runs in a child process (this file with `--serve`), the load generator in this
  * one: on a 2-core machine each gets a core, as with a separate wrk.
  */
-import { fork, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { cpus } from 'node:os';
 import autocannon from 'autocannon';
-import Fastify, { type FastifyInstance } from 'fastify';
-import pg from 'pg';
 import { getAddress, verifyMessage, type Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
 import { createSiweMessage, generateSiweNonce, parseSiweMessage } from 'viem/siwe';
-import { buildApp } from '../src/app.js';
-import { signInHeader } from '../src/auth/siwe-client.js';
 import { SiweVerifier, parseAuthorizationHeader, type VerifiedSignIn } from '../src/auth/siwe.js';
 import { systemClock } from '../src/clock.js';
-import { loadConfig } from '../src/config.js';
-import { openDatabase, type Db } from '../src/db/client.js';
-import { runMigrations } from '../src/db/migrate.js';
+import type { Db } from '../src/db/client.js';
 import { authNonces } from '../src/db/schema.js';
 import { AppError } from '../src/errors.js';
-
-const AUTH_DOMAIN = 'bench.local';
-const AUTH_URI = `https://${AUTH_DOMAIN}`;
-const WARMUP_SECONDS = 2;
-const DEFAULT_PG_URL = 'postgres://postgres@127.0.0.1:5432/test';
+import {
+  AUTH_DOMAIN,
+  AUTH_URI,
+  DEFAULT_PG_URL,
+  WARMUP_SECONDS,
+  agentBody,
+  autocannonFigures,
+  createThrowawayDb,
+  killChildren,
+  onceFromChild,
+  positiveInt,
+  printTable as printMarkdownTable,
+  redactUrl,
+  runBench,
+  serveApp,
+  serveBare,
+  serveChild,
+  serveKindFromArgs,
+  siwe,
+  startServer,
+  startWatchdog,
+  stopServer,
+  taskBody,
+  tell,
+  withServer,
+  type Server,
+} from './lib.js';
 
 // ---------------------------------------------------------------- messages parent ⇄ child
 
 type ServeKind = 'bare' | 'app';
 type ToChild = { type: 'skip-signature' } | { type: 'close' };
-type FromChild = { type: 'listening'; port: number } | { type: 'ack' } | { type: 'failed'; message: string };
+type FromChild = { type: 'ack' };
 
 // ---------------------------------------------------------------- child: the servers
 
-interface Served {
-  app: FastifyInstance;
-  close(): Promise<void>;
-}
-
-async function serveBare(): Promise<Served> {
-  const app = Fastify({ logger: false });
-  app.get('/hello', async () => ({ ok: true }));
-  return { app, close: () => app.close() };
-}
-
-/** The real app, logger off, limits out of the way; PGlite in a temp dir unless BENCH_DB_URL is set. */
-async function serveApp(): Promise<Served> {
-  const url = process.env.BENCH_DB_URL || undefined;
-  const dataDir = url ? undefined : mkdtempSync(path.join(tmpdir(), 'te-bench-'));
-  const config = loadConfig({
-    NODE_ENV: 'production',
-    LOG_LEVEL: 'silent',
-    DATABASE_URL: url,
-    DATA_DIR: dataDir ?? 'unused',
-    AUTH_DOMAIN,
-    AUTH_MAX_AGE_SECONDS: process.env.BENCH_AUTH_MAX_AGE ?? '3600',
-    RATE_LIMIT_MAX: '1000000000',
-    MAX_EVENT_LOOP_DELAY_MS: '0',
-  });
-  const database = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX });
-  await runMigrations(database);
-  const app = await buildApp({ config, database, logger: false });
-  return {
-    app,
-    close: async () => {
-      await app.close();
-      await database.close();
-      if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-}
+/**
+ * The real app, logger off, limits out of the way; PGlite in a temp dir unless BENCH_DB_URL is set.
+ * x402 off (the caller is identified by SIWE; bench/paid.ts measures the paid poll): x402 is on by
+ * default and, with no chain here, the app would not start.
+ */
+const serveStatusApp = () => serveApp({ dirPrefix: 'te-bench-', config: { X402_ENABLED: 'false' } });
 
 /**
  * The SIWE verifier minus the signature check: parses the header and message and spends the
@@ -103,29 +83,14 @@ class SignatureSkippingVerifier extends SiweVerifier {
   }
 }
 
-function tell(msg: FromChild): void {
-  process.send?.(msg);
-}
-
 async function serve(kind: ServeKind): Promise<void> {
-  const served = kind === 'bare' ? await serveBare() : await serveApp();
-  await served.app.listen({ host: '127.0.0.1', port: 0 });
-  const address = served.app.server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
-  const shutDown = async () => {
-    await served.close().catch(() => undefined);
-    process.exit(0);
-  };
-  process.on('disconnect', () => void shutDown());
-  process.on('message', (raw: unknown) => {
-    const msg = raw as ToChild;
-    if (msg.type === 'close') void shutDown();
+  const served = kind === 'bare' ? await serveBare() : await serveStatusApp();
+  await serveChild<ToChild>(served, (msg) => {
     if (msg.type === 'skip-signature') {
       served.app.services.siwe = new SignatureSkippingVerifier(served.app.db);
-      tell({ type: 'ack' });
+      tell({ type: 'ack' } satisfies FromChild);
     }
   });
-  tell({ type: 'listening', port });
 }
 
 // ---------------------------------------------------------------- parent: settings
@@ -136,14 +101,6 @@ interface Settings {
   pgUrl: string;
   /** Lifetime of the pre-signed headers and the server's AUTH_MAX_AGE_SECONDS. */
   authMaxAge: number;
-}
-
-function positiveInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${raw}"`);
-  return n;
 }
 
 function readSettings(): Settings {
@@ -158,68 +115,10 @@ function readSettings(): Settings {
   };
 }
 
-function redactUrl(url: string): string {
-  const u = new URL(url);
-  if (u.password) u.password = '***';
-  return u.toString();
-}
-
 // ---------------------------------------------------------------- parent: children
 
-const children = new Set<ChildProcess>();
-
-function onceFromChild<T extends FromChild['type']>(
-  child: ChildProcess,
-  type: T,
-  timeoutMs: number,
-): Promise<Extract<FromChild, { type: T }>> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => finish(new Error(`child did not answer "${type}" within ${timeoutMs} ms`)), timeoutMs);
-    const onMessage = (raw: unknown) => {
-      const msg = raw as FromChild;
-      if (msg.type === type) finish(undefined, msg as Extract<FromChild, { type: T }>);
-      else if (msg.type === 'failed') finish(new Error(msg.message));
-    };
-    const onExit = (code: number | null) => finish(new Error(`child exited (${code}) before "${type}"`));
-    function finish(err?: Error, value?: Extract<FromChild, { type: T }>) {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      if (err) reject(err);
-      else resolve(value!);
-    }
-    child.on('message', onMessage);
-    child.on('exit', onExit);
-  });
-}
-
-interface Server {
-  base: string;
-  child: ChildProcess;
-}
-
-async function startServer(kind: ServeKind, env: Record<string, string>): Promise<Server> {
-  const child = fork(fileURLToPath(import.meta.url), ['--serve', kind], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  const { port } = await onceFromChild(child, 'listening', 120_000);
-  return { base: `http://127.0.0.1:${port}`, child };
-}
-
-async function stopServer(server: Server): Promise<void> {
-  if (server.child.exitCode !== null) return;
-  const exited = new Promise<void>((resolve) => server.child.once('exit', () => resolve()));
-  server.child.send({ type: 'close' } satisfies ToChild);
-  const timer = setTimeout(() => server.child.kill('SIGKILL'), 15_000);
-  await exited;
-  clearTimeout(timer);
-}
-
 async function skipSignatures(server: Server): Promise<void> {
-  const ack = onceFromChild(server.child, 'ack', 10_000);
+  const ack = onceFromChild<FromChild, 'ack'>(server.child, 'ack', 10_000);
   server.child.send({ type: 'skip-signature' } satisfies ToChild);
   await ack;
 }
@@ -270,14 +169,14 @@ function lazySupply(build: () => string): HeaderSupply {
 async function signHeaders(account: PrivateKeyAccount, count: number, ttlSeconds: number): Promise<string[]> {
   const headers: string[] = [];
   for (let i = 0; i < count; i++) {
-    headers.push(await signInHeader(account, { domain: AUTH_DOMAIN, uri: AUTH_URI, ttlSeconds }));
+    headers.push(await siwe(account, ttlSeconds));
   }
   return headers;
 }
 
 /** CPU cost of one viem `verifyMessage` on a SIWE message, measured in this process. */
 async function measureVerify(account: PrivateKeyAccount): Promise<number> {
-  const header = await signInHeader(account, { domain: AUTH_DOMAIN, uri: AUTH_URI });
+  const header = await siwe(account);
   const { message, signature } = parseAuthorizationHeader(header);
   const once = async () => {
     if (!(await verifyMessage({ address: account.address, message, signature }))) throw new Error('verifyMessage failed');
@@ -295,7 +194,7 @@ async function measureVerify(account: PrivateKeyAccount): Promise<number> {
 // ---------------------------------------------------------------- parent: fixtures over HTTP
 
 async function postSigned(base: string, route: string, who: PrivateKeyAccount, body: object): Promise<Record<string, unknown>> {
-  const authorization = await signInHeader(who, { domain: AUTH_DOMAIN, uri: AUTH_URI });
+  const authorization = await siwe(who);
   const res = await fetch(`${base}${route}`, {
     method: 'POST',
     headers: { authorization, 'content-type': 'application/json' },
@@ -313,21 +212,11 @@ interface Actors {
 
 /** One agent and one task through the API; returns the status path the payer polls. */
 async function createFixture(base: string, { owner, payer }: Actors): Promise<string> {
-  const agent = await postSigned(base, '/v1/agents', owner, {
-    name: 'Bench Writer',
-    description: 'Writes product copy for the benchmark',
-    capabilities: ['copywriting'],
-    pricing: { base_rate: '500000' },
-    payout_address: owner.address,
-  });
-  const task = await postSigned(base, '/v1/tasks', payer, {
-    agent_id: agent.id,
-    description: 'Write a blurb',
-    budget: { amount: '1000000', currency: 'USDC', chain: 'base' },
-  });
+  const agent = await postSigned(base, '/v1/agents', owner, agentBody(owner.address));
+  const task = await postSigned(base, '/v1/tasks', payer, taskBody(agent.id));
   const statusPath = `/v1/tasks/${String(task.task_id)}/status`;
   const check = await fetch(`${base}${statusPath}`, {
-    headers: { authorization: await signInHeader(payer, { domain: AUTH_DOMAIN, uri: AUTH_URI }) },
+    headers: { authorization: await siwe(payer) },
   });
   if (check.status !== 200) throw new Error(`status check answered ${check.status}: ${await check.text()}`);
   return statusPath;
@@ -366,16 +255,7 @@ async function measure(
   const cpuBefore = process.cpuUsage();
   const r = await load(base, route, settings.seconds, settings.connections, supply);
   const cpu = process.cpuUsage(cpuBefore);
-  const row: Row = {
-    target,
-    reqPerSec: r.requests.total / r.duration,
-    p50: r.latency.p50,
-    p99: r.latency.p99,
-    non2xx: r.non2xx,
-    errors: r.errors,
-    shortfall: supply?.shortfall ?? 0,
-    loaderCpu: ((cpu.user + cpu.system) / 1e6 / r.duration) * 100,
-  };
+  const row: Row = { target, ...autocannonFigures(r, cpu), shortfall: supply?.shortfall ?? 0 };
   console.log(`  ${target}: ${Math.round(row.reqPerSec)} req/s, non-2xx ${row.non2xx}`);
   return row;
 }
@@ -388,33 +268,6 @@ async function measureStatus(label: string, server: Server, signed: readonly str
   const unsigned = lazySupply(() => unsignedHeader(actors.payer.address, settings.authMaxAge));
   const skipped = await measure(`status ${label}, signature skipped`, server.base, route, settings, unsigned);
   return [verified, skipped];
-}
-
-// ---------------------------------------------------------------- parent: Postgres
-
-interface ThrowawayDb {
-  url: string;
-  drop(): Promise<void>;
-}
-
-async function createThrowawayDb(adminUrl: string): Promise<ThrowawayDb | string> {
-  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 3000 });
-  try {
-    await admin.connect();
-  } catch (err) {
-    return `Postgres at ${redactUrl(adminUrl)} is unreachable (${(err as Error).message})`;
-  }
-  const name = `te_bench_${randomBytes(6).toString('hex')}`;
-  await admin.query(`create database ${name}`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop: async () => {
-      await admin.query(`drop database if exists ${name} with (force)`);
-      await admin.end();
-    },
-  };
 }
 
 // ---------------------------------------------------------------- parent: report
@@ -432,11 +285,7 @@ function printTable(rows: Row[]): void {
     String(r.errors),
     fmt(r.loaderCpu),
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
-  console.log(line(head));
-  console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
-  for (const b of body) console.log(line(b));
+  printMarkdownTable(head, body);
 }
 
 function printRatios(rows: Row[], verifyMs: number): void {
@@ -460,19 +309,6 @@ function checkRows(rows: Row[]): boolean {
 
 // ---------------------------------------------------------------- parent: main
 
-function startWatchdog(settings: Settings): void {
-  const limitMs = (5 * (settings.seconds + WARMUP_SECONDS) + 300) * 1000;
-  setTimeout(() => {
-    console.error(`bench: gave up after ${limitMs / 1000} s`);
-    for (const child of children) child.kill('SIGKILL');
-    process.exit(2);
-  }, limitMs).unref();
-  process.once('SIGINT', () => {
-    for (const child of children) child.kill('SIGKILL');
-    process.exit(130);
-  });
-}
-
 async function benchPostgres(settings: Settings, signed: readonly string[], actors: Actors): Promise<Row[]> {
   const db = await createThrowawayDb(settings.pgUrl);
   if (typeof db === 'string') {
@@ -481,12 +317,9 @@ async function benchPostgres(settings: Settings, signed: readonly string[], acto
   }
   console.log(`postgres: throwaway database on ${redactUrl(settings.pgUrl)}`);
   try {
-    const server = await startServer('app', { BENCH_DB_URL: db.url, BENCH_AUTH_MAX_AGE: String(settings.authMaxAge) });
-    try {
-      return await measureStatus('(Postgres)', server, signed, settings, actors);
-    } finally {
-      await stopServer(server);
-    }
+    return await withServer(import.meta.url, 'app', { BENCH_DB_URL: db.url, BENCH_AUTH_MAX_AGE: String(settings.authMaxAge) }, (server) =>
+      measureStatus('(Postgres)', server, signed, settings, actors),
+    );
   } finally {
     await db.drop();
   }
@@ -494,7 +327,7 @@ async function benchPostgres(settings: Settings, signed: readonly string[], acto
 
 async function main(): Promise<void> {
   const settings = readSettings();
-  startWatchdog(settings);
+  startWatchdog((5 * (settings.seconds + WARMUP_SECONDS) + 300) * 1000, { kill: killChildren, exitDelayMs: 0, signals: ['SIGINT'] });
   console.log(
     `bench: ${settings.connections} connections, ${WARMUP_SECONDS} s warm-up + ${settings.seconds} s per target, ` +
       `node ${process.version}, ${cpus().length} cpus`,
@@ -511,14 +344,14 @@ async function main(): Promise<void> {
   console.log(`signed ${count} headers in ${fmt((Date.now() - t0) / 1000, 1)} s`);
 
   const rows: Row[] = [];
-  const bare = await startServer('bare', {});
+  const bare = await startServer(import.meta.url, 'bare', {});
   try {
     rows.push(await measure('bare /hello', bare.base, '/hello', settings));
   } finally {
     await stopServer(bare);
   }
 
-  const embedded = await startServer('app', { BENCH_DB_URL: '', BENCH_AUTH_MAX_AGE: String(settings.authMaxAge) });
+  const embedded = await startServer(import.meta.url, 'app', { BENCH_DB_URL: '', BENCH_AUTH_MAX_AGE: String(settings.authMaxAge) });
   try {
     rows.push(...(await measureStatus('(PGlite)', embedded, signed, settings, actors)));
   } finally {
@@ -533,28 +366,5 @@ async function main(): Promise<void> {
   if (!checkRows(rows)) process.exitCode = 1;
 }
 
-function serveKindFromArgs(argv: string[]): ServeKind | undefined {
-  const i = argv.indexOf('--serve');
-  if (i < 0) return undefined;
-  const kind = argv[i + 1];
-  if (kind !== 'bare' && kind !== 'app') throw new Error(`--serve bare|app, got ${kind}`);
-  return kind;
-}
-
 const serveKind = serveKindFromArgs(process.argv.slice(2));
-if (serveKind) {
-  serve(serveKind).catch((err: unknown) => {
-    tell({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
-    process.exit(1);
-  });
-} else {
-  main()
-    .catch((err: unknown) => {
-      console.error(err);
-      process.exitCode = 1;
-    })
-    .finally(() => {
-      for (const child of children) child.kill('SIGKILL');
-      process.exit();
-    });
-}
+runBench(serveKind ? () => serve(serveKind) : undefined, main, killChildren);
