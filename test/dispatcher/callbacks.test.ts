@@ -10,52 +10,6 @@ import { CallbackSender, callbackBackoffMs, enqueueCallback, type CallbackSender
 import { verifyWebhookSignature } from '../../src/dispatcher/runtimes/webhook.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
-/**
- * The tables of src/db/callback-schema.ts, as drizzle-kit generates them; created here until
- * the schema is re-exported from schema.ts and a migration carries them.
- */
-const CALLBACK_DDL = `
-CREATE TABLE IF NOT EXISTS "callback_deliveries" (
-	"id" text PRIMARY KEY NOT NULL,
-	"task_id" text NOT NULL,
-	"url" text NOT NULL,
-	"event" text NOT NULL,
-	"payload" jsonb NOT NULL,
-	"status" text DEFAULT 'pending' NOT NULL,
-	"attempts" integer DEFAULT 0 NOT NULL,
-	"next_attempt_at" timestamp with time zone NOT NULL,
-	"last_status_code" integer,
-	"last_error" text,
-	"created_at" timestamp with time zone NOT NULL,
-	"delivered_at" timestamp with time zone,
-	CONSTRAINT "callback_deliveries_status_chk" CHECK ("callback_deliveries"."status" in ('pending','delivered','failed')),
-	CONSTRAINT "callback_deliveries_event_chk" CHECK ("callback_deliveries"."event" in ('task.completed','task.failed','task.cancelled','task.expired','task.disputed')),
-	CONSTRAINT "callback_deliveries_attempts_nonneg" CHECK ("callback_deliveries"."attempts" >= 0)
-);
---> statement-breakpoint
-CREATE TABLE IF NOT EXISTS "callback_attempts" (
-	"delivery_id" text NOT NULL,
-	"attempt" integer NOT NULL,
-	"status_code" integer,
-	"error" text,
-	"at" timestamp with time zone NOT NULL,
-	CONSTRAINT "callback_attempts_delivery_id_attempt_pk" PRIMARY KEY("delivery_id","attempt"),
-	CONSTRAINT "callback_attempts_attempt_pos" CHECK ("callback_attempts"."attempt" >= 1)
-);
---> statement-breakpoint
-ALTER TABLE "callback_attempts" ADD CONSTRAINT "callback_attempts_delivery_id_callback_deliveries_id_fk" FOREIGN KEY ("delivery_id") REFERENCES "public"."callback_deliveries"("id") ON DELETE cascade ON UPDATE no action;
---> statement-breakpoint
-CREATE INDEX IF NOT EXISTS "callback_deliveries_due_idx" ON "callback_deliveries" USING btree ("next_attempt_at") WHERE status = 'pending';
---> statement-breakpoint
-CREATE INDEX IF NOT EXISTS "callback_deliveries_task_idx" ON "callback_deliveries" USING btree ("task_id");
-`;
-
-async function createCallbackTables(db: Db): Promise<void> {
-  const exists = await db.execute(sql`select to_regclass('public.callback_deliveries') as t`);
-  if ((exists as unknown as { rows: Array<{ t: string | null }> }).rows[0]?.t) return; // already migrated
-  for (const statement of CALLBACK_DDL.split('--> statement-breakpoint')) await db.execute(sql.raw(statement));
-}
-
 // ------------------------------------------------------------------ receivers on loopback
 
 interface Received {
@@ -113,7 +67,6 @@ const BASE_MS = 1000;
 beforeAll(async () => {
   testDb = await createTestDatabase();
   db = testDb.database.db;
-  await createCallbackTables(db);
 });
 afterAll(() => testDb.destroy());
 afterEach(async () => {
