@@ -9,6 +9,7 @@ import { callbackAttempts, callbackDeliveries } from '../../src/db/callback-sche
 import { CallbackSender, callbackBackoffMs, enqueueCallback, type CallbackSenderOptions } from '../../src/dispatcher/callbacks.js';
 import { verifyWebhookSignature } from '../../src/dispatcher/runtimes/webhook.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { closeServer, readBody } from '../helpers/http.js';
 
 // ------------------------------------------------------------------ receivers on loopback
 
@@ -24,20 +25,6 @@ interface Receiver {
 }
 
 const receivers: Receiver[] = [];
-
-function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
-}
-
-function closeServer(server: Server): Promise<void> {
-  server.closeAllConnections();
-  return new Promise((resolve) => server.close(() => resolve()));
-}
 
 /** A receiver answering the n-th request (0-based) with `statusFor(n)`. */
 async function startReceiver(statusFor: (n: number, req: Received) => number): Promise<Receiver> {
