@@ -1084,7 +1084,7 @@ async function benchPaid(target: DbTarget, chain: DevChain, agent: InstantAgent,
 
     const paymentsByKind = await child.call<Record<string, number>>({ type: 'payments' });
     const hires = s.paidTasks + lanes;
-    if ((paymentsByKind['call_fee:settled'] ?? 0) !== hires || (paymentsByKind['escrow_funding:settled'] ?? 0) !== hires) {
+    if ((paymentsByKind['call_fee:booked'] ?? 0) !== hires || (paymentsByKind['escrow_funding:booked'] ?? 0) !== hires) {
       problems.add(where, `payments ${JSON.stringify(paymentsByKind)}, expected ${hires} settled call fees (create) and ${hires} settled escrow fundings`);
     }
     if (Object.keys(paymentsByKind).some((k) => k.endsWith(':claimed'))) problems.add(where, `payments left claimed: ${JSON.stringify(paymentsByKind)}`);

@@ -99,7 +99,7 @@ async function paymentRows(app: FastifyInstance): Promise<{ rows: SettledPayment
   const all = await app.db
     .select({ status: payments.status, endpoint: payments.endpoint, kind: payments.kind, amount: payments.amount, txHash: payments.txHash })
     .from(payments);
-  const settled = all.filter((r) => r.status === 'settled');
+  const settled = all.filter((r) => r.status === 'booked');
   return {
     rows: settled.map((r) => ({ endpoint: r.endpoint, kind: r.kind, amount: r.amount.toString(), txHash: r.txHash })),
     claimed: all.filter((r) => r.status === 'claimed').length,

@@ -1,9 +1,12 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { AgentsService } from './agents/service.js';
-import { SiweVerifier } from './auth/siwe.js';
+import { payoutRules } from './agents/payout.js';
+import { SiweVerifier, siweDomain } from './auth/siwe.js';
 import { chainTarget, resolveWallets } from './chain/wallets.js';
-import { x402ResourceServer } from '@x402/core/server';
+import { x402ResourceServer, type FacilitatorClient } from '@x402/core/server';
+import { PaymentLifecycle } from './payments/lifecycle.js';
+import type { PaidWriteDeps } from './payments/paid-write.js';
 import { registerExactEvmScheme as registerExactEvmServerScheme } from '@x402/evm/exact/server';
 import { x402Plugin, type X402Options } from './http/x402.js';
 import { createFacilitatorClient } from './payments/facilitator.js';
@@ -11,7 +14,7 @@ import { priceBook, type PriceBook } from './payments/prices.js';
 import { PaymentsService } from './payments/service.js';
 import { fundingAmount } from './escrow/funding.js';
 import { systemClock, type Clock } from './clock.js';
-import { allowPrivateUrls, type Config } from './config.js';
+import { allowPrivateUrls, publicBaseUrl, type Config } from './config.js';
 import type { Database, Db } from './db/client.js';
 import { callerPlugin } from './http/caller.js';
 import { errorHandlerPlugin } from './http/error-handler.js';
@@ -49,6 +52,7 @@ export interface Services {
   tasks: TasksService;
   siwe: SiweVerifier;
   payments: PaymentsService;
+  lifecycle: PaymentLifecycle;
 }
 
 declare module 'fastify' {
@@ -59,13 +63,18 @@ declare module 'fastify' {
     clock: Clock;
     services: Services;
     prices: PriceBook;
+    /** What paid writes need (payments/paid-write.ts). */
+    paidWrites: PaidWriteDeps;
+    /** The x402 facilitator (absent with x402 off): the recovery sweep settles through it. */
+    facilitator: FacilitatorClient | undefined;
     /** The chain side of the escrow (absent without a chain). */
     escrow: EscrowRuntime | undefined;
   }
 }
 
 export function createServices(config: Config, db: Db, clock: Clock): Services {
-  const agents = new AgentsService(db, clock);
+  const signIn = siweDomain(config);
+  const agents = new AgentsService(db, clock, { payout: payoutRules(config), allowPrivateUrls: allowPrivateUrls(config) });
   return {
     agents,
     tasks: new TasksService(db, clock, agents, {
@@ -80,13 +89,27 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
       cancellationFeeBps: config.CANCELLATION_FEE_BPS,
       disputeReviewSeconds: config.DISPUTE_REVIEW_SECONDS,
     }),
-    siwe: new SiweVerifier({ db, clock, domain: config.AUTH_DOMAIN, maxAgeSeconds: config.AUTH_MAX_AGE_SECONDS }),
+    siwe: new SiweVerifier({
+      db,
+      clock,
+      // From configuration only (AUTH_DOMAIN, PUBLIC_BASE_URL, or the dev listening origin), never from a request.
+      domain: signIn.domain,
+      domainFromListener: signIn.source === 'listener',
+      chainId: chainTarget(config).chainId,
+      maxAgeSeconds: config.AUTH_MAX_AGE_SECONDS,
+    }),
     payments: new PaymentsService(db, clock),
+    lifecycle: new PaymentLifecycle(
+      db,
+      clock,
+      { escrow: resolveWallets(config).escrowAddress, fee: resolveWallets(config).feeAddress },
+      config.PAYMENT_LEASE_MS,
+    ),
   };
 }
 
 /** x402 on the priced routes: in-process facilitator (or a hosted one), prices from configuration. */
-function x402Options(config: Config, deps: AppDeps, services: Services): X402Options {
+function x402Options(config: Config, deps: AppDeps, services: Services): X402Options & { facilitator: FacilitatorClient } {
   const target = chainTarget(config);
   const wallets = resolveWallets(config);
   const facilitator = createFacilitatorClient({
@@ -99,14 +122,15 @@ function x402Options(config: Config, deps: AppDeps, services: Services): X402Opt
   registerExactEvmServerScheme(resourceServer, { networks: [target.network] });
   const prices = priceBook(config);
   return {
+    facilitator,
     resourceServer,
     target,
     feeAddress: wallets.feeAddress,
     prices,
     maxTimeoutSeconds: config.X402_MAX_TIMEOUT_SECONDS,
-    payments: services.payments,
+    lifecycle: services.lifecycle,
     dynamic: {
-      fund_task: (request) => ({ amount: fundingAmount(request) + prices.fund_task, payTo: wallets.escrowAddress }),
+      fund_task: (request) => ({ amount: fundingAmount(request.body) + prices.fund_task, payTo: wallets.escrowAddress }),
     },
   };
 }
@@ -141,6 +165,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.decorate('clock', clock);
   app.decorate('services', services);
   app.decorate('prices', priceBook(config));
+  app.decorate('paidWrites', { db: database.db, lifecycle: services.lifecycle });
+  app.decorate('facilitator', x402?.facilitator);
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
@@ -174,9 +200,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     resolve: async (request) => {
       const header = request.headers.authorization;
       if (!header || !/^SIWE\s/i.test(header)) return null;
-      const signIn = await app.services.siwe.verify(header, request.headers.host);
+      // The domain the message must name is configured, never read from Host or X-Forwarded-*.
+      const signIn = await app.services.siwe.verify(header);
       return { address: signIn.address, via: 'siwe' };
     },
+  });
+  // Dev-mode default domain (the listening origin): with PORT=0 the port is known only now.
+  app.addHook('onListen', async () => {
+    const address = app.server.address();
+    if (address && typeof address === 'object') app.services.siwe.listeningOn(publicBaseUrl({ ...config, PORT: address.port }));
   });
   if (x402) await app.register(x402Plugin, x402);
   await app.register(idempotencyPlugin, { db: database.db, clock, ttlSeconds: config.IDEMPOTENCY_TTL_SECONDS });

@@ -24,7 +24,7 @@ export const configSchema = z.object({
   DATA_DIR: z.string().min(1).default('./data'),
   DB_POOL_MAX: z.coerce.number().int().min(1).max(200).default(10),
 
-  /** SIWE `domain` the service accepts (host[:port]); unset = the request's Host header. */
+  /** SIWE `domain` the service accepts (host[:port]); unset = PUBLIC_BASE_URL's host, else (dev mode) HOST:PORT. Never the request's Host. */
   AUTH_DOMAIN: z.string().min(1).optional(),
   /** Longest lifetime a signed sign-in message may have, in seconds. */
   AUTH_MAX_AGE_SECONDS: z.coerce.number().int().min(10).max(86_400).default(600),
@@ -59,6 +59,12 @@ export const configSchema = z.object({
   SETTLEMENT_LEASE_MS: z.coerce.number().int().min(5000).default(60_000),
   SETTLEMENT_MAX_ATTEMPTS: z.coerce.number().int().min(1).default(10),
   SETTLEMENT_BACKOFF_MS: z.coerce.number().int().min(10).default(1000),
+  /**
+   * How long a request may hold a verified or settling x402 payment before the recovery sweep
+   * (worker role) takes it over, and how often the sweep looks.
+   */
+  PAYMENT_LEASE_MS: z.coerce.number().int().min(1000).default(90_000),
+  PAYMENT_RECOVERY_INTERVAL_MS: z.coerce.number().int().min(100).default(5000),
   /** Public origin of this service as agents reach it (their callback URLs); default http://HOST:PORT. */
   PUBLIC_BASE_URL: z.url().optional(),
   /** Dispatcher: runs per worker, runs per agent, lease and heartbeat, retries. */

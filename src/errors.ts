@@ -19,6 +19,8 @@ interface CodeSpec {
   status: number;
   type: ErrorType;
   retryable: boolean;
+  /** Sent as `Retry-After` (seconds) unless the response already carries one. */
+  retryAfterSeconds?: number;
 }
 
 /** Stable codes: the API contract's codes first, then the service's own. */
@@ -63,7 +65,8 @@ export const errorCodes = {
   idempotency_key_reused: { status: 422, type: 'invalid_request_error', retryable: false },
   idempotency_in_progress: { status: 409, type: 'conflict_error', retryable: true },
   // server
-  service_unavailable: { status: 503, type: 'api_error', retryable: true },
+  // load shedding (under-pressure) and an unreachable database (refused, dropped, terminated, PGlite closed)
+  service_unavailable: { status: 503, type: 'api_error', retryable: true, retryAfterSeconds: 5 },
   internal_error: { status: 500, type: 'api_error', retryable: true },
 } as const satisfies Record<string, CodeSpec>;
 
@@ -74,6 +77,8 @@ export class AppError extends Error {
   readonly status: number;
   readonly type: ErrorType;
   readonly retryable: boolean;
+  /** Seconds a client should wait before retrying (the `Retry-After` header), when the code has one. */
+  readonly retryAfterSeconds: number | undefined;
   readonly param: string | undefined;
   readonly details: Record<string, unknown> | undefined;
 
@@ -89,6 +94,7 @@ export class AppError extends Error {
     this.status = spec.status;
     this.type = spec.type;
     this.retryable = spec.retryable;
+    this.retryAfterSeconds = spec.retryAfterSeconds;
     this.param = opts.param;
     this.details = opts.details;
   }

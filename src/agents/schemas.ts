@@ -112,6 +112,12 @@ export const OwnedAgent = AgentSummary.extend({
 });
 export type OwnedAgentT = z.infer<typeof OwnedAgent>;
 
+const payoutIsContract = z.boolean().optional().meta({
+  description:
+    'Set true when payout_address is a contract that can receive and move USDC (a smart wallet, a multisig). ' +
+    'On a real chain a payout address with contract code is refused without it. Not stored: it only opts in to this request.',
+});
+
 const name = z.string().trim().min(1).max(100);
 const description = z.string().trim().max(4000);
 const capabilities = z.array(Capability).min(1).max(32);
@@ -122,7 +128,10 @@ export const RegisterAgentBody = z
     description: description.default(''),
     capabilities,
     pricing: Pricing,
-    payout_address: WalletAddress.meta({ description: 'Where released escrow is paid' }),
+    payout_address: WalletAddress.meta({
+      description: "Where released escrow is paid. Not the zero address, this service's own wallets or the USDC contract",
+    }),
+    payout_is_contract: payoutIsContract,
     availability: Availability.default('online'),
     runtime: Runtime.default({}),
   })
@@ -149,11 +158,12 @@ export const UpdateAgentBody = z
     capabilities: capabilities.optional(),
     pricing: Pricing.optional(),
     payout_address: WalletAddress.optional(),
+    payout_is_contract: payoutIsContract,
     availability: Availability.optional(),
     runtime: Runtime.optional(),
   })
   .strict()
-  .refine((b) => Object.keys(b).length > 0, 'send at least one field to change')
+  .refine((b) => Object.keys(b).some((k) => k !== 'payout_is_contract'), 'send at least one field to change')
   .meta({ id: 'UpdateAgent', examples: [{ availability: 'offline' }] });
 export type UpdateAgentInput = z.infer<typeof UpdateAgentBody>;
 

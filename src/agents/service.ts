@@ -6,6 +6,8 @@ import { agents, ratings, type AgentRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
 import { redactRuntime, validateRuntime } from '../dispatcher/runtimes/index.js';
+import { checkPayoutAddress, type PayoutRules } from './payout.js';
+import { checkRuntimeUrls } from './runtime-urls.js';
 import type {
   AgentProfileT,
   AgentSummaryT,
@@ -53,13 +55,39 @@ function toOwnedAgent(row: AgentRow): OwnedAgentT {
   };
 }
 
+/** What an agent's settings are checked against (from configuration, see createServices). */
+export interface AgentRules {
+  /** Payout addresses refused (the service's own wallets, USDC) and the optional contract check. */
+  payout: PayoutRules;
+  /** Whether runtime URLs (webhook url, hosted_llm base_url) may point at loopback/private addresses (dev mode only). */
+  allowPrivateUrls: boolean;
+}
+
 export class AgentsService {
   constructor(
     private readonly db: Db,
     private readonly clock: Clock,
+    private readonly rules: AgentRules,
   ) {}
 
+  /** Checks that need I/O (DNS, the chain), done before any row is written or locked. */
+  private async checkSettings(input: {
+    payout_address?: string | undefined;
+    payout_is_contract?: boolean | undefined;
+    runtime?: Record<string, unknown> | undefined;
+  }): Promise<Record<string, unknown> | undefined> {
+    const runtime = input.runtime ? validateRuntime(input.runtime) : undefined;
+    if (input.payout_address !== undefined) {
+      await checkPayoutAddress(input.payout_address, this.rules.payout, input.payout_is_contract === true);
+    }
+    if (runtime) {
+      await checkRuntimeUrls(runtime, { allowPrivate: this.rules.allowPrivateUrls });
+    }
+    return runtime;
+  }
+
   async register(owner: string, input: RegisterAgentInput): Promise<OwnedAgentT> {
+    const runtime = (await this.checkSettings(input)) ?? {};
     const now = this.clock.now();
     const capabilities = [...new Set(input.capabilities)];
     const [row] = await this.db
@@ -74,7 +102,7 @@ export class AgentsService {
         searchText: searchTextOf(input.name, input.description, capabilities),
         baseRate: BigInt(input.pricing.base_rate),
         availability: input.availability,
-        runtime: validateRuntime(input.runtime),
+        runtime,
         createdAt: now,
         updatedAt: now,
       })
@@ -84,6 +112,7 @@ export class AgentsService {
 
   /** Owner-only change; availability 'offline' takes the agent out of search and new tasks. */
   async update(owner: string, id: string, patch: UpdateAgentInput): Promise<OwnedAgentT> {
+    const runtime = await this.checkSettings(patch);
     return this.db.transaction(async (tx) => {
       const current = await this.ownedForUpdate(tx, owner, id);
       const name = patch.name ?? current.name;
@@ -99,7 +128,7 @@ export class AgentsService {
           ...(patch.pricing ? { baseRate: BigInt(patch.pricing.base_rate) } : {}),
           ...(patch.payout_address ? { payoutAddress: patch.payout_address.toLowerCase() } : {}),
           ...(patch.availability ? { availability: patch.availability } : {}),
-          ...(patch.runtime ? { runtime: validateRuntime(patch.runtime) } : {}),
+          ...(runtime ? { runtime } : {}),
           updatedAt: this.clock.now(),
         })
         .where(eq(agents.id, id))

@@ -7,10 +7,14 @@ import { createSiweMessage, generateSiweNonce } from 'viem/siwe';
  * EIP-4361 message with their own SIWE library.
  */
 export interface SignInOptions {
-  /** host[:port] of the service, as the service sees it. */
+  /**
+   * host[:port] the service is configured to accept: its AUTH_DOMAIN, else the host of its
+   * PUBLIC_BASE_URL, else (dev mode) the host:port it listens on. Not whatever Host you send.
+   */
   domain: string;
-  /** Origin of the service, e.g. http://127.0.0.1:3000 */
+  /** Origin of the service, on that domain, e.g. http://127.0.0.1:3000 */
   uri: string;
+  /** The service's chain: 8453 (base, the default) or 84532 (base-sepolia). */
   chainId?: number;
   ttlSeconds?: number;
   now?: Date;

@@ -1,6 +1,7 @@
 import { getAddress, verifyMessage, type Address, type Hex } from 'viem';
 import { parseSiweMessage } from 'viem/siwe';
 import type { Clock } from '../clock.js';
+import { publicBaseUrl, type Config } from '../config.js';
 import { authNonces } from '../db/schema.js';
 import type { Db } from '../db/client.js';
 import { AppError } from '../errors.js';
@@ -11,9 +12,14 @@ import { lt } from 'drizzle-orm';
  * Sign-In with Ethereum (EIP-4361, the Ethereum profile of CAIP-122), verified with viem.
  *
  * Wire format: `Authorization: SIWE <base64url(message)>.<0x signature>`.
- * Rules: the message names this service's domain, carries an expiration time at most
+ * Rules: the message names this service's domain (and its `uri` is on that host, and its chain
+ * id, when it carries one, is the service's chain), carries an expiration time at most
  * AUTH_MAX_AGE_SECONDS after its issued-at time, is inside its validity window, and its
  * nonce is used once per address (replay protection, kept until the message expires).
+ *
+ * The accepted domain comes from configuration only (see `siweDomain`), never from the
+ * request's `Host` or `X-Forwarded-*` headers: a client chooses those, so a message the wallet
+ * signed for another site could otherwise be replayed here by naming that site in `Host`.
  */
 export const SIWE_SCHEME = 'SIWE';
 const CLOCK_SKEW_MS = 60_000;
@@ -21,9 +27,56 @@ const CLOCK_SKEW_MS = 60_000;
 export interface SiweVerifierOptions {
   db: Db;
   clock: Clock;
-  /** Fixed domain to require; undefined = the request's Host header. */
+  /**
+   * host[:port] every message must name, from configuration (`siweDomain`); undefined = none is
+   * configured and every sign-in is refused. Never taken from a request.
+   */
   domain: string | undefined;
+  /** Chain id a message that carries one must name (the configured chain's); undefined = not checked. */
+  chainId?: number;
+  /**
+   * The domain is the dev-mode default, the listening origin: `listeningOn` may replace it with
+   * the origin the server really listens on (PORT=0 picks a free port only at listen time).
+   */
+  domainFromListener?: boolean;
   maxAgeSeconds: number;
+}
+
+/** Where the accepted SIWE domain comes from, in order of precedence. */
+export type SiweDomainSource = 'AUTH_DOMAIN' | 'PUBLIC_BASE_URL' | 'listener' | 'none';
+
+/**
+ * The domain sign-in messages must name, from configuration only: AUTH_DOMAIN if set; else the
+ * host of PUBLIC_BASE_URL; else, in dev mode (the embedded chain), the listening origin
+ * (http://HOST:PORT); else none (a real chain with neither set: every sign-in is refused).
+ */
+export function siweDomain(config: Config): { domain: string | undefined; source: SiweDomainSource } {
+  if (config.AUTH_DOMAIN) return { domain: config.AUTH_DOMAIN.toLowerCase(), source: 'AUTH_DOMAIN' };
+  if (config.PUBLIC_BASE_URL) return { domain: new URL(config.PUBLIC_BASE_URL).host, source: 'PUBLIC_BASE_URL' };
+  if (!config.CHAIN_RPC_URL) return { domain: hostOf(publicBaseUrl(config)), source: 'listener' };
+  return { domain: undefined, source: 'none' };
+}
+
+function hostOf(origin: string): string | undefined {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `uri`'s host equals `domain` (host[:port]), default ports of `uri`'s scheme included. */
+function uriIsOnDomain(uri: string, domain: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    return false;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return false;
+  // Parsing the domain with the uri's scheme normalises case and drops a default port (":443").
+  const expected = hostOf(`${url.protocol}//${domain}`);
+  return expected !== undefined && url.host === expected;
 }
 
 export interface VerifiedSignIn {
@@ -44,28 +97,65 @@ export function parseAuthorizationHeader(header: string): { message: string; sig
 }
 
 export class SiweVerifier {
-  constructor(private readonly opts: SiweVerifierOptions) {}
+  private domain: string | undefined;
+
+  constructor(private readonly opts: SiweVerifierOptions) {
+    this.domain = opts.domain?.toLowerCase();
+  }
+
+  /** The domain messages must name (undefined: none configured). */
+  get expectedDomain(): string | undefined {
+    return this.domain;
+  }
+
+  /**
+   * Tells a verifier whose domain is the dev-mode listening default the origin the server
+   * really listens on (e.g. http://127.0.0.1:54321 after PORT=0). A domain from AUTH_DOMAIN or
+   * PUBLIC_BASE_URL is never replaced.
+   */
+  listeningOn(origin: string): void {
+    if (!this.opts.domainFromListener) return;
+    const host = hostOf(origin);
+    if (host) this.domain = host.toLowerCase();
+  }
 
   /** Verifies the header and consumes its nonce; throws an authentication AppError otherwise. */
-  async verify(header: string, requestHost: string | undefined): Promise<VerifiedSignIn> {
+  async verify(header: string): Promise<VerifiedSignIn> {
     const { message, signature } = parseAuthorizationHeader(header);
     const fields = parseSiweMessage(message);
-    const { address, domain, nonce, expirationTime, issuedAt, notBefore, version } = fields;
-    if (!address || !domain || !nonce || !issuedAt || !expirationTime || version !== '1') {
+    const { address, domain, uri, chainId, nonce, expirationTime, issuedAt, notBefore, version } = fields;
+    if (!address || !domain || !uri || !nonce || !issuedAt || !expirationTime || version !== '1') {
       throw new AppError(
         'invalid_signature',
-        'The sign-in message must be EIP-4361 version 1 with domain, address, nonce, issued-at and expiration time',
+        'The sign-in message must be EIP-4361 version 1 with domain, address, uri, nonce, issued-at and expiration time',
       );
     }
-    const expected = this.opts.domain ?? requestHost;
-    if (!expected || domain.toLowerCase() !== expected.toLowerCase()) {
-      throw new AppError('invalid_signature', `The sign-in message is for domain "${domain}", not "${expected ?? ''}"`);
-    }
+    this.checkAudience(domain, uri, chainId);
     this.checkWindow(issuedAt, expirationTime, notBefore);
     const valid = await verifyMessage({ address, message, signature }).catch(() => false);
     if (!valid) throw new AppError('invalid_signature', 'The signature does not match the sign-in message address');
     await this.consumeNonce(address, nonce, expirationTime);
     return { address: getAddress(address), nonce, expiresAt: expirationTime };
+  }
+
+  /** The message is meant for this service: its domain, a uri on that domain, its chain. */
+  private checkAudience(domain: string, uri: string, chainId: number | undefined): void {
+    const expected = this.domain;
+    if (!expected) {
+      throw new AppError(
+        'invalid_signature',
+        'This service has no sign-in domain configured (its operator must set AUTH_DOMAIN or PUBLIC_BASE_URL)',
+      );
+    }
+    if (domain.toLowerCase() !== expected) {
+      throw new AppError('invalid_signature', `The sign-in message is for domain "${domain}", this service is "${expected}"`);
+    }
+    if (!uriIsOnDomain(uri, expected)) {
+      throw new AppError('invalid_signature', `The sign-in message's uri "${uri}" is not an http(s) URL on "${expected}"`);
+    }
+    if (chainId !== undefined && this.opts.chainId !== undefined && chainId !== this.opts.chainId) {
+      throw new AppError('invalid_signature', `The sign-in message is for chain ${chainId}, this service runs on chain ${this.opts.chainId}`);
+    }
   }
 
   private checkWindow(issuedAt: Date, expiresAt: Date, notBefore: Date | undefined): void {

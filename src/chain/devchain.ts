@@ -5,13 +5,18 @@
  * - a USDC-like token (contracts/TestUSDC.sol) at the Base USDC address, minter = account 0;
  * - a Multicall3-compatible contract at the canonical Multicall3 address;
  * - optional persistence with anvil's `--state FILE` (loaded at start, written when anvil
- *   exits on SIGTERM/SIGINT); a restored chain is not funded again.
+ *   exits on SIGTERM/SIGINT); a restored chain is not funded again;
+ * - anvil dies with this process, even on SIGKILL: it runs under a guardian process that stops it
+ *   (SIGTERM, so the state file is written) when our end of its stdin pipe closes
+ *   (anvil-guardian.ts);
+ * - one anvil per state file: `FILE.pid` names the running anvil, and a start first ends an anvil
+ *   still running on FILE (anvil-processes.ts); a clean stop() removes `FILE.pid`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import {
   createTestClient,
   encodeDeployData,
@@ -23,6 +28,8 @@ import {
   type Hex,
 } from 'viem';
 import { base } from 'viem/chains';
+import { guardianArgs } from './anvil-guardian.js';
+import { endAnvilsOnStateFile, removePidFile, runsCommandLine, terminate, writePidFile } from './anvil-processes.js';
 import { multicall3Artifact, testUsdcAbi, testUsdcArtifact } from './artifacts.js';
 import { ANVIL_ACCOUNTS, BASE_CHAIN_ID, BASE_USDC, MULTICALL3, type DevAccount } from './constants.js';
 
@@ -66,9 +73,12 @@ export interface DevChain {
   readonly minter: DevAccount;
   /** True when the chain came from an existing state file with the token already installed. */
   readonly restored: boolean;
-  /** Process id of the anvil child. */
+  /** Process id of anvil itself (its parent is a small guardian process, see anvil-guardian.ts). */
   readonly pid: number;
-  /** Stops anvil (SIGTERM; anvil writes the state file, if any, before exiting). Idempotent. */
+  /**
+   * Stops anvil (SIGTERM; anvil writes the state file, if any, before exiting) and removes the
+   * state file's pid file. Idempotent.
+   */
   stop(): Promise<void>;
 }
 
@@ -111,55 +121,107 @@ export function resolveAnvilBinary(): string {
 
 // ---------------------------------------------------------------------------- child process
 
+/**
+ * anvil runs under a guardian (./anvil-guardian.ts) that ends it when this process dies, even
+ * by SIGKILL: the guardian holds a pipe from us on its stdin and stops anvil when it closes.
+ */
 interface AnvilProcess {
-  readonly child: ChildProcess;
-  /** Resolves when the process has exited (or failed to spawn). */
+  /** The guardian: our direct child, anvil's parent. */
+  readonly guardian: ChildProcess;
+  /** Resolves with anvil's pid once the guardian reported it (undefined if it never did). */
+  readonly pid: Promise<number | undefined>;
+  /** Resolves when the guardian has exited (after anvil), or failed to spawn. */
   readonly exited: Promise<void>;
   hasExited(): boolean;
+  exitCode(): number | null;
   stderrTail(): string;
 }
 
-const liveChildren = new Set<ChildProcess>();
+const liveGuardians = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
-/** Kills every anvil still running when this process exits (synchronous: signals only). */
+/**
+ * On exit, tells every guardian still running to stop its anvil (synchronous: signals only).
+ * Not needed for correctness (our end of their stdin pipe closes as we exit), just faster.
+ */
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.on('exit', () => {
-    for (const child of liveChildren) child.kill('SIGTERM');
+    for (const guardian of liveGuardians) guardian.kill('SIGTERM');
   });
 }
 
 function spawnAnvil(binary: string, args: readonly string[]): AnvilProcess {
-  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS; // no --inspect, loaders or heap flags meant for the service
+  const guardian = spawn(process.execPath, guardianArgs(STOP_GRACE_MS, binary, args), {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env,
+    // Own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches the
+    // service only, which stops the chain itself; no second, competing signal to anvil.
+    detached: process.platform !== 'win32',
+    windowsHide: true,
+  });
   let stderr = '';
+  let stdout = '';
   let exited = false;
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (chunk: string) => {
+  let resolvePid!: (pid: number | undefined) => void;
+  const pid = new Promise<number | undefined>((resolve) => (resolvePid = resolve));
+  guardian.stdin?.on('error', () => undefined); // EPIPE if the guardian is gone: nothing to tell it
+  guardian.stdout?.setEncoding('utf8');
+  guardian.stdout?.on('data', (chunk: string) => {
+    stdout += chunk;
+    const newline = stdout.indexOf('\n');
+    if (newline >= 0) resolvePid(Number(stdout.slice(0, newline)) || undefined);
+  });
+  guardian.stderr?.setEncoding('utf8');
+  guardian.stderr?.on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-STDERR_TAIL_CHARS);
   });
   const exitedPromise = new Promise<void>((resolve) => {
     const markExited = (): void => {
       exited = true;
-      liveChildren.delete(child);
+      liveGuardians.delete(guardian);
+      resolvePid(undefined);
       resolve();
     };
-    child.once('exit', markExited);
-    child.once('error', (err) => {
+    guardian.once('exit', markExited);
+    guardian.once('error', (err) => {
       stderr += `\n${err.message}`;
       markExited();
     });
   });
-  liveChildren.add(child);
+  liveGuardians.add(guardian);
   installExitHook();
-  return { child, exited: exitedPromise, hasExited: () => exited, stderrTail: () => stderr.trim() };
+  return {
+    guardian,
+    pid,
+    exited: exitedPromise,
+    hasExited: () => exited,
+    exitCode: () => guardian.exitCode,
+    stderrTail: () => stderr.trim(),
+  };
 }
 
+/**
+ * Closing the guardian's stdin (plus SIGTERM) makes it SIGTERM anvil, which writes its state
+ * file and exits; the guardian SIGKILLs anvil after STOP_GRACE_MS. Should the guardian itself
+ * hang, its whole process group (guardian + anvil) gets SIGKILL a little later.
+ */
 async function stopAnvil(anvil: AnvilProcess): Promise<void> {
   if (anvil.hasExited()) return;
-  anvil.child.kill('SIGTERM');
-  const forceKill = setTimeout(() => anvil.child.kill('SIGKILL'), STOP_GRACE_MS);
+  anvil.guardian.stdin?.end();
+  anvil.guardian.kill('SIGTERM');
+  const forceKill = setTimeout(() => {
+    if (anvil.hasExited()) return;
+    try {
+      if (process.platform !== 'win32' && anvil.guardian.pid) process.kill(-anvil.guardian.pid, 'SIGKILL');
+      else anvil.guardian.kill('SIGKILL');
+    } catch {
+      anvil.guardian.kill('SIGKILL');
+    }
+  }, STOP_GRACE_MS + 2_000);
   await anvil.exited;
   clearTimeout(forceKill);
 }
@@ -213,7 +275,7 @@ async function waitForRpc(anvil: AnvilProcess, rpcUrl: string, timeoutMs: number
     if (anvil.hasExited()) {
       const stderr = anvil.stderrTail();
       throw new AnvilStartError(
-        `anvil exited before ${rpcUrl} answered (exit code ${anvil.child.exitCode}): ${stderr || '<no stderr>'}`,
+        `anvil exited before ${rpcUrl} answered (exit code ${anvil.exitCode()}): ${stderr || '<no stderr>'}`,
         /address already in use|addrinuse/i.test(stderr),
       );
     }
@@ -238,11 +300,18 @@ function anvilArgs(port: number, stateFile: string | undefined): string[] {
 
 interface RunningAnvil {
   readonly anvil: AnvilProcess;
+  /** anvil's own pid (not the guardian's). */
+  readonly pid: number;
+  /** anvil's command line (binary + arguments), to recognise it by its pid later. */
+  readonly argv: readonly string[];
   readonly rpcUrl: string;
   readonly port: number;
 }
 
-/** Spawns anvil and waits until it answers; retries on another port if a picked one was taken. */
+/**
+ * Spawns anvil (under its guardian) and waits until it answers; retries on another port if a
+ * picked one was taken. `stateFile`, if any, must be absolute.
+ */
 async function launchAnvil(opts: DevChainOptions): Promise<RunningAnvil> {
   const binary = opts.anvilBinary ?? resolveAnvilBinary();
   const fixedPort = opts.port ?? 0;
@@ -250,10 +319,13 @@ async function launchAnvil(opts: DevChainOptions): Promise<RunningAnvil> {
   for (let attempt = 1; ; attempt++) {
     const port = fixedPort || (await pickFreePort());
     const rpcUrl = `http://${LOCALHOST}:${port}`;
-    const anvil = spawnAnvil(binary, anvilArgs(port, opts.stateFile));
+    const args = anvilArgs(port, opts.stateFile);
+    const anvil = spawnAnvil(binary, args);
     try {
       await waitForRpc(anvil, rpcUrl, opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
-      return { anvil, rpcUrl, port };
+      const pid = await anvil.pid; // printed by the guardian right after spawning anvil
+      if (pid === undefined) throw new Error(`anvil guardian exited: ${anvil.stderrTail() || '<no stderr>'}`);
+      return { anvil, pid, argv: [binary, ...args], rpcUrl, port };
     } catch (error) {
       await stopAnvil(anvil);
       const retry = !fixedPort && attempt < FREE_PORT_ATTEMPTS && error instanceof AnvilStartError && error.portInUse;
@@ -393,21 +465,44 @@ function chooseLogger(opts: DevChainOptions): DevChainLogger | undefined {
 export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChain> {
   const logger = chooseLogger(opts);
   const funding = fundingFrom(opts);
+  const stateFile = opts.stateFile ? resolve(opts.stateFile) : undefined;
   const startedAt = performance.now();
-  const { anvil, rpcUrl, port } = await launchAnvil(opts);
+  // One anvil per state file: an orphan still on it (its service was killed) is stopped first,
+  // so that it writes the file now rather than overwrite it with an old chain later.
+  const staleEnded = stateFile ? await endAnvilsOnStateFile(stateFile, STOP_GRACE_MS) : [];
+  if (staleEnded.length > 0) logger?.info({ stateFile, pids: staleEnded }, 'ended stale anvil on the state file');
+  const launched = await launchAnvil({ ...opts, stateFile });
+  const { anvil, pid, rpcUrl, port } = launched;
+  const stop = async (): Promise<void> => {
+    await stopAnvil(anvil);
+    // The guardian already gone (killed on its own) but anvil left running: end it ourselves.
+    if (runsCommandLine(pid, launched.argv)) await terminate(pid, STOP_GRACE_MS);
+    if (stateFile) removePidFile(stateFile, pid);
+  };
   const anvilMs = Math.round(performance.now() - startedAt);
   let setup: SetupResult;
   try {
+    if (stateFile) {
+      writePidFile({
+        pid,
+        ...(anvil.guardian.pid ? { guardianPid: anvil.guardian.pid } : {}),
+        ownerPid: process.pid,
+        port,
+        stateFile,
+        startedAt: new Date().toISOString(),
+      });
+    }
     setup = await installContracts(createDevClient(rpcUrl), rpcUrl, funding);
   } catch (error) {
-    await stopAnvil(anvil);
+    await stop();
     throw error;
   }
   const setupMs = Math.round(performance.now() - startedAt) - anvilMs;
   logger?.info(
-    { rpcUrl, port, pid: anvil.child.pid, stateFile: opts.stateFile ?? null, ...setup, anvilMs, setupMs },
+    { rpcUrl, port, pid, stateFile: stateFile ?? null, ...setup, anvilMs, setupMs },
     'dev chain ready',
   );
+  let stopped: Promise<void> | undefined;
   return {
     rpcUrl,
     chainId: BASE_CHAIN_ID,
@@ -416,12 +511,9 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
     accounts: ANVIL_ACCOUNTS,
     minter: ANVIL_ACCOUNTS[0]!,
     restored: setup.restored,
-    pid: anvil.child.pid ?? -1,
-    stop: async () => {
-      if (anvil.hasExited()) return;
-      await stopAnvil(anvil);
-      logger?.info({ rpcUrl, stateFile: opts.stateFile ?? null }, 'dev chain stopped');
-    },
+    pid,
+    stop: () =>
+      (stopped ??= stop().then(() => logger?.info({ rpcUrl, stateFile: stateFile ?? null }, 'dev chain stopped'))),
   };
 }
 

@@ -5,7 +5,7 @@ import { sql } from 'drizzle-orm';
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
 import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
-import type { ExtractTablesWithRelations } from 'drizzle-orm';
+import { DrizzleQueryError, type ExtractTablesWithRelations } from 'drizzle-orm';
 import pg from 'pg';
 import * as schema from './schema.js';
 
@@ -111,4 +111,130 @@ export function sqlState(err: unknown): string | undefined {
 
 export function isUniqueViolation(err: unknown): boolean {
   return sqlState(err) === '23505';
+}
+
+// ── database outages ─────────────────────────────────────────────────────────
+
+/** Socket-level failures (Node error codes) that mean the database cannot be reached. */
+const UNREACHABLE_NET_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ECONNABORTED',
+]);
+
+/**
+ * SQLSTATEs of an unavailable server: 57P01 admin_shutdown (incl. pg_terminate_backend),
+ * 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up, shutting down, in recovery),
+ * 53300 too_many_connections. The whole class 08 (connection exception) is added below.
+ */
+const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+
+/** Messages of node-postgres, pg-pool and PGlite when no connection can serve a query. */
+const UNAVAILABLE_MESSAGES: RegExp[] = [
+  /^Connection terminated\b/, // pg: "… unexpectedly", "… due to connection timeout"
+  /^timeout exceeded when trying to connect$/, // pg-pool: connectionTimeoutMillis while waiting for a client
+  /^Client has encountered a connection error and is not queryable$/,
+  /^Client was closed and is not queryable$/,
+  /^Cannot use a pool after calling end on the pool$/,
+  /^PGlite is clos(ed|ing)$/,
+];
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
+
+/** The error, its `cause` chain and the members of AggregateErrors, outermost first (bounded, cycle-safe). */
+function errorChain(err: unknown): Array<{ error: Record<string, unknown>; viaDriver: boolean }> {
+  const out: Array<{ error: Record<string, unknown>; viaDriver: boolean }> = [];
+  const seen = new Set<unknown>();
+  const queue: Array<{ e: unknown; viaDriver: boolean }> = [{ e: err, viaDriver: true }];
+  while (queue.length > 0 && out.length < 16) {
+    const { e, viaDriver } = queue.shift()!;
+    if (!isObject(e) || seen.has(e)) continue;
+    seen.add(e);
+    out.push({ error: e, viaDriver });
+    // A socket error below this one still comes from the database when this one is drizzle's
+    // wrapper, pg-pool's timeout wrapper or Node's AggregateError of connection attempts;
+    // below anything else (an HTTP client's "fetch failed", a chain RPC error) it does not.
+    const passesThrough =
+      viaDriver && (e instanceof DrizzleQueryError || e instanceof AggregateError || /^Connection terminated\b/.test(String(e.message)));
+    if ('cause' in e) queue.push({ e: e.cause, viaDriver: passesThrough });
+    if (Array.isArray(e.errors)) for (const member of e.errors) queue.push({ e: member, viaDriver: passesThrough });
+  }
+  return out;
+}
+
+/**
+ * Whether `err` means the database cannot be reached right now (a retry later may work), as
+ * opposed to a query that failed. Looks through drizzle's DrizzleQueryError and every `cause`:
+ * - Node socket errors (ECONNREFUSED, ECONNRESET, ETIMEDOUT, EPIPE, ENOTFOUND, …), when thrown by
+ *   the driver itself (top level, or under drizzle's / pg-pool's wrappers; not under an HTTP
+ *   client's error, so an unreachable chain RPC or webhook is not taken for the database);
+ * - SQLSTATE class 08 (connection exception), 57P01/57P02/57P03 (shutdown, terminated backend,
+ *   cannot connect now), 53300 (too many connections);
+ * - node-postgres / pg-pool messages ("Connection terminated…", "timeout exceeded when trying to
+ *   connect", a client that is not queryable, a pool that was ended) and a closed PGlite.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (const { error, viaDriver } of errorChain(err)) {
+    const code = error.code;
+    if (typeof code === 'string') {
+      if (/^[0-9A-Z]{5}$/.test(code) && (code.startsWith('08') || UNAVAILABLE_SQLSTATES.has(code))) return true;
+      if (viaDriver && UNREACHABLE_NET_CODES.has(code)) return true;
+    }
+    const message = error.message;
+    if (typeof message === 'string' && UNAVAILABLE_MESSAGES.some((re) => re.test(message))) return true;
+  }
+  return false;
+}
+
+/** Replaces credentials in connection strings and `password=…` pairs found in a text. */
+export function redactSecrets(text: string): string {
+  return text
+    .replace(/\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@'"]+@/gi, '$1[redacted]@')
+    .replace(/\b(password|passwd|pwd)\s*[=:]\s*("[^"]*"|'[^']*'|[^\s&;,]+)/gi, '$1=[redacted]');
+}
+
+/**
+ * A log-safe summary of a database failure: the driver's own error (not drizzle's wrapper,
+ * whose message carries the query and its parameters), its code/SQLSTATE, and its message
+ * with any credentials removed. Never the connection string or the pool's configuration.
+ */
+export function describeDatabaseError(err: unknown): { code?: string; message: string } {
+  const chain = errorChain(err).map((c) => c.error);
+  const own = chain.filter((e) => !(e instanceof DrizzleQueryError));
+  const hasMessage = (e: Record<string, unknown>) => typeof e.message === 'string' && e.message !== '';
+  const driver =
+    own.find((e) => typeof e.code === 'string' && hasMessage(e)) ??
+    own.find((e) => typeof e.code === 'string') ??
+    own.find(hasMessage) ??
+    chain[0];
+  if (!driver) return { message: redactSecrets(String(err)).slice(0, 500) };
+  const code = typeof driver.code === 'string' ? driver.code : undefined;
+  const message = redactSecrets(typeof driver.message === 'string' ? driver.message : String(driver)).slice(0, 500);
+  return code ? { code, message } : { message };
+}
+
+/**
+ * `database.ping()` bounded in time: rejects after `ms` when the database hangs instead of
+ * refusing (a frozen connection, a blackholed host) so a readiness probe never waits forever.
+ */
+export async function pingWithin(database: Pick<Database, 'ping'>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const ping = database.ping();
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the database did not answer within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  try {
+    await Promise.race([ping, timeout]);
+  } finally {
+    clearTimeout(timer);
+    ping.catch(() => undefined); // a ping that fails after the timeout is already answered
+  }
 }

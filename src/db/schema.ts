@@ -220,7 +220,12 @@ export type TaskRow = typeof tasks.$inferSelect;
 export type DisputeRow = typeof disputes.$inferSelect;
 export type RatingRow = typeof ratings.$inferSelect;
 
-/** Every settled x402 payment (a receipt): per-call fees and escrow funding alike. */
+/**
+ * Every x402 payment, from the moment its authorization is verified. Its lifecycle (owned by
+ * `payments/lifecycle.ts`): verified → settling → booked | refunded | failed. A payment is
+ * written before the chain is touched, so a crash at any point leaves a row the recovery sweep
+ * finds and resolves (booked payments are receipts).
+ */
 export const payments = pgTable(
   'payments',
   {
@@ -232,22 +237,41 @@ export const payments = pgTable(
     network: text('network').notNull(),
     /** EIP-3009 authorization nonce (bytes32 hex): one settlement per authorization. */
     authorizationNonce: text('authorization_nonce').notNull(),
-    /** claimed (verified, handler running) → settled, or deleted when the request fails. */
+    /** verified (claimed, nothing sent) → settling (sent or about to be) → booked | refunded | failed. */
     status: text('status').notNull(),
     txHash: text('tx_hash'),
     /** `METHOD /route/pattern` that was paid for. */
     endpoint: text('endpoint').notNull(),
     kind: text('kind').notNull(),
+    /** What the payment buys: the route's price name (create_task, fund_task, task_status, …). */
+    purpose: text('purpose').notNull().default(''),
     taskId: text('task_id'),
+    /** SHA-256 of the PAYMENT-SIGNATURE header: an idempotent retry carrying it again is recognised. */
+    headerHash: text('header_hash'),
+    /** The verified payment payload and its requirements: what the recovery sweep settles with. */
+    payload: jsonb('payload').$type<{ payload: unknown; requirements: unknown }>(),
+    /** The authorization's validBefore: after it, an unsent authorization can never move money. */
+    validBefore: ts('valid_before'),
+    /** Who holds the payment while it is verified or settling, and until when (database clock). */
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: ts('lease_expires_at'),
+    failureReason: text('failure_reason'),
     createdAt: ts('created_at').notNull(),
     settledAt: ts('settled_at'),
+    updatedAt: ts('updated_at'),
   },
   (t) => [
     uniqueIndex('payments_authorization_uq').on(t.network, t.asset, t.payerAddress, t.authorizationNonce),
     index('payments_payer_idx').on(t.payerAddress, t.createdAt),
     index('payments_task_idx').on(t.taskId),
+    index('payments_header_idx').on(t.headerHash),
+    index('payments_unresolved_idx').on(t.leaseExpiresAt).where(sql`status in ('verified','settling')`),
+    /** One paid write per task at a time: a second funding (or cancel, dispute, rating) is refused before money moves. */
+    uniqueIndex('payments_task_write_uq')
+      .on(t.taskId)
+      .where(sql`status in ('verified','settling') and purpose in ('fund_task','cancel_task','dispute_task','rate_agent')`),
     check('payments_kind_chk', sql`${t.kind} in ('call_fee','escrow_funding')`),
-    check('payments_status_chk', sql`${t.status} in ('claimed','settled')`),
+    check('payments_status_chk', sql`${t.status} in ('verified','settling','booked','refunded','failed')`),
     check('payments_amount_pos', sql`${t.amount} > 0`),
   ],
 );
@@ -287,7 +311,14 @@ export const chainTransfers = pgTable(
   {
     id: text('id').primaryKey(),
     kind: text('kind').notNull(),
+    /**
+     * Why this transfer is owed, unique: `task:<id>:release`, `task:<id>:refund` (the task's
+     * decisions) or `payment:<id>:refund` (a payment whose effect did not happen). A task may owe
+     * several refunds, one per cause; planning the same cause twice writes nothing.
+     */
+    cause: text('cause').notNull(),
     taskId: text('task_id'),
+    paymentId: text('payment_id'),
     fromAddress: text('from_address').notNull(),
     toAddress: text('to_address').notNull(),
     amount: money('amount').notNull(),
@@ -306,7 +337,8 @@ export const chainTransfers = pgTable(
     confirmedAt: ts('confirmed_at'),
   },
   (t) => [
-    uniqueIndex('chain_transfers_task_kind_uq').on(t.taskId, t.kind),
+    uniqueIndex('chain_transfers_cause_uq').on(t.cause),
+    index('chain_transfers_task_idx').on(t.taskId),
     index('chain_transfers_due_idx').on(t.nextAttemptAt).where(sql`status in ('pending','signed','sent')`),
     check('chain_transfers_status_chk', sql`${t.status} in ('pending','signed','sent','confirmed','failed')`),
     check('chain_transfers_amount_pos', sql`${t.amount} > 0`),

@@ -47,6 +47,7 @@ interface Candidate {
   id: string;
   agent_id: string;
   status: string;
+  dispatch_attempts: number | string;
 }
 
 const silent: DispatcherLog = { info: () => {}, warn: () => {}, error: () => {} };
@@ -60,6 +61,8 @@ interface Running {
 export class Dispatcher {
   readonly id: string;
   private readonly running = new Map<string, Running>();
+  /** Tasks the last claim found out of attempts (their workers kept dying): failed, never briefed again. */
+  private readonly exhausted = new Set<string>();
   private readonly runtimes: Map<string, AgentRuntime<unknown>>;
   private readonly log: DispatcherLog;
   private readonly loop: Loop;
@@ -87,6 +90,7 @@ export class Dispatcher {
     if (free <= 0) return 0;
     const claimed = await this.claim(free);
     for (const task of claimed) this.launch(task);
+    if (this.exhausted.size > 0) await this.failExhausted();
     return claimed.length;
   }
 
@@ -120,7 +124,7 @@ export class Dispatcher {
       // Two index-ordered scans (each on its partial index) rather than one OR that sorts every due row.
       const queued = rowsOf<Candidate>(
         await tx.execute(sql`
-          select id, agent_id, status from tasks
+          select id, agent_id, status, dispatch_attempts from tasks
           where dispatch_state = 'queued' and dispatch_next_at <= ${now}
           order by dispatch_next_at
           limit ${limit * 4}
@@ -131,7 +135,7 @@ export class Dispatcher {
           ? []
           : rowsOf<Candidate>(
               await tx.execute(sql`
-                select id, agent_id, status from tasks
+                select id, agent_id, status, dispatch_attempts from tasks
                 where dispatch_state = 'running' and lease_expires_at < ${now}
                 order by lease_expires_at
                 limit ${limit * 4 - queued.length}
@@ -143,6 +147,12 @@ export class Dispatcher {
       const chosen: TaskRow[] = [];
       for (const c of candidates) {
         if (chosen.length >= limit) break;
+        if (c.status !== 'funded' && Number(c.dispatch_attempts) >= this.opts.maxAttempts) {
+          // Its runs kept dying (crashed workers): no further brief; fail it (and refund) after this claim.
+          this.exhausted.add(c.id);
+          await tx.update(tasks).set({ leaseOwner: this.id, leaseExpiresAt: new Date(now.getTime() + this.opts.leaseMs) }).where(eq(tasks.id, c.id));
+          continue;
+        }
         const load = busy.get(c.agent_id) ?? 0;
         if (load >= this.opts.perAgentConcurrency) continue;
         busy.set(c.agent_id, load + 1);
@@ -298,7 +308,7 @@ export class Dispatcher {
       return this.fail(task.id, `Timed out after ${task.timeoutSeconds} s`);
     }
     if (outcome.kind === 'completed') {
-      await this.ignoreConflict(() => this.opts.tasks.markCompleted(task.id, outcome.result, `agent:${agent.id}`));
+      await this.ignoreConflict(task.id, () => this.opts.tasks.markCompleted(task.id, outcome.result, `agent:${agent.id}`));
       return;
     }
     if (outcome.kind === 'accepted') {
@@ -335,16 +345,32 @@ export class Dispatcher {
   }
 
   private async fail(taskId: string, reason: string): Promise<void> {
-    await this.ignoreConflict(() => this.opts.tasks.markFailed(taskId, reason.slice(0, 1000), `dispatcher:${this.id}`));
+    await this.ignoreConflict(taskId, () => this.opts.tasks.markFailed(taskId, reason.slice(0, 1000), `dispatcher:${this.id}`));
   }
 
-  /** The task moved on meanwhile (cancelled, delivered, disputed): nothing to do. */
-  private async ignoreConflict(fn: () => Promise<unknown>): Promise<void> {
+  /** Fails the tasks whose runs kept dying, found by the last claim. */
+  private async failExhausted(): Promise<void> {
+    const ids = [...this.exhausted];
+    this.exhausted.clear();
+    for (const id of ids) await this.fail(id, `Gave up after ${this.opts.maxAttempts} attempts whose workers stopped`).catch(() => undefined);
+  }
+
+  /**
+   * Runs an outcome (complete, fail). The task moved on meanwhile (cancelled, delivered,
+   * disputed): nothing to do. Any other refusal parks the task for an operator (dispatch state
+   * `stuck`, listed by GET /v1/admin/attention): it is never briefed again.
+   */
+  private async ignoreConflict(taskId: string, fn: () => Promise<unknown>): Promise<void> {
     try {
       await fn();
     } catch (err) {
       if (isAppError(err) && (err.code === 'state_conflict' || err.code === 'task_not_found')) return;
-      throw err;
+      const reason = err instanceof Error ? err.message : String(err);
+      this.log.error({ err, task: taskId }, 'dispatcher: the outcome could not be recorded; task parked as stuck');
+      await this.opts.db
+        .update(tasks)
+        .set({ dispatchState: 'stuck', leaseOwner: null, leaseExpiresAt: null, lastDispatchError: `stuck: ${reason}`.slice(0, 1000) })
+        .where(eq(tasks.id, taskId));
     }
   }
 }

@@ -5,7 +5,7 @@ import type { Executor, Tx } from '../db/client.js';
 import { chainTransfers, ledgerEntries, tasks, type ChainTransferRow, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
-import { PAYOUT_PENDING, TREASURY_PLATFORM_FEES, escrowAccount } from '../ledger/accounts.js';
+import { ADVANCED_FOR_FEE, DUE_TO_ESCROW, EXTERNAL, PAYOUT_PENDING, TREASURY_PLATFORM_FEES, escrowAccount } from '../ledger/accounts.js';
 import { accountBalance, postMovement, transferEntries } from '../ledger/ledger.js';
 import { BPS } from './rules.js';
 
@@ -15,8 +15,10 @@ import { BPS } from './rules.js';
  * the new task state, the ledger movement and the chain_transfers row commit together (or not
  * at all). The settlement worker then signs, sends and confirms the rows.
  *
- * Each (task, kind) has at most one transfer: planning the same payout again returns what was
- * planned the first time and writes nothing.
+ * Every transfer has a cause, unique: `task:<id>:release` and `task:<id>:refund` for what a
+ * task's transitions decide, `payment:<id>:refund` for a payment whose effect did not happen.
+ * A task can owe several refunds (its own, and one per losing payment); planning the same
+ * cause again returns what was planned the first time and writes nothing.
  */
 export type TransferKind = 'release' | 'refund';
 /** Ledger kind of the escrow → payout_pending movement: the transfer's kind, or a dispute's split. */
@@ -35,25 +37,45 @@ export interface EnqueueTransferInput {
 
 export interface EnqueuedTransfer {
   transfer: ChainTransferRow;
-  /** False when this (task, kind) was already enqueued: nothing was written. */
+  /** False when this cause was already enqueued: nothing was written. */
   created: boolean;
 }
 
-/** Inserts a pending transfer and moves its amount `escrow:<task>` → `payout_pending`. */
-export async function enqueueTransfer(tx: Tx, clock: Clock, input: EnqueueTransferInput): Promise<EnqueuedTransfer> {
+export function taskCause(taskId: string, kind: TransferKind): string {
+  return `task:${taskId}:${kind}`;
+}
+
+export function paymentRefundCause(paymentId: string): string {
+  return `payment:${paymentId}:refund`;
+}
+
+interface InsertTransferInput {
+  kind: TransferKind;
+  cause: string;
+  taskId: string | null;
+  paymentId?: string | null;
+  from: string;
+  to: string;
+  amount: bigint;
+}
+
+/** Inserts a pending transfer for its cause, or returns the one planned before (same terms, else 409). */
+async function insertTransfer(tx: Tx, clock: Clock, input: InsertTransferInput): Promise<EnqueuedTransfer> {
   const from = normalizeAddress(input.from, 'from');
   const to = normalizeAddress(input.to, 'to');
   if (input.amount <= 0n) throw new Error(`outbox: transfer amount must be positive, got ${input.amount}`);
-  const existing = await findTransfer(tx, input.taskId, input.kind);
-  if (existing) return { transfer: sameTermsOrThrow(existing, { ...input, from, to }), created: false };
-  await requireEscrow(tx, input.taskId, input.amount);
+  const wanted = { ...input, from, to };
+  const existing = await findByCause(tx, input.cause);
+  if (existing) return { transfer: sameTermsOrThrow(existing, wanted), created: false };
   const now = clock.now();
   const [row] = await tx
     .insert(chainTransfers)
     .values({
       id: newId('xfer'),
       kind: input.kind,
+      cause: input.cause,
       taskId: input.taskId,
+      paymentId: input.paymentId ?? null,
       fromAddress: from,
       toAddress: to,
       amount: input.amount,
@@ -62,20 +84,72 @@ export async function enqueueTransfer(tx: Tx, clock: Clock, input: EnqueueTransf
       createdAt: now,
       updatedAt: now,
     })
-    .onConflictDoNothing({ target: [chainTransfers.taskId, chainTransfers.kind] })
+    .onConflictDoNothing({ target: chainTransfers.cause })
     .returning();
-  if (!row) {
-    // A concurrent transaction enqueued it first (the caller did not lock the task).
-    const winner = await findTransfer(tx, input.taskId, input.kind);
-    return { transfer: sameTermsOrThrow(winner!, { ...input, from, to }), created: false };
-  }
+  if (row) return { transfer: row, created: true };
+  // A concurrent transaction enqueued it first (the caller did not lock the task).
+  return { transfer: sameTermsOrThrow((await findByCause(tx, input.cause))!, wanted), created: false };
+}
+
+/** Inserts a pending transfer of the task's own decision and moves its amount `escrow:<task>` → `payout_pending`. */
+export async function enqueueTransfer(tx: Tx, clock: Clock, input: EnqueueTransferInput): Promise<EnqueuedTransfer> {
+  const cause = taskCause(input.taskId, input.kind);
+  if (!(await findByCause(tx, cause))) await requireEscrow(tx, input.taskId, input.amount);
+  const result = await insertTransfer(tx, clock, { kind: input.kind, cause, taskId: input.taskId, from: input.from, to: input.to, amount: input.amount });
+  if (!result.created) return result;
   await postMovement(tx, clock, {
     kind: input.movementKind ?? input.kind,
     entries: transferEntries(escrowAccount(input.taskId), PAYOUT_PENDING, input.amount),
     taskId: input.taskId,
-    transferId: row.id,
+    transferId: result.transfer.id,
   });
-  return { transfer: row, created: true };
+  return result;
+}
+
+export interface PaymentRefundInput {
+  paymentId: string;
+  taskId: string | null;
+  /** The escrow wallet, which sends every refund. */
+  from: string;
+  /** The payer. */
+  to: string;
+  amount: bigint;
+  /** Where the payment was paid: the escrow wallet itself, or the fee wallet (call fees). */
+  paidInto: 'escrow' | 'fee';
+}
+
+/**
+ * A settled payment whose effect did not happen goes back to its payer in full. The money came
+ * in (from `external`) and is owed back (`payout_pending`); a call fee sits in the fee wallet, so
+ * the escrow wallet advances the refund and the fee wallet owes it that much.
+ */
+export async function enqueuePaymentRefund(tx: Tx, clock: Clock, input: PaymentRefundInput): Promise<EnqueuedTransfer> {
+  const result = await insertTransfer(tx, clock, {
+    kind: 'refund',
+    cause: paymentRefundCause(input.paymentId),
+    taskId: input.taskId,
+    paymentId: input.paymentId,
+    from: input.from,
+    to: input.to,
+    amount: input.amount,
+  });
+  if (!result.created) return result;
+  const refs = { taskId: input.taskId, paymentId: input.paymentId, transferId: result.transfer.id };
+  const x = input.amount;
+  await postMovement(tx, clock, {
+    kind: input.paidInto === 'escrow' ? 'payment_refund' : 'fee_refund',
+    entries:
+      input.paidInto === 'escrow'
+        ? transferEntries(EXTERNAL, PAYOUT_PENDING, x)
+        : [
+            { account: EXTERNAL, amount: -x },
+            { account: DUE_TO_ESCROW, amount: x },
+            { account: ADVANCED_FOR_FEE, amount: -x },
+            { account: PAYOUT_PENDING, amount: x },
+          ],
+    ...refs,
+  });
+  return result;
 }
 
 // ------------------------------------------------------------------------------- release
@@ -230,12 +304,19 @@ export async function planDisputeSplit(tx: Tx, clock: Clock, input: PlanDisputeS
 
 // ------------------------------------------------------------------------------- helpers
 
+/** The transfer a task's own decision planned (its release, or its refund). */
 export async function findTransfer(exec: Executor, taskId: string, kind: TransferKind): Promise<ChainTransferRow | undefined> {
-  const [row] = await exec
-    .select()
-    .from(chainTransfers)
-    .where(and(eq(chainTransfers.taskId, taskId), eq(chainTransfers.kind, kind)));
+  return findByCause(exec, taskCause(taskId, kind));
+}
+
+async function findByCause(exec: Executor, cause: string): Promise<ChainTransferRow | undefined> {
+  const [row] = await exec.select().from(chainTransfers).where(eq(chainTransfers.cause, cause));
   return row;
+}
+
+/** Transfers the settlement worker gave up on (for the operator). */
+export async function failedTransfers(exec: Executor): Promise<ChainTransferRow[]> {
+  return exec.select().from(chainTransfers).where(eq(chainTransfers.status, 'failed')).orderBy(chainTransfers.updatedAt).limit(100);
 }
 
 type TaskMoney = Pick<TaskRow, 'id' | 'payerAddress' | 'escrowAddress'>;
@@ -279,11 +360,11 @@ async function movedByKind(tx: Executor, taskId: string, kind: string, account: 
 
 function sameTermsOrThrow(
   existing: ChainTransferRow,
-  wanted: { kind: TransferKind; taskId: string; from: string; to: string; amount: bigint },
+  wanted: { kind: TransferKind; cause: string; from: string; to: string; amount: bigint },
 ): ChainTransferRow {
   const same = existing.fromAddress === wanted.from && existing.toAddress === wanted.to && existing.amount === wanted.amount;
   if (!same) {
-    throw new AppError('invalid_state', `A ${wanted.kind} of task ${wanted.taskId} is already planned on other terms`, {
+    throw new AppError('invalid_state', `The ${wanted.kind} for ${wanted.cause} is already planned on other terms`, {
       details: { transfer_id: existing.id, amount: existing.amount.toString(), to: existing.toAddress },
     });
   }

@@ -1,5 +1,5 @@
 import type { Address } from 'viem';
-import { usdcBalance } from '../chain/devchain.js';
+import { UsdcReader } from '../chain/usdc.js';
 import { chainTarget, resolveWallets } from '../chain/wallets.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
@@ -12,6 +12,8 @@ import { SettlementWorker, type SettlementWorkerLog } from './settlement-worker.
 export interface EscrowRuntime {
   custody: EscrowCustody;
   feeWallet: WalletProbe;
+  /** Plain reads of the token (balances, EIP-3009 authorization state). */
+  usdc: UsdcReader;
   createWorker(db: Db, clock: Clock, log?: SettlementWorkerLog): SettlementWorker;
 }
 
@@ -19,9 +21,11 @@ export function createEscrowRuntime(config: Config, rpcUrl: string): EscrowRunti
   const target = chainTarget(config);
   const wallets = resolveWallets(config);
   const custody = new CustodialEscrowWallet({ rpcUrl, chainId: target.chainId, usdc: target.usdc, privateKey: wallets.escrowKey });
+  const usdc = new UsdcReader(rpcUrl, target.usdc);
   return {
     custody,
-    feeWallet: { address: wallets.feeAddress, usdcBalance: () => usdcBalance(rpcUrl, wallets.feeAddress as Address, target.usdc) },
+    usdc,
+    feeWallet: { address: wallets.feeAddress, usdcBalance: () => usdc.balanceOf(wallets.feeAddress as Address) },
     createWorker: (db, clock, log) =>
       new SettlementWorker({
         db,

@@ -219,8 +219,8 @@ export class SettlementWorker {
       const nonce = await allocateNonce(tx, this.wallet, chainNonce);
       const { rawTx, txHash } = await this.custody.signTransfer(getAddress(row.toAddress), row.amount, nonce, fees);
       const updated = await this.fencedUpdate(tx, row, { status: 'signed', nonce, rawTx, txHash, lastError: null });
-      if (row.kind === 'refund' && row.taskId) {
-        await tx.update(tasks).set({ refundTxHash: txHash }).where(eq(tasks.id, row.taskId));
+      if (isTaskRefund(row)) {
+        await tx.update(tasks).set({ refundTxHash: txHash }).where(eq(tasks.id, row.taskId!));
       }
       return updated;
     });
@@ -350,12 +350,17 @@ export class SettlementWorker {
   }
 
   private async setRefundStatus(tx: Tx, row: ChainTransferRow, status: 'confirmed' | 'failed'): Promise<void> {
-    if (row.kind !== 'refund' || !row.taskId) return;
-    await tx.update(tasks).set({ refundStatus: status }).where(eq(tasks.id, row.taskId));
+    if (!isTaskRefund(row)) return;
+    await tx.update(tasks).set({ refundStatus: status }).where(eq(tasks.id, row.taskId!));
   }
 }
 
 const noLease = { leaseOwner: null, leaseExpiresAt: null };
+
+/** The task's own refund (its cancel, failure or dispute), as opposed to a refunded payment. */
+function isTaskRefund(row: ChainTransferRow): boolean {
+  return row.kind === 'refund' && row.taskId !== null && row.paymentId === null;
+}
 
 function isActive(status: string): boolean {
   return (ACTIVE_STATUSES as readonly string[]).includes(status);

@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { hasZodFastifySchemaValidationErrors, isResponseSerializationError } from 'fastify-type-provider-zod';
+import { describeDatabaseError, isDatabaseUnavailable } from '../db/client.js';
 import { AppError, isAppError, type ErrorCode } from '../errors.js';
 import type { ErrorBodyT } from './schemas.js';
 
@@ -16,6 +17,12 @@ const fastifyCodes: Record<string, ErrorCode> = {
 
 export function toAppError(err: unknown): AppError {
   if (isAppError(err)) return err;
+  // The database cannot be reached (refused, dropped, terminated, PGlite closed): not a bug of
+  // this request, a retry in a few seconds may work. The classifier looks through drizzle's
+  // DrizzleQueryError and every `cause` (src/db/client.ts).
+  if (isDatabaseUnavailable(err)) {
+    return new AppError('service_unavailable', 'The database is unavailable; retry shortly', { cause: err });
+  }
   if (hasZodFastifySchemaValidationErrors(err)) {
     const first = err.validation[0];
     const where = err.validationContext ?? 'body';
@@ -60,6 +67,10 @@ export function errorBody(err: AppError, requestId: string): ErrorBodyT {
 }
 
 export function sendError(request: FastifyRequest, reply: FastifyReply, err: AppError): FastifyReply {
+  // under-pressure sets its own Retry-After before handing its error over; keep it.
+  if (err.retryAfterSeconds !== undefined && !reply.hasHeader('retry-after')) {
+    reply.header('retry-after', String(err.retryAfterSeconds));
+  }
   return reply.code(err.status).type('application/json; charset=utf-8').send(errorBody(err, request.id));
 }
 
@@ -68,7 +79,15 @@ export const errorHandlerPlugin = fp(
   async (app: FastifyInstance) => {
     app.setErrorHandler((err, request, reply) => {
       const appErr = toAppError(err);
-      if (appErr.status >= 500) {
+      if (appErr.code === 'service_unavailable') {
+        // An outage, not a bug: a warning with a log-safe summary of the driver's error (never
+        // drizzle's wrapper, which carries the query's parameters, nor a connection string).
+        const cause = appErr.cause ?? (appErr === err ? undefined : err);
+        request.log.warn(
+          cause === undefined ? {} : { cause: describeDatabaseError(cause), database_unreachable: isDatabaseUnavailable(cause) },
+          appErr.message,
+        );
+      } else if (appErr.status >= 500) {
         const cause = isResponseSerializationError(err) ? err.cause : err;
         request.log.error({ err: cause }, 'request failed');
       }

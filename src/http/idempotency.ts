@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { and, eq, lt } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
-import type { Db } from '../db/client.js';
+import { describeDatabaseError, type Db } from '../db/client.js';
 import { idempotencyKeys } from '../db/schema.js';
 import { AppError } from '../errors.js';
 
@@ -37,7 +37,7 @@ declare module 'fastify' {
   }
 }
 
-function requestHash(request: FastifyRequest): string {
+export function requestHash(request: FastifyRequest): string {
   return createHash('sha256')
     .update(request.method)
     .update('\n')
@@ -45,6 +45,25 @@ function requestHash(request: FastifyRequest): string {
     .update('\n')
     .update(JSON.stringify(request.body ?? null))
     .digest('hex');
+}
+
+type StoredResponse = typeof idempotencyKeys.$inferSelect;
+
+/** The stored first answer for (scope, key), if any. */
+export async function storedResponse(db: Db, scope: string, key: string): Promise<StoredResponse | undefined> {
+  const [row] = await db
+    .select()
+    .from(idempotencyKeys)
+    .where(and(eq(idempotencyKeys.scope, scope.toLowerCase()), eq(idempotencyKeys.key, key)));
+  return row;
+}
+
+/** Sends a stored first answer again, marked `idempotent-replayed: true`. */
+export function replayStored(reply: FastifyReply, row: StoredResponse): FastifyReply {
+  reply.header('idempotent-replayed', 'true');
+  reply.code(row.responseStatus ?? 200);
+  if (row.responseContentType) reply.type(row.responseContentType);
+  return reply.send(row.responseBody ?? '');
 }
 
 export const idempotencyPlugin = fp(
@@ -91,11 +110,8 @@ export const idempotencyPlugin = fp(
         );
       }
       if (row.state === 'completed' && row.responseStatus !== null) {
-        reply.header('idempotent-replayed', 'true');
-        reply.code(row.responseStatus);
-        if (row.responseContentType) reply.type(row.responseContentType);
         request.idempotency = null;
-        return reply.send(row.responseBody ?? '');
+        return replayStored(reply, row);
       }
       if (row.lockedUntil > now) {
         throw new AppError('idempotency_in_progress', 'The first request with this Idempotency-Key is still running; retry shortly');
@@ -127,20 +143,25 @@ export const idempotencyPlugin = fp(
       request.idempotency = null;
       const where = and(eq(idempotencyKeys.scope, held.scope), eq(idempotencyKeys.key, held.key));
       const status = reply.statusCode;
-      if (status >= 500 || NOT_STORED.has(status) || (typeof payload !== 'string' && payload !== null && payload !== undefined)) {
-        await db.delete(idempotencyKeys).where(where);
-        return payload;
+      try {
+        if (status >= 500 || NOT_STORED.has(status) || (typeof payload !== 'string' && payload !== null && payload !== undefined)) {
+          await db.delete(idempotencyKeys).where(where);
+          return payload;
+        }
+        const contentType = reply.getHeader('content-type');
+        await db
+          .update(idempotencyKeys)
+          .set({
+            state: 'completed',
+            responseStatus: status,
+            responseBody: (payload as string | null) ?? '',
+            responseContentType: typeof contentType === 'string' ? contentType : null,
+          })
+          .where(where);
+      } catch (err) {
+        // The answer stands; the key stays in flight until its lock expires, then a retry takes it over.
+        request.log.warn({ err: describeDatabaseError(err) }, 'idempotency key not recorded');
       }
-      const contentType = reply.getHeader('content-type');
-      await db
-        .update(idempotencyKeys)
-        .set({
-          state: 'completed',
-          responseStatus: status,
-          responseBody: (payload as string | null) ?? '',
-          responseContentType: typeof contentType === 'string' ? contentType : null,
-        })
-        .where(where);
       return payload;
     });
   },

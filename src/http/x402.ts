@@ -11,19 +11,30 @@ import type { PaymentPayload, PaymentRequirements } from '@x402/core/types';
 import { getAddress, type Address } from 'viem';
 import type { ChainTarget } from '../chain/wallets.js';
 import { AppError, type ErrorCode } from '../errors.js';
+import { createHash } from 'node:crypto';
 import type { PaymentRow } from '../db/schema.js';
-import type { PaymentsService } from '../payments/service.js';
+import { withTransaction } from '../db/client.js';
+import type { PaymentLifecycle } from '../payments/lifecycle.js';
+import type { PaidCall, SettleResult } from '../payments/paid-write.js';
+import { replayStored, requestHash, storedResponse } from './idempotency.js';
 import type { PriceBook, PriceName } from '../payments/prices.js';
 import { errorBody } from './error-handler.js';
+import { failpoint } from '../failpoints.js';
 
 /**
  * x402 for Fastify, over `x402HTTPResourceServer` of @x402/core. A route opts in with
  * `config: { price: '<name>' }`. After validation the request must carry a PAYMENT-SIGNATURE
  * that the facilitator verifies (else 402 with the PAYMENT-REQUIRED challenge); the paying
- * wallet becomes `request.caller`; the authorization is claimed so that it serves one request.
- * When the handler answered below 400 the payment is settled and the PAYMENT-RESPONSE header
- * added; when it failed, nothing is charged. A route with `settleInHandler` settles itself
- * (escrow funding must not change state before the money moved).
+ * wallet becomes `request.caller`; the payment is recorded `verified` (payments/lifecycle.ts),
+ * so that its authorization serves one request.
+ *
+ * - A route that changes state (`config.paidWrite`) hands `paidCall(request, reply)` to
+ *   `payThen` (payments/paid-write.ts): check, settle, then effect + booking in one transaction.
+ * - A read is answered by its handler; below 400 the payment is then settled and booked before
+ *   the answer leaves (PAYMENT-RESPONSE header). A settlement that fails answers 402; a booking
+ *   that fails answers 503 and leaves the payment to the recovery sweep, which refunds it.
+ * - A request that fails before settlement is never charged.
+ * - A retry with the same Idempotency-Key and the same PAYMENT-SIGNATURE gets the stored answer.
  */
 export interface X402Options {
   resourceServer: x402ResourceServer;
@@ -31,7 +42,7 @@ export interface X402Options {
   feeAddress: Address;
   prices: PriceBook;
   maxTimeoutSeconds: number;
-  payments: PaymentsService;
+  lifecycle: PaymentLifecycle;
   /** Dynamic terms of a route (funding: the escrow amount plus the fee, paid to the escrow wallet). */
   dynamic?: Partial<Record<PriceName, (request: FastifyRequest) => { amount: bigint; payTo: Address }>>;
 }
@@ -43,14 +54,13 @@ export interface VerifiedPayment {
   requirements: PaymentRequirements;
   declaredExtensions: Record<string, unknown> | undefined;
   claim: PaymentRow;
-  settled: boolean;
+  /** The handler took the payment over (paidCall): onSend does not settle it. */
+  handled: boolean;
 }
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     price?: PriceName;
-    /** The handler settles the payment itself (through settlePayment) before changing state. */
-    settleInHandler?: boolean;
   }
   interface FastifyRequest {
     payment: VerifiedPayment | null;
@@ -76,17 +86,6 @@ function adapterFor(request: FastifyRequest): HTTPAdapter {
   };
 }
 
-/** The task a paid request created (POST /v1/tasks answers its task_id), so its receipt names it. */
-function createdTaskId(payload: unknown): string | undefined {
-  if (typeof payload !== 'string' || !payload.includes('"task_id"')) return undefined;
-  try {
-    const id = (JSON.parse(payload) as { task_id?: unknown }).task_id;
-    return typeof id === 'string' && /^task_[0-9a-z]{20}$/.test(id) ? id : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Why a payment was refused, from the facilitator's reason, as the API's codes. */
 export function paymentErrorCode(reason: string | undefined): ErrorCode {
   const r = (reason ?? '').toLowerCase();
@@ -107,6 +106,14 @@ function decodeChallenge(headers: Record<string, string>): { error?: string; [k:
   }
 }
 
+function replaceWithError(request: FastifyRequest, reply: FastifyReply, err: unknown): string {
+  const appErr = err instanceof AppError ? err : new AppError('service_unavailable', 'The payment could not be processed; nothing was charged');
+  reply.code(appErr.status).type('application/json; charset=utf-8');
+  reply.removeHeader('payment-response');
+  if (appErr.retryAfterSeconds) reply.header('retry-after', String(appErr.retryAfterSeconds));
+  return JSON.stringify(errorBody(appErr, request.id));
+}
+
 function sendChallenge(request: FastifyRequest, reply: FastifyReply, response: HTTPResponseInstructions): FastifyReply {
   const challenge = decodeChallenge(response.headers);
   const code = paymentErrorCode(challenge?.error);
@@ -119,21 +126,40 @@ function sendChallenge(request: FastifyRequest, reply: FastifyReply, response: H
   return reply.code(402).type('application/json; charset=utf-8').send(errorBody(err, request.id));
 }
 
-/** Settles the request's verified payment now; throws a payment AppError when the money did not move. */
-export async function settlePayment(request: FastifyRequest, reply: FastifyReply): Promise<{ txHash: string; payment: VerifiedPayment }> {
-  const payment = request.payment;
-  if (!payment) throw new AppError('payment_required', 'This endpoint needs an x402 payment');
+async function settleVerified(payment: VerifiedPayment, reply: FastifyReply): Promise<SettleResult> {
   const result = await payment.server.processSettlement(payment.payload, payment.requirements, payment.declaredExtensions, {
     request: payment.context,
   });
-  payment.settled = true;
-  if (!result.success) {
-    throw new AppError(paymentErrorCode(result.errorReason), `Payment settlement failed: ${result.errorReason}`, {
-      details: { reason: result.errorReason },
-    });
-  }
   for (const [k, v] of Object.entries(result.headers)) reply.header(k, v);
-  return { txHash: result.transaction, payment };
+  if (!result.success) return { ok: false, reason: result.errorReason ?? 'settlement failed', code: paymentErrorCode(result.errorReason) };
+  return { ok: true, txHash: result.transaction };
+}
+
+/**
+ * The request's payment for `payThen`, or null when x402 is off. The handler now owns the
+ * payment: onSend will not settle it.
+ */
+export function paidCall(request: FastifyRequest, reply: FastifyReply): PaidCall | null {
+  const payment = request.payment;
+  if (!payment) return null;
+  payment.handled = true;
+  return { payment: payment.claim, owner: request.id, settle: () => settleVerified(payment, reply) };
+}
+
+function headerHash(header: string): string {
+  return createHash('sha256').update(header).digest('hex');
+}
+
+function taskIdOf(request: FastifyRequest): string | undefined {
+  const fromParams = (request.params as { id?: unknown } | undefined)?.id;
+  if (typeof fromParams === 'string' && fromParams.startsWith('task_')) return fromParams;
+  const fromBody = (request.body as { task_id?: unknown } | undefined)?.task_id;
+  return typeof fromBody === 'string' && fromBody.startsWith('task_') ? fromBody : undefined;
+}
+
+function unixToDate(value: unknown): Date | null {
+  const n = Number(value);
+  return Number.isFinite(n) && n > 0 ? new Date(n * 1000) : null;
 }
 
 export const x402Plugin = fp(
@@ -185,24 +211,36 @@ export const x402Plugin = fp(
         method: request.method,
         paymentHeader: request.headers[PAYMENT_HEADER] as string | undefined,
       };
+      const header = context.paymentHeader;
+      if (header && request.method === 'POST' && request.headers['idempotency-key']) {
+        const replay = await replayPaidRetry(request, reply, headerHash(header));
+        if (replay) return replay;
+      }
       const result = await server.processHTTPRequest(context);
       if (result.type === 'no-payment-required') return;
       if (result.type === 'payment-error') return sendChallenge(request, reply, result.response);
-      const authorization = (result.paymentPayload.payload as { authorization?: { from?: string; nonce?: string } }).authorization;
+      const authorization = (result.paymentPayload.payload as { authorization?: { from?: string; nonce?: string; validBefore?: string } })
+        .authorization;
       if (!authorization?.from || !authorization.nonce) {
         throw new AppError('payment_invalid', 'The payment carries no EIP-3009 authorization');
       }
       const payer = getAddress(authorization.from);
-      const claim = await opts.payments.claim({
+      const payTo = getAddress(result.paymentRequirements.payTo);
+      const claim = await opts.lifecycle.claim({
         payer,
-        payTo: getAddress(result.paymentRequirements.payTo),
+        payTo,
         amount: BigInt(result.paymentRequirements.amount),
         asset: result.paymentRequirements.asset,
         network: result.paymentRequirements.network,
         authorizationNonce: authorization.nonce,
         endpoint: `${request.method} ${request.routeOptions.url}`,
-        kind: request.routeOptions.config.settleInHandler ? 'escrow_funding' : 'call_fee',
-        taskId: (request.params as { id?: string } | undefined)?.id?.startsWith('task_') ? (request.params as { id: string }).id : undefined,
+        kind: payTo === getAddress(opts.feeAddress) ? 'call_fee' : 'escrow_funding',
+        purpose: request.routeOptions.config.price!,
+        taskId: taskIdOf(request),
+        headerHash: headerHash(header!),
+        payload: { payload: result.paymentPayload, requirements: result.paymentRequirements },
+        validBefore: unixToDate(authorization.validBefore),
+        owner: request.id,
       });
       request.caller = { address: payer, via: 'x402' };
       request.payment = {
@@ -212,40 +250,71 @@ export const x402Plugin = fp(
         requirements: result.paymentRequirements,
         declaredExtensions: result.declaredExtensions,
         claim,
-        settled: false,
+        handled: false,
       };
     });
 
-    // Settle after the handler succeeded; a failed request is never charged.
+    /**
+     * A retry with the same Idempotency-Key and the same PAYMENT-SIGNATURE: the authorization was
+     * spent by the first attempt, so answer what the first attempt answered (or that it runs).
+     */
+    async function replayPaidRetry(request: FastifyRequest, reply: FastifyReply, hash: string): Promise<FastifyReply | undefined> {
+      const prior = await opts.lifecycle.byHeaderHash(hash);
+      if (!prior) return undefined;
+      const key = String(request.headers['idempotency-key']);
+      const stored = await storedResponse(app.db, prior.payerAddress, key);
+      if (stored && stored.requestHash !== requestHash(request)) {
+        throw new AppError('idempotency_key_reused', 'This Idempotency-Key was used with a different request; use a new key for a new request', {
+          param: 'Idempotency-Key',
+        });
+      }
+      if (stored?.state === 'completed' && stored.responseStatus !== null) {
+        request.caller = { address: getAddress(prior.payerAddress), via: 'x402' };
+        return replayStored(reply, stored);
+      }
+      if (stored || prior.status === 'verified' || prior.status === 'settling') {
+        throw new AppError('idempotency_in_progress', 'The first request with this payment is still running; retry shortly');
+      }
+      return undefined; // no stored answer: the facilitator refuses the spent authorization as replayed
+    }
+
+    // Reads: settle and book after the handler succeeded; a failed request is never charged.
     app.addHook('onSend', async (request, reply, payload) => {
       const payment = request.payment;
-      if (!payment || payment.settled) return payload;
-      payment.settled = true;
+      if (!payment) return payload;
       const replayed = reply.getHeader('idempotent-replayed') === 'true';
       if (reply.statusCode >= 400 || replayed) {
-        await opts.payments.release(payment.claim.id);
+        // Nothing was settled. If the database cannot forget the claim now, the recovery sweep releases it.
+        await opts.lifecycle.release(payment.claim.id, request.id).catch((err: unknown) => request.log.warn({ err, payment: payment.claim.id }, 'payment claim not released'));
         return payload;
       }
-      const result = await payment.server.processSettlement(payment.payload, payment.requirements, payment.declaredExtensions, {
-        request: payment.context,
-      });
-      if (!result.success) {
-        await opts.payments.release(payment.claim.id);
-        const err = new AppError(paymentErrorCode(result.errorReason), `Payment settlement failed: ${result.errorReason}`);
-        for (const [k, v] of Object.entries(result.headers)) reply.header(k, v);
-        reply.code(402).type('application/json; charset=utf-8');
-        return JSON.stringify(errorBody(err, request.id));
-      }
-      for (const [k, v] of Object.entries(result.headers)) reply.header(k, v);
+      if (payment.handled) return payload;
+      payment.handled = true;
+      const id = payment.claim.id;
       try {
-        await opts.payments.settle(app.db, payment.claim.id, result.transaction, payment.claim.taskId ?? createdTaskId(payload));
+        await opts.lifecycle.beginSettling(id, request.id);
       } catch (err) {
-        // The money moved and the work is done: answer it. The missing booking shows in reconciliation.
-        request.log.error({ err, payment: payment.claim.id, tx: result.transaction }, 'payment settled on chain but not recorded');
+        return replaceWithError(request, reply, err);
+      }
+      const settled = await settleVerified(payment, reply);
+      if (!settled.ok) {
+        await opts.lifecycle.fail(id, request.id, settled.reason);
+        return replaceWithError(request, reply, new AppError(settled.code, `Payment settlement failed: ${settled.reason}`));
+      }
+      failpoint('payment:after-settle', payment.claim.purpose);
+      try {
+        await withTransaction(app.db, (tx) => opts.lifecycle.book(tx, id, request.id, { txHash: settled.txHash }));
+      } catch (err) {
+        // The money moved but could not be recorded: do not serve; the recovery sweep refunds it.
+        request.log.error({ err, payment: id, tx: settled.txHash }, 'payment settled on chain but not booked; left to the recovery sweep');
+        return replaceWithError(
+          request,
+          reply,
+          new AppError('service_unavailable', 'The payment could not be recorded; it will be refunded in full. Retry shortly.'),
+        );
       }
       return payload;
     });
-
   },
   { name: 'x402', dependencies: ['wallet-caller'] },
 );

@@ -9,6 +9,8 @@
  * | `treasury:fund_fees`      | fees taken when an escrow is funded                  | escrow wallet  |
  * | `treasury:platform_fees`  | the platform's cut of a release                      | escrow wallet  |
  * | `payout_pending`          | decided payouts not yet confirmed on chain           | escrow wallet  |
+ * | `interwallet:due_to_escrow` | call fees the fee wallet holds for refunds the escrow wallet paid | fee wallet |
+ * | `interwallet:advanced_for_fee` | refunds of call fees the escrow wallet paid (≤ 0) | escrow wallet  |
  *
  * Sign convention: a positive amount adds to an account, a negative one takes from it. Money
  * that enters the service makes `external` negative, so the sum of every account is always 0.
@@ -20,6 +22,9 @@ export const TREASURY_CALL_FEES = 'treasury:call_fees';
 export const TREASURY_FUND_FEES = 'treasury:fund_fees';
 export const TREASURY_PLATFORM_FEES = 'treasury:platform_fees';
 export const ESCROW_PREFIX = 'escrow:';
+/** A refunded call fee: the fee wallet keeps the money, the escrow wallet pays the refund. */
+export const DUE_TO_ESCROW = 'interwallet:due_to_escrow';
+export const ADVANCED_FOR_FEE = 'interwallet:advanced_for_fee';
 
 /** The on-chain wallets the ledger's accounts live in. */
 export const wallets = ['escrow', 'fee'] as const;
@@ -32,6 +37,8 @@ const FIXED_ACCOUNTS: Readonly<Record<string, Wallet | null>> = {
   [TREASURY_CALL_FEES]: 'fee',
   [TREASURY_FUND_FEES]: 'escrow',
   [TREASURY_PLATFORM_FEES]: 'escrow',
+  [DUE_TO_ESCROW]: 'fee',
+  [ADVANCED_FOR_FEE]: 'escrow',
 };
 
 /** Task ids are prefixed random strings: letters, digits, `_` and `-` only. */

@@ -28,6 +28,9 @@ import {
  * - `refund`           escrow:<task> → payout_pending         the payer's refund is decided
  * - `payout_confirmed` payout_pending → external              a payout transfer is confirmed on chain
  * - `dispute_split`    escrow:<task> → payout_pending         a share decided by dispute resolution
+ * - `payment_refund`   external → payout_pending              a payment into the escrow wallet whose effect did not happen, owed back
+ * - `fee_refund`       external → interwallet:due_to_escrow, interwallet:advanced_for_fee → payout_pending
+ *                      a call fee (in the fee wallet) whose effect did not happen, refunded from the escrow wallet
  */
 export const movementKinds = [
   'call_fee',
@@ -38,6 +41,8 @@ export const movementKinds = [
   'refund',
   'payout_confirmed',
   'dispute_split',
+  'payment_refund',
+  'fee_refund',
 ] as const;
 export type MovementKind = (typeof movementKinds)[number];
 

@@ -15,6 +15,7 @@ export const ReceiptView = z
     endpoint: z.string().meta({ description: 'The operation paid for' }),
     kind: z.enum(['call_fee', 'escrow_funding']),
     task_id: z.string().nullable(),
+    status: z.enum(['booked', 'refunded']).meta({ description: 'booked: the call was served; refunded: its effect did not happen and the whole payment was sent back' }),
     settled_at: Timestamp,
   })
   .meta({
@@ -32,6 +33,7 @@ export const ReceiptView = z
         endpoint: 'GET /v1/tasks/:id/status',
         kind: 'call_fee',
         task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
+        status: 'booked',
         settled_at: '2026-11-21T12:04:00.000Z',
       },
     ],

@@ -3,9 +3,10 @@ import { getAddress } from 'viem';
 import type { AgentsService } from '../agents/service.js';
 import type { Clock } from '../clock.js';
 import { withTransaction, type Db, type Executor, type Tx } from '../db/client.js';
-import { planRefund, planRelease } from '../escrow/outbox.js';
+import { findTransfer, planRefund, planRelease } from '../escrow/outbox.js';
+import { runUnpaid, type PaidWrite } from '../payments/paid-write.js';
 import { recordEscrowFunding } from '../ledger/ledger.js';
-import { agents, chainTransfers, disputes, tasks, type TaskRow } from '../db/schema.js';
+import { agents, chainTransfers, disputes, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { cancellationTerms, isDisputable, type EscrowStatus } from '../escrow/rules.js';
 import { newId } from '../ids.js';
@@ -64,7 +65,21 @@ export class TasksService {
 
   // ── client side ────────────────────────────────────────────────────────────
 
+  /** POST /v1/tasks as a paid write: checked before the payment settles, created with its booking. */
+  createWrite(payer: string, input: CreateTaskInput): PaidWrite<TaskCreatedT> {
+    return {
+      check: () => this.creatable(this.db, input),
+      apply: (tx) => this.insertTask(tx, payer, input),
+      taskOf: (created) => created.task_id,
+    };
+  }
+
   async create(payer: string, input: CreateTaskInput): Promise<TaskCreatedT> {
+    return runUnpaid(this.db, this.createWrite(payer, input));
+  }
+
+  /** The agent to create a task for, if the request may create one now. */
+  private async creatable(exec: Executor, input: CreateTaskInput): Promise<AgentRow> {
     const timeout = input.timeout_seconds ?? this.rules.defaultTimeoutSeconds;
     if (timeout < this.rules.timeoutMinSeconds || timeout > this.rules.timeoutMaxSeconds) {
       throw new AppError(
@@ -74,19 +89,23 @@ export class TasksService {
       );
     }
     if (input.callback_url) await this.checkCallbackUrl(input.callback_url);
-    const agent = await this.agentsService.require(this.db, input.agent_id);
+    const agent = await this.agentsService.require(exec, input.agent_id);
     if (agent.availability !== 'online') {
       throw new AppError('agent_unavailable', `Agent ${agent.id} is ${agent.availability} and takes no new tasks`, { param: 'agent_id' });
     }
-    const amount = BigInt(input.budget.amount);
-    if (amount < agent.baseRate) {
+    if (BigInt(input.budget.amount) < agent.baseRate) {
       throw new AppError('budget_too_low', `The budget is below the agent's base rate of ${agent.baseRate} atomic USDC`, {
         param: 'budget.amount',
         details: { base_rate: agent.baseRate.toString() },
       });
     }
+    return agent;
+  }
+
+  private async insertTask(tx: Tx, payer: string, input: CreateTaskInput): Promise<TaskCreatedT> {
+    const agent = await this.creatable(tx, input);
     const now = this.clock.now();
-    const [row] = await this.db
+    const [row] = await tx
       .insert(tasks)
       .values({
         id: newId('task'),
@@ -94,11 +113,11 @@ export class TasksService {
         payerAddress: payer.toLowerCase(),
         description: input.description,
         requirements: input.requirements ?? null,
-        budgetAmount: amount,
+        budgetAmount: BigInt(input.budget.amount),
         currency: input.budget.currency,
         chain: input.budget.chain,
         callbackUrl: input.callback_url ?? null,
-        timeoutSeconds: timeout,
+        timeoutSeconds: input.timeout_seconds ?? this.rules.defaultTimeoutSeconds,
         status: 'created',
         escrowStatus: 'none',
         escrowAddress: this.rules.escrowAddress.toLowerCase(),
@@ -166,99 +185,131 @@ export class TasksService {
     };
   }
 
+  /** POST /v1/tasks/{id}/cancel as a paid write: the refund rule is checked before the fee settles. */
+  cancelWrite(caller: string, id: string, input: CancelTaskInput): PaidWrite<TaskCancelledT> {
+    return {
+      check: () => this.cancellation(this.db, caller, id, input),
+      apply: (tx) => this.cancelIn(tx, caller, id, input),
+      taskOf: () => id,
+    };
+  }
+
   async cancel(caller: string, id: string, input: CancelTaskInput): Promise<TaskCancelledT> {
-    return withTransaction(this.db, async (tx) => {
-      const task = await this.readable(caller, id, 'payer', tx);
-      const status = task.status as TaskStatus;
-      if (status === 'completed') throw new AppError('task_completed', `Task ${id} is completed and cannot be cancelled`);
-      if (!['created', 'funded', 'in_progress'].includes(status)) {
-        throw new AppError('invalid_state', `Task ${id} is ${status} and cannot be cancelled`, { details: { status } });
-      }
-      const escrow = task.fundedAmount ?? 0n;
-      const terms = cancellationTerms(status, escrow, task.progressPercent, this.rules.cancellationFeeBps);
-      if (status === 'in_progress' && !input.accept_partial_refund) {
-        throw new AppError(
-          'work_in_progress',
-          `Work on task ${id} has started: cancelling refunds ${terms.refund} and pays the agent a cancellation fee of ` +
-            `${terms.cancellationFee} (atomic USDC). Send accept_partial_refund: true to cancel on these terms.`,
-          { param: 'accept_partial_refund', details: { refund_amount: terms.refund.toString(), cancellation_fee: terms.cancellationFee.toString() } },
-        );
-      }
-      const refundStatus = terms.refund > 0n ? 'pending' : 'not_required';
-      const row = await transition(tx, this.clock, {
-        taskId: id,
-        to: 'cancelled',
-        from: [status],
-        escrowStatus: terms.escrowStatus,
-        set: {
-          cancelReason: input.reason ?? null,
-          cancellationFee: terms.cancellationFee,
-          refundAmount: terms.refund,
-          refundStatus,
-          finishedAt: this.clock.now(),
-        },
-        actor: caller.toLowerCase(),
-        detail: { reason: input.reason ?? null, refund: terms.refund.toString(), fee: terms.cancellationFee.toString() },
-      });
-      if (status !== 'created') {
-        const agent = await this.agentsService.require(tx, row.agentId);
-        await planRefund(tx, this.clock, {
-          task: row,
-          refund: terms.refund,
-          agentShare: terms.cancellationFee,
-          agentPayout: agent.payoutAddress,
-        });
-      }
-      return {
-        task_id: row.id,
-        status: 'cancelled',
-        refund: { amount: terms.refund.toString(), tx_hash: row.refundTxHash, status: refundStatus },
-        cancellation_fee: terms.cancellationFee.toString(),
-      };
+    return runUnpaid(this.db, this.cancelWrite(caller, id, input));
+  }
+
+  /** The task and the refund rule's terms, if `caller` may cancel it now on these terms. */
+  private async cancellation(exec: Executor, caller: string, id: string, input: CancelTaskInput) {
+    const task = await this.readable(caller, id, 'payer', exec);
+    const status = task.status as TaskStatus;
+    if (status === 'completed') throw new AppError('task_completed', `Task ${id} is completed and cannot be cancelled`);
+    if (!['created', 'funded', 'in_progress'].includes(status)) {
+      throw new AppError('invalid_state', `Task ${id} is ${status} and cannot be cancelled`, { details: { status } });
+    }
+    const terms = cancellationTerms(status, task.fundedAmount ?? 0n, task.progressPercent, this.rules.cancellationFeeBps);
+    if (status === 'in_progress' && !input.accept_partial_refund) {
+      throw new AppError(
+        'work_in_progress',
+        `Work on task ${id} has started: cancelling refunds ${terms.refund} and pays the agent a cancellation fee of ` +
+          `${terms.cancellationFee} (atomic USDC). Send accept_partial_refund: true to cancel on these terms.`,
+        { param: 'accept_partial_refund', details: { refund_amount: terms.refund.toString(), cancellation_fee: terms.cancellationFee.toString() } },
+      );
+    }
+    return { task, status, terms };
+  }
+
+  private async cancelIn(tx: Tx, caller: string, id: string, input: CancelTaskInput): Promise<TaskCancelledT> {
+    const { status, terms } = await this.cancellation(tx, caller, id, input);
+    const refundStatus = terms.refund > 0n ? 'pending' : 'not_required';
+    const row = await transition(tx, this.clock, {
+      taskId: id,
+      to: 'cancelled',
+      from: [status],
+      escrowStatus: terms.escrowStatus,
+      set: {
+        cancelReason: input.reason ?? null,
+        cancellationFee: terms.cancellationFee,
+        refundAmount: terms.refund,
+        refundStatus,
+        finishedAt: this.clock.now(),
+      },
+      actor: caller.toLowerCase(),
+      detail: { reason: input.reason ?? null, refund: terms.refund.toString(), fee: terms.cancellationFee.toString() },
     });
+    if (status !== 'created') {
+      const agent = await this.agentsService.require(tx, row.agentId);
+      await planRefund(tx, this.clock, {
+        task: row,
+        refund: terms.refund,
+        agentShare: terms.cancellationFee,
+        agentPayout: agent.payoutAddress,
+      });
+    }
+    return {
+      task_id: row.id,
+      status: 'cancelled',
+      refund: { amount: terms.refund.toString(), tx_hash: row.refundTxHash, status: refundStatus },
+      cancellation_fee: terms.cancellationFee.toString(),
+    };
+  }
+
+  /** POST /v1/tasks/{id}/dispute as a paid write. */
+  disputeWrite(caller: string, id: string, input: DisputeTaskInput): PaidWrite<DisputeOpenedT> {
+    return {
+      check: () => this.disputable(this.db, caller, id),
+      apply: (tx) => this.disputeIn(tx, caller, id, input),
+      taskOf: () => id,
+    };
   }
 
   async dispute(caller: string, id: string, input: DisputeTaskInput): Promise<DisputeOpenedT> {
-    return withTransaction(this.db, async (tx) => {
-      const task = await this.readable(caller, id, 'payer', tx);
-      if (task.status === 'disputed') throw new AppError('already_disputed', `Task ${id} is already under dispute`);
-      if (!['in_progress', 'completed'].includes(task.status) || !isDisputable(task.escrowStatus as EscrowStatus)) {
-        throw new AppError('invalid_state', `Task ${id} is ${task.status} with escrow ${task.escrowStatus}: nothing is held to dispute`, {
-          details: { status: task.status, escrow_status: task.escrowStatus },
-        });
-      }
-      const now = this.clock.now();
-      await transition(tx, this.clock, {
-        taskId: id,
-        to: 'disputed',
-        from: [task.status as TaskStatus],
-        escrowFrom: ['held'],
-        escrowStatus: 'frozen',
-        actor: caller.toLowerCase(),
-        detail: { reason: input.reason },
+    return runUnpaid(this.db, this.disputeWrite(caller, id, input));
+  }
+
+  private async disputable(exec: Executor, caller: string, id: string): Promise<TaskRow> {
+    const task = await this.readable(caller, id, 'payer', exec);
+    if (task.status === 'disputed') throw new AppError('already_disputed', `Task ${id} is already under dispute`);
+    if (!['in_progress', 'completed'].includes(task.status) || !isDisputable(task.escrowStatus as EscrowStatus)) {
+      throw new AppError('invalid_state', `Task ${id} is ${task.status} with escrow ${task.escrowStatus}: nothing is held to dispute`, {
+        details: { status: task.status, escrow_status: task.escrowStatus },
       });
-      const [d] = await tx
-        .insert(disputes)
-        .values({
-          id: newId('dispute'),
-          taskId: id,
-          openedBy: caller.toLowerCase(),
-          reason: input.reason,
-          evidence: input.evidence ?? [],
-          status: 'under_review',
-          previousStatus: task.status,
-          submittedAt: now,
-          expectedResolutionAt: new Date(now.getTime() + this.rules.disputeReviewSeconds * 1000),
-        })
-        .returning();
-      return {
-        dispute_id: d!.id,
-        task_id: id,
-        status: 'under_review',
-        submitted_at: d!.submittedAt.toISOString(),
-        expected_resolution: d!.expectedResolutionAt.toISOString(),
-      };
+    }
+    return task;
+  }
+
+  private async disputeIn(tx: Tx, caller: string, id: string, input: DisputeTaskInput): Promise<DisputeOpenedT> {
+    const task = await this.disputable(tx, caller, id);
+    const now = this.clock.now();
+    await transition(tx, this.clock, {
+      taskId: id,
+      to: 'disputed',
+      from: [task.status as TaskStatus],
+      escrowFrom: ['held'],
+      escrowStatus: 'frozen',
+      actor: caller.toLowerCase(),
+      detail: { reason: input.reason },
     });
+    const [d] = await tx
+      .insert(disputes)
+      .values({
+        id: newId('dispute'),
+        taskId: id,
+        openedBy: caller.toLowerCase(),
+        reason: input.reason,
+        evidence: input.evidence ?? [],
+        status: 'under_review',
+        previousStatus: task.status,
+        submittedAt: now,
+        expectedResolutionAt: new Date(now.getTime() + this.rules.disputeReviewSeconds * 1000),
+      })
+      .returning();
+    return {
+      dispute_id: d!.id,
+      task_id: id,
+      status: 'under_review',
+      submitted_at: d!.submittedAt.toISOString(),
+      expected_resolution: d!.expectedResolutionAt.toISOString(),
+    };
   }
 
   // ── service side (payments, dispatcher) ────────────────────────────────────
@@ -430,6 +481,7 @@ export class TasksService {
           eq(tasks.status, 'in_progress'),
           lte(tasks.deadlineAt, now),
           sql`(${tasks.dispatchState} is distinct from 'running' or ${tasks.leaseExpiresAt} < ${now})`,
+          sql`${tasks.dispatchState} is distinct from 'stuck'`,
         ),
       )
       .limit(limit);
@@ -518,10 +570,7 @@ export class TasksService {
     if (hash.toLowerCase().replace(/^0x/, '') !== task.resultHash) {
       throw new AppError('result_hash_mismatch', 'result_hash is not the SHA-256 of the delivered result', { param: 'result_hash' });
     }
-    const [release] = await this.db
-      .select()
-      .from(chainTransfers)
-      .where(and(eq(chainTransfers.taskId, id), eq(chainTransfers.kind, 'release')));
+    const release = await findTransfer(this.db, id, 'release');
     if (!release) throw new AppError('not_ready', `The escrow of task ${id} is ${task.escrowStatus}; nothing is released yet`);
     return {
       task_id: id,
@@ -529,6 +578,11 @@ export class TasksService {
       payment: { amount: release.amount.toString(), tx_hash: release.txHash, recipient: getAddress(release.toAddress), status: release.status },
       claimed_at: this.clock.now().toISOString(),
     };
+  }
+
+  /** Tasks the dispatcher parked because their outcome could not be recorded (for the operator). */
+  async stuck(): Promise<TaskRow[]> {
+    return this.db.select().from(tasks).where(eq(tasks.dispatchState, 'stuck')).orderBy(tasks.updatedAt).limit(100);
   }
 
   // ── helpers ────────────────────────────────────────────────────────────────

@@ -3,6 +3,8 @@ import { allowPrivateUrls } from '../config.js';
 import { CallbackSender } from '../dispatcher/callbacks.js';
 import { createDispatcher } from '../dispatcher/index.js';
 import { runMaintenance, startMaintenance } from '../maintenance.js';
+import { PaymentRecovery } from '../payments/recovery.js';
+import { Loop } from './loop.js';
 
 export interface WorkerOptions {
   /** The origin agents call back when the configuration cannot tell (PORT=0: known after listen). */
@@ -11,11 +13,13 @@ export interface WorkerOptions {
   settlementMs?: number;
   callbacksMs?: number;
   maintenanceMs?: number;
+  recoveryMs?: number;
 }
 
 /**
  * The background work of the worker role, on the app's database and configuration: the
- * dispatcher, the settlement worker (when money can move), the callback sender and maintenance.
+ * dispatcher, the settlement worker and the payment recovery sweep (when money can move), the
+ * callback sender and maintenance.
  * Returns the function that stops them all (the dispatcher hands unfinished runs back).
  */
 export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}): () => Promise<void> {
@@ -27,6 +31,12 @@ export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}
   );
   const settlement = config.X402_ENABLED && app.escrow ? app.escrow.createWorker(app.db, app.clock, app.log) : undefined;
   settlement?.start(intervals.settlementMs ?? config.SETTLEMENT_INTERVAL_MS);
+  const recovery =
+    config.X402_ENABLED && app.escrow
+      ? new PaymentRecovery({ lifecycle: app.services.lifecycle, chain: app.escrow.usdc, facilitator: app.facilitator, log: app.log })
+      : undefined;
+  const recoveryLoop = recovery ? new Loop(() => recovery.runOnce(), (err) => app.log.error({ err }, 'payment recovery failed')) : undefined;
+  recoveryLoop?.start(intervals.recoveryMs ?? config.PAYMENT_RECOVERY_INTERVAL_MS);
   const dispatcher = createDispatcher(app, intervals.publicBaseUrl ? { publicBaseUrl: intervals.publicBaseUrl } : {});
   dispatcher.start(intervals.dispatchMs ?? config.DISPATCH_INTERVAL_MS);
   const callbacks = new CallbackSender({
@@ -40,6 +50,7 @@ export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}
   return async () => {
     await dispatcher.stop(config.SHUTDOWN_GRACE_MS / 2);
     await callbacks.stop();
+    await recoveryLoop?.stop();
     await settlement?.stop();
     await stopMaintenance();
   };

@@ -1,6 +1,6 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { registerExactEvmScheme as registerExactEvmClientScheme } from '@x402/ev
 import { registerExactEvmScheme as registerExactEvmFacilitatorScheme } from '@x402/evm/exact/facilitator';
 import {
   createPublicClient,
+  createTestClient,
   createWalletClient,
   encodeFunctionData,
   domainSeparator,
@@ -32,7 +33,16 @@ import { base } from 'viem/chains';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { multicall3Abi, testUsdcAbi } from '../../src/chain/abi.js';
 import { ANVIL_ACCOUNTS, ANVIL_MNEMONIC, BASE_USDC, MULTICALL3, type DevAccount, AUTHORIZATION_FIELDS } from '../../src/chain/constants.js';
-import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/chain/devchain.js';
+import { pidFilePath, readPidFile, writePidFile } from '../../src/chain/anvil-processes.js';
+import {
+  mintUsdc,
+  pickFreePort,
+  resolveAnvilBinary,
+  startDevChain,
+  usdcBalance,
+  type DevChain,
+} from '../../src/chain/devchain.js';
+import { isRunning, killQuietly, sigkill, startChainInChild, waitForRpc, waitUntilGone } from './process-helpers.js';
 
 const FUND_AMOUNT = 10_000_000_000n;
 const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
@@ -577,22 +587,6 @@ describe('dev chain: anvil as Base mainnet', () => {
   });
 });
 
-/** Alive = exists and is not a zombie (an orphan waits for a possibly slow init to reap it). */
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  if (process.platform !== 'linux') return true;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
 describe('dev chain lifecycle', () => {
   const tempDirs: string[] = [];
   const makeTempDir = (): string => {
@@ -683,5 +677,146 @@ describe('dev chain lifecycle', () => {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     expect(isRunning(pid)).toBe(false);
+  }, 30_000);
+
+  it('kills anvil, after it wrote its state file, when the service dies by SIGKILL', async () => {
+    const dir = makeTempDir();
+    const stateFile = join(dir, 'anvil-state.json');
+    const recipient = randomAddress();
+    const { child, info } = await startChainInChild(dir, stateFile, { to: recipient, amount: 2_468n });
+    const recorded = readPidFile(stateFile);
+    try {
+      expect(isRunning(info.pid)).toBe(true);
+      expect(existsSync(stateFile)).toBe(false); // anvil writes it only as it exits
+
+      await sigkill(child);
+      const goneAfterMs = await waitUntilGone(info.pid, 5_000);
+      expect(goneAfterMs, `anvil pid ${info.pid} still running 5 s after its service was SIGKILLed`).toBeDefined();
+      // Ended with SIGTERM, not SIGKILL: the chain was written out.
+      expect(statSync(stateFile).size).toBeGreaterThan(0);
+      // The pid file named that anvil and its guardian, which is gone too.
+      expect(recorded).toMatchObject({ pid: info.pid, ownerPid: child.pid, stateFile });
+      expect(await waitUntilGone(recorded!.guardianPid!, 2_000)).toBeDefined();
+    } finally {
+      killQuietly(info.pid);
+      killQuietly(recorded?.guardianPid);
+    }
+
+    const next = await startDevChain({ stateFile, silent: true, fundAccounts: 0 });
+    try {
+      expect(next.restored).toBe(true);
+      expect(await usdcBalance(next.rpcUrl, recipient)).toBe(2_468n);
+    } finally {
+      await next.stop();
+    }
+  }, 30_000);
+
+  it('a start on a state file ends the anvil still running on it, which hands over its chain', async () => {
+    const stateFile = join(makeTempDir(), 'anvil-state.json');
+    const recipient = randomAddress();
+    const first = await startDevChain({ stateFile, silent: true, fundAccounts: 1 });
+    let second: DevChain | undefined;
+    try {
+      await mintUsdc(first, recipient, 1_357n);
+      // Orphan first's anvil: its guardian dies without a word (SIGKILL), anvil keeps running.
+      const { guardianPid } = readPidFile(stateFile)!;
+      expect(guardianPid).toBeGreaterThan(0);
+      process.kill(guardianPid!, 'SIGKILL');
+      expect(await waitUntilGone(guardianPid!, 2_000)).toBeDefined();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(isRunning(first.pid)).toBe(true);
+      expect(await usdcBalance(first.rpcUrl, recipient)).toBe(1_357n);
+      expect(existsSync(stateFile)).toBe(false);
+
+      second = await startDevChain({ stateFile, silent: true, fundAccounts: 1 });
+      expect(isRunning(first.pid)).toBe(false);
+      await expect(usdcBalance(first.rpcUrl, recipient)).rejects.toThrow();
+      expect(second.pid).not.toBe(first.pid);
+      // The stale anvil was stopped with SIGTERM and wrote the state the new one loaded.
+      expect(second.restored).toBe(true);
+      expect(await usdcBalance(second.rpcUrl, recipient)).toBe(1_357n);
+      expect(readPidFile(stateFile)).toMatchObject({ pid: second.pid, ownerPid: process.pid, stateFile });
+
+      await second.stop();
+      expect(existsSync(pidFilePath(stateFile))).toBe(false);
+      expect(isRunning(second.pid)).toBe(false);
+    } finally {
+      killQuietly(first.pid);
+      await second?.stop();
+      await first.stop();
+    }
+  }, 30_000);
+
+  it('stop() still ends anvil, with its state written, when the guardian was killed on its own', async () => {
+    const stateFile = join(makeTempDir(), 'anvil-state.json');
+    const chain = await startDevChain({ stateFile, silent: true, fundAccounts: 1 });
+    try {
+      const { guardianPid } = readPidFile(stateFile)!;
+      process.kill(guardianPid!, 'SIGKILL');
+      expect(await waitUntilGone(guardianPid!, 2_000)).toBeDefined();
+      expect(isRunning(chain.pid)).toBe(true);
+
+      await chain.stop();
+      expect(isRunning(chain.pid)).toBe(false);
+      expect(statSync(stateFile).size).toBeGreaterThan(0);
+      expect(existsSync(pidFilePath(stateFile))).toBe(false);
+    } finally {
+      killQuietly(chain.pid);
+    }
+  });
+
+  it.runIf(process.platform === 'linux')(
+    'a start also ends an anvil on its state file that has no pid file (Linux: found in /proc)',
+    async () => {
+      const stateFile = join(makeTempDir(), 'anvil-state.json');
+      const port = await pickFreePort();
+      const rpcUrl = `http://127.0.0.1:${port}`;
+      // What an earlier version left behind: anvil spawned directly, no guardian, no pid file.
+      const orphan = spawn(
+        resolveAnvilBinary(),
+        ['--chain-id', '8453', '--host', '127.0.0.1', '--port', String(port), '--silent', '--state', stateFile],
+        { stdio: 'ignore', detached: true },
+      );
+      orphan.unref();
+      const orphanPid = orphan.pid!;
+      let chain: DevChain | undefined;
+      try {
+        await waitForRpc(rpcUrl, 10_000);
+        const holder = randomAddress();
+        await createTestClient({ mode: 'anvil', transport: http(rpcUrl) }).setBalance({ address: holder, value: 123_456n });
+        expect(existsSync(pidFilePath(stateFile))).toBe(false);
+
+        chain = await startDevChain({ stateFile, silent: true, fundAccounts: 0 });
+        expect(isRunning(orphanPid)).toBe(false);
+        expect(chain.pid).not.toBe(orphanPid);
+        expect(await createPublicClient({ transport: http(chain.rpcUrl) }).getBalance({ address: holder })).toBe(123_456n);
+      } finally {
+        killQuietly(orphanPid);
+        await chain?.stop();
+      }
+    },
+    30_000,
+  );
+
+  it('leaves alone a live process in the pid file that is not an anvil on this state file', async () => {
+    const dir = makeTempDir();
+    const stateFile = join(dir, 'anvil-state.json');
+    // A recycled pid: some other process, here even with a --state argument for another file.
+    const decoy = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1 << 30)', '--', '--state', join(dir, 'other.json')], {
+      stdio: 'ignore',
+    });
+    const decoyPid = decoy.pid!;
+    writePidFile({ pid: decoyPid, ownerPid: decoyPid, port: 1, stateFile, startedAt: new Date().toISOString() });
+    let chain: DevChain | undefined;
+    try {
+      chain = await startDevChain({ stateFile, silent: true, fundAccounts: 0 });
+      expect(isRunning(decoyPid)).toBe(true);
+      expect(readPidFile(stateFile)?.pid).toBe(chain.pid);
+      await chain.stop();
+      expect(existsSync(pidFilePath(stateFile))).toBe(false);
+    } finally {
+      decoy.kill('SIGKILL');
+      await chain?.stop();
+    }
   }, 30_000);
 });

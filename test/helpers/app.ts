@@ -2,21 +2,19 @@ import type { FastifyInstance } from 'fastify';
 import { privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
 import { buildApp } from '../../src/app.js';
 import { signInHeader } from '../../src/auth/siwe-client.js';
+import { siweDomain } from '../../src/auth/siwe.js';
+import { ANVIL_ACCOUNTS, DEV_ROLES } from '../../src/chain/constants.js';
 import { ManualClock } from '../../src/clock.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 
 export const TEST_DOMAIN = 'task-escrow.test';
 
-/** anvil's well-known dev keys: deterministic test wallets. */
-const DEV_KEYS = [
-  '0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80',
-  '0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d',
-  '0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a',
-  '0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6',
-  '0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a',
-  '0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba',
-] as const;
+/**
+ * anvil's well-known dev keys: deterministic test wallets. The demo accounts (4-9), never the
+ * service's own dev wallets (1 escrow, 2 operator, 3 fees), which are refused as payout addresses.
+ */
+const DEV_KEYS = DEV_ROLES.demo.map((i) => ANVIL_ACCOUNTS[i]!.privateKey);
 
 export function wallet(n: number): PrivateKeyAccount {
   return privateKeyToAccount(DEV_KEYS[n % DEV_KEYS.length]!);
@@ -34,6 +32,8 @@ export interface TestApp {
   clock: ManualClock;
   config: Config;
   db: TestDatabase;
+  /** The SIWE domain this app accepts (from its configuration: AUTH_DOMAIN by default). */
+  domain: string;
   /** `Authorization` header for one request by this wallet (fresh nonce each call). */
   auth(account: PrivateKeyAccount): Promise<{ authorization: string }>;
   close(): Promise<void>;
@@ -55,13 +55,16 @@ export async function buildTestApp(env: Record<string, string> = {}, opts: { clo
   const clock = opts.clock === 'real' ? new RealTimeClock() : new ManualClock(new Date('2026-11-21T12:00:00.000Z'));
   const app = await buildApp({ config, database: db.database, clock, logger: false });
   await app.ready();
+  // Sign for the domain the app is configured to accept (TEST_DOMAIN unless `env` says otherwise).
+  const domain = siweDomain(config).domain ?? TEST_DOMAIN;
   return {
     app,
     clock,
     config,
     db,
+    domain,
     auth: async (account) => ({
-      authorization: await signInHeader(account, { domain: TEST_DOMAIN, uri: `https://${TEST_DOMAIN}`, now: clock.now() }),
+      authorization: await signInHeader(account, { domain, uri: `https://${domain}`, now: clock.now() }),
     }),
     close: async () => {
       await app.close();

@@ -184,6 +184,6 @@ describe('x402 on priced endpoints', () => {
     expect(await p.balance(payer.address)).toBe(payerBefore - 20n * 1000n);
     expect(await p.balance(p.wallets.feeAddress)).toBe(feeBefore + 20n * 1000n);
     const rows = await p.db.database.db.select().from(payments).where(eq(payments.taskId, taskId));
-    expect(rows.filter((r) => r.endpoint === 'GET /v1/tasks/:id/status' && r.status === 'settled')).toHaveLength(20);
+    expect(rows.filter((r) => r.endpoint === 'GET /v1/tasks/:id/status' && r.status === 'booked')).toHaveLength(20);
   });
 });

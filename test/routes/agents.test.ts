@@ -1,5 +1,9 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
+import { privateKeyToAccount } from 'viem/accounts';
+import { chainTarget, resolveWallets } from '../../src/chain/wallets.js';
 import { agents } from '../../src/db/schema.js';
 import { buildTestApp, wallet, type TestApp } from '../helpers/app.js';
 import { call, createTask, expectError, fundAndStart, registerAgent, rowCount, textResult } from '../helpers/fixtures.js';
@@ -229,5 +233,188 @@ describe('GET /v1/agents/{id} and POST /v1/agents/{id}/rate', () => {
 
   it('answers 404 for an unknown agent', async () => {
     expectError(await call(t, null, 'GET', '/v1/agents/agent_zzzzzzzzzzzzzzzzzzzz'), 404, 'agent_not_found');
+  });
+});
+
+const SECRET = 'a-webhook-secret-of-at-least-32-chars';
+const agentBody = (extra: Record<string, unknown> = {}) => ({
+  name: 'Payee',
+  capabilities: ['x'],
+  pricing: { base_rate: '1' },
+  payout_address: owner.address,
+  ...extra,
+});
+
+async function payoutOf(app: TestApp, id: string): Promise<string> {
+  const [row] = await app.db.database.db.select().from(agents).where(eq(agents.id, id));
+  return row!.payoutAddress;
+}
+
+describe('payout addresses that can receive', () => {
+  const refused = (): [string, string][] => {
+    const wallets = resolveWallets(t.config);
+    return [
+      ['the zero address', '0x0000000000000000000000000000000000000000'],
+      ['the escrow wallet', wallets.escrowAddress],
+      ['the escrow wallet (lower case)', wallets.escrowAddress.toLowerCase()],
+      ['the operator wallet', privateKeyToAccount(wallets.operatorKey!).address],
+      ['the fee address', wallets.feeAddress],
+      ['the USDC contract', chainTarget(t.config).usdc],
+    ];
+  };
+
+  it('refuses the zero address, the service’s own wallets and the USDC contract at registration, writing nothing', async () => {
+    const before = await rowCount(t, agents);
+    for (const [what, address] of refused()) {
+      const res = await call(t, owner, 'POST', '/v1/agents', agentBody({ payout_address: address }));
+      expectError(res, 400, 'validation_error');
+      expect(res.body.error.param, what).toBe('payout_address');
+      expect(res.body.error.message, what).toMatch(/payout_address must not be/);
+      // opting in to a contract does not lift these
+      const optIn = await call(t, owner, 'POST', '/v1/agents', agentBody({ payout_address: address, payout_is_contract: true }));
+      expectError(optIn, 400, 'validation_error');
+    }
+    expect(await rowCount(t, agents)).toBe(before);
+  });
+
+  it('refuses them on update and keeps the payout', async () => {
+    const agent = await registerAgent(t, owner);
+    for (const [what, address] of refused()) {
+      const res = await call(t, owner, 'PATCH', `/v1/agents/${agent.id}`, { payout_address: address, name: 'Renamed' });
+      expectError(res, 400, 'validation_error');
+      expect(res.body.error.param, what).toBe('payout_address');
+    }
+    expect(await payoutOf(t, agent.id)).toBe(owner.address.toLowerCase());
+    const settings = await call(t, owner, 'GET', `/v1/agents/${agent.id}/settings`);
+    expect(settings.body.name).not.toBe('Renamed');
+  });
+
+  it('accepts an ordinary wallet, on registration and on update', async () => {
+    const reg = await call(t, owner, 'POST', '/v1/agents', agentBody({ payout_address: stranger.address }));
+    expect(reg.status, JSON.stringify(reg.body)).toBe(201);
+    expect(reg.body.payout_address).toBe(stranger.address);
+    expect(reg.body).not.toHaveProperty('payout_is_contract');
+    const upd = await call(t, owner, 'PATCH', `/v1/agents/${reg.body.id}`, { payout_address: payer.address });
+    expect(upd.status).toBe(200);
+    expect(upd.body.payout_address).toBe(payer.address);
+    // without a real chain there is no code check: the opt-in is accepted and changes nothing
+    const optIn = await call(t, owner, 'PATCH', `/v1/agents/${reg.body.id}`, { payout_address: owner.address, payout_is_contract: true });
+    expect(optIn.status).toBe(200);
+    expect(optIn.body.payout_address).toBe(owner.address);
+    expectError(await call(t, owner, 'PATCH', `/v1/agents/${reg.body.id}`, { payout_is_contract: true }), 400, 'validation_error');
+  });
+});
+
+/**
+ * A real chain (CHAIN_RPC_URL set: a stub JSON-RPC answering eth_getCode) and ALLOW_PRIVATE_URLS
+ * off, as in production.
+ */
+describe('on a real chain, outside dev mode', () => {
+  const CONTRACT = '0x5FbDB2315678afecb367f032d93F642f64180aa3';
+  const DELEGATED = '0x1111111111111111111111111111111111111111';
+  const BROKEN = '0x2222222222222222222222222222222222222222';
+  let rpc: Server;
+  let strict: TestApp;
+
+  beforeAll(async () => {
+    rpc = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (chunk: Buffer) => (raw += chunk.toString()));
+      req.on('end', () => {
+        const answer = (call: { id: number; method: string; params: [string] }) => {
+          if (call.method !== 'eth_getCode') return { jsonrpc: '2.0', id: call.id, error: { code: -32601, message: 'method not found' } };
+          const address = call.params[0].toLowerCase();
+          if (address === BROKEN) return { jsonrpc: '2.0', id: call.id, error: { code: -32603, message: 'node is down' } };
+          const code = address === CONTRACT.toLowerCase() ? '0x6080604052' : address === DELEGATED ? `0xef0100${'ab'.repeat(20)}` : '0x';
+          return { jsonrpc: '2.0', id: call.id, result: code };
+        };
+        const parsed = JSON.parse(raw);
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify(Array.isArray(parsed) ? parsed.map(answer) : answer(parsed)));
+      });
+    });
+    await new Promise<void>((resolve) => rpc.listen(0, '127.0.0.1', resolve));
+    strict = await buildTestApp({
+      CHAIN_RPC_URL: `http://127.0.0.1:${(rpc.address() as AddressInfo).port}`,
+      CALLBACK_SIGNING_SECRET: 'a-production-callback-secret-0123456789',
+      ALLOW_PRIVATE_URLS: 'false',
+    });
+  });
+  afterAll(async () => {
+    await strict?.close();
+    await new Promise((resolve) => rpc.close(resolve));
+  });
+
+  it('refuses a contract payout unless payout_is_contract is set, on registration and update', async () => {
+    const before = await rowCount(strict, agents);
+    const res = await call(strict, owner, 'POST', '/v1/agents', agentBody({ payout_address: CONTRACT }));
+    expectError(res, 400, 'validation_error');
+    expect(res.body.error.param).toBe('payout_address');
+    expect(res.body.error.message).toMatch(/payout_is_contract/);
+    expectError(await call(strict, owner, 'POST', '/v1/agents', agentBody({ payout_address: CONTRACT, payout_is_contract: false })), 400, 'validation_error');
+    expect(await rowCount(strict, agents)).toBe(before);
+
+    const optIn = await call(strict, owner, 'POST', '/v1/agents', agentBody({ payout_address: CONTRACT, payout_is_contract: true }));
+    expect(optIn.status, JSON.stringify(optIn.body)).toBe(201);
+    expect(optIn.body.payout_address).toBe(CONTRACT);
+
+    const plain = await call(strict, owner, 'POST', '/v1/agents', agentBody());
+    expect(plain.status, JSON.stringify(plain.body)).toBe(201);
+    const upd = await call(strict, owner, 'PATCH', `/v1/agents/${plain.body.id}`, { payout_address: CONTRACT });
+    expectError(upd, 400, 'validation_error');
+    expect(upd.body.error.param).toBe('payout_address');
+    expect(await payoutOf(strict, plain.body.id)).toBe(owner.address.toLowerCase());
+    const updOptIn = await call(strict, owner, 'PATCH', `/v1/agents/${plain.body.id}`, { payout_address: CONTRACT, payout_is_contract: true });
+    expect(updOptIn.status).toBe(200);
+    expect(updOptIn.body.payout_address).toBe(CONTRACT);
+  });
+
+  it('still refuses the service’s own wallets, and takes an EIP-7702 delegated wallet as a wallet', async () => {
+    const escrow = resolveWallets(strict.config).escrowAddress;
+    expectError(await call(strict, owner, 'POST', '/v1/agents', agentBody({ payout_address: escrow, payout_is_contract: true })), 400, 'validation_error');
+    const delegated = await call(strict, owner, 'POST', '/v1/agents', agentBody({ payout_address: DELEGATED }));
+    expect(delegated.status, JSON.stringify(delegated.body)).toBe(201);
+  });
+
+  it('answers 503 when the chain cannot be asked', async () => {
+    const before = await rowCount(strict, agents);
+    expectError(await call(strict, owner, 'POST', '/v1/agents', agentBody({ payout_address: BROKEN })), 503, 'service_unavailable');
+    expect(await rowCount(strict, agents)).toBe(before);
+  });
+
+  it('refuses webhook and LLM URLs on loopback or private addresses at registration, writing nothing', async () => {
+    const before = await rowCount(strict, agents);
+    for (const url of ['http://127.0.0.1:9/hook', 'http://10.0.0.1/hook', 'http://169.254.169.254/latest', 'http://[::1]:8080/hook']) {
+      const res = await call(strict, owner, 'POST', '/v1/agents', agentBody({ runtime: { kind: 'webhook', url, secret: SECRET } }));
+      expectError(res, 400, 'validation_error');
+      expect(res.body.error.param, url).toBe('runtime.url');
+    }
+    const llm = await call(strict, owner, 'POST', '/v1/agents', agentBody({
+      runtime: { kind: 'hosted_llm', model: 'm', system_prompt: 'p', base_url: 'http://192.168.1.20/v1', api_key: 'sk-x' },
+    }));
+    expectError(llm, 400, 'validation_error');
+    expect(llm.body.error.param).toBe('runtime.base_url');
+    expect(await rowCount(strict, agents)).toBe(before);
+  });
+
+  it('accepts a public webhook URL, and refuses a private one on update keeping the old runtime', async () => {
+    const res = await call(strict, owner, 'POST', '/v1/agents', agentBody({ runtime: { kind: 'webhook', url: 'https://93.184.216.34/hook', secret: SECRET } }));
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    const upd = await call(strict, owner, 'PATCH', `/v1/agents/${res.body.id}`, {
+      runtime: { kind: 'webhook', url: 'http://10.0.0.1/hook', secret: SECRET },
+    });
+    expectError(upd, 400, 'validation_error');
+    expect(upd.body.error.param).toBe('runtime.url');
+    const settings = await call(strict, owner, 'GET', `/v1/agents/${res.body.id}/settings`);
+    expect(settings.body.runtime.url).toBe('https://93.184.216.34/hook');
+    const llm = await call(strict, owner, 'PATCH', `/v1/agents/${res.body.id}`, {
+      runtime: { kind: 'hosted_llm', model: 'm', system_prompt: 'p', base_url: 'https://93.184.216.34/v1', api_key: 'sk-x' },
+    });
+    expect(llm.status, JSON.stringify(llm.body)).toBe(200);
+  });
+
+  it('in dev mode the same loopback webhook is accepted', async () => {
+    const res = await call(t, owner, 'POST', '/v1/agents', agentBody({ runtime: { kind: 'webhook', url: 'http://127.0.0.1:9/hook', secret: SECRET } }));
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
   });
 });

@@ -4,6 +4,8 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../errors.js';
 import { resolveDispute } from '../../escrow/disputes.js';
+import { failedTransfers } from '../../escrow/outbox.js';
+import { getAddress } from 'viem';
 import type { EscrowRuntime } from '../../escrow/runtime.js';
 import { AtomicAmount, Timestamp, WalletAddress, errorResponses } from '../../http/schemas.js';
 import { reconcile } from '../../ledger/reconcile.js';
@@ -66,6 +68,22 @@ const Resolution = z
     ],
   });
 
+const Attention = z
+  .object({
+    stuck_tasks: z.array(z.object({ task_id: z.string(), status: z.string(), escrow_status: z.string(), reason: z.string().nullable(), updated_at: Timestamp })),
+    failed_transfers: z.array(
+      z.object({ transfer_id: z.string(), cause: z.string(), kind: z.string(), to: WalletAddress, amount: AtomicAmount, reason: z.string().nullable(), updated_at: Timestamp }),
+    ),
+    unresolved_payments: z.array(
+      z.object({ payment_id: z.string(), status: z.string(), purpose: z.string(), payer: WalletAddress, amount: AtomicAmount, created_at: Timestamp }),
+    ),
+  })
+  .meta({
+    id: 'Attention',
+    description: 'Work that cannot proceed on its own and waits for an operator, each with its reason.',
+    examples: [{ stuck_tasks: [], failed_transfers: [], unresolved_payments: [] }],
+  });
+
 function keyDigest(key: string): Buffer {
   return createHash('sha256').update(key).digest();
 }
@@ -104,6 +122,53 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
           ledger: w.ledger.toString(),
           difference: w.difference.toString(),
           in_flight: w.inFlight.toString(),
+        })),
+      };
+    },
+  });
+
+  app.get('/v1/admin/attention', {
+    preHandler: requireAdmin,
+    schema: {
+      operationId: 'listAttention',
+      tags: ['admin'],
+      summary: 'What needs an operator',
+      description:
+        'Tasks whose outcome could not be recorded (parked, never dispatched again), payouts the settlement worker gave up ' +
+        'on, and payments the recovery sweep has not resolved after two leases.',
+      security: adminKey,
+      response: { 200: Attention, ...errorResponses(403) },
+    },
+    handler: async () => {
+      const [stuck, transfers, unresolved] = await Promise.all([
+        app.services.tasks.stuck(),
+        failedTransfers(app.db),
+        app.services.lifecycle.unresolved(app.db, 2 * app.services.lifecycle.leaseMs),
+      ]);
+      return {
+        stuck_tasks: stuck.map((t) => ({
+          task_id: t.id,
+          status: t.status,
+          escrow_status: t.escrowStatus,
+          reason: t.lastDispatchError,
+          updated_at: t.updatedAt.toISOString(),
+        })),
+        failed_transfers: transfers.map((x) => ({
+          transfer_id: x.id,
+          cause: x.cause,
+          kind: x.kind,
+          to: getAddress(x.toAddress),
+          amount: x.amount.toString(),
+          reason: x.lastError,
+          updated_at: x.updatedAt.toISOString(),
+        })),
+        unresolved_payments: unresolved.map((p) => ({
+          payment_id: p.id,
+          status: p.status,
+          purpose: p.purpose,
+          payer: getAddress(p.payerAddress),
+          amount: p.amount.toString(),
+          created_at: p.createdAt.toISOString(),
         })),
       };
     },

@@ -23,7 +23,9 @@ import {
 } from '../../tasks/schemas.js';
 import { IdempotencyHeaders, paid, priced, signedIn } from '../common.js';
 import { AppError } from '../../errors.js';
-import { fundTask } from '../../escrow/funding.js';
+import { fundingAmount, fundingWrite } from '../../escrow/funding.js';
+import { paidCall } from '../../http/x402.js';
+import { payThen } from '../../payments/paid-write.js';
 import { formatUsdc } from '../../payments/prices.js';
 
 /** Tasks: create, poll, fetch the result, cancel, dispute. The caller's wallet owns what it creates. */
@@ -49,11 +51,12 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       body: CreateTaskBody,
       response: { 201: TaskCreated, ...errorResponses(402, 401, 404, 409, 422) },
     },
-    handler: async (req, reply) => reply.code(201).send(await tasks.create(callerOf(req).address, req.body)),
+    handler: async (req, reply) =>
+      reply.code(201).send(await payThen(app.paidWrites, paidCall(req, reply), tasks.createWrite(callerOf(req).address, req.body))),
   });
 
   app.post('/v1/tasks/:id/fund', {
-    config: { auth: 'required', price: 'fund_task', settleInHandler: true },
+    config: { auth: 'required', price: 'fund_task' },
     schema: {
       operationId: 'fundTask',
       tags: ['tasks'],
@@ -74,12 +77,8 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       if (!req.payment) {
         throw new AppError('payment_required', 'Funding an escrow needs an x402 payment; x402 is disabled on this server');
       }
-      return fundTask(
-        { db: app.db, clock: app.clock, tasks, payments: app.services.payments, fundFee: app.prices.fund_task },
-        req,
-        reply,
-        req.params.id,
-      );
+      const write = fundingWrite(tasks, app.prices.fund_task, callerOf(req).address, req.params.id, fundingAmount(req.body));
+      return payThen(app.paidWrites, paidCall(req, reply), write);
     },
   });
 
@@ -194,7 +193,7 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       body: CancelTaskBody,
       response: { 200: TaskCancelled, ...errorResponses(402, 401, 403, 404, 409) },
     },
-    handler: async (req) => tasks.cancel(callerOf(req).address, req.params.id, req.body),
+    handler: async (req, reply) => payThen(app.paidWrites, paidCall(req, reply), tasks.cancelWrite(callerOf(req).address, req.params.id, req.body)),
   });
 
   app.post('/v1/tasks/:id/dispute', {
@@ -214,6 +213,7 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       body: DisputeTaskBody,
       response: { 201: DisputeOpened, ...errorResponses(402, 401, 403, 404, 409) },
     },
-    handler: async (req, reply) => reply.code(201).send(await tasks.dispute(callerOf(req).address, req.params.id, req.body)),
+    handler: async (req, reply) =>
+      reply.code(201).send(await payThen(app.paidWrites, paidCall(req, reply), tasks.disputeWrite(callerOf(req).address, req.params.id, req.body))),
   });
 }

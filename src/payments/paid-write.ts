@@ -1,0 +1,77 @@
+import { withTransaction, type Db, type Tx } from '../db/client.js';
+import type { PaymentRow } from '../db/schema.js';
+import { AppError, isAppError, type ErrorCode } from '../errors.js';
+import { failpoint } from '../failpoints.js';
+import type { PaymentLifecycle } from './lifecycle.js';
+
+/**
+ * The rule for every priced route that changes state: **settle first, then commit the effect
+ * together with the payment's booking**.
+ *
+ *  1. `check` the request against the current state: a refusal here moves no money;
+ *  2. the payment becomes `settling` and is settled on chain: if that fails, nothing happened
+ *     and nothing was charged;
+ *  3. one transaction applies the effect and books the payment. If the effect is refused now
+ *     (the state changed since the check), the payment is refunded in full in its own
+ *     transaction and the request fails with the effect's error.
+ *
+ * A crash or an outage after 2 leaves the payment `settling`: the recovery sweep asks the chain
+ * and refunds it. So a payer ends either served (effect + booking committed together) or
+ * refunded, and an effect never exists without its payment.
+ */
+export type SettleResult = { ok: true; txHash: string } | { ok: false; reason: string; code: ErrorCode };
+
+/** One verified, claimed payment of a request, and the way to settle it (no HTTP types here). */
+export interface PaidCall {
+  payment: PaymentRow;
+  /** The payment's lease owner (the request). */
+  owner: string;
+  settle(): Promise<SettleResult>;
+}
+
+export interface PaidWrite<T> {
+  check(): Promise<unknown>;
+  /** The effect, in the transaction that books the payment; `txHash` is null when x402 is off. */
+  apply(tx: Tx, settled: { txHash: string | null; paymentId: string | null }): Promise<T>;
+  /** The task the effect created or changed, named on the receipt. */
+  taskOf?(result: T): string | undefined;
+}
+
+export interface PaidWriteDeps {
+  db: Db;
+  lifecycle: PaymentLifecycle;
+}
+
+export async function payThen<T>(deps: PaidWriteDeps, paid: PaidCall | null, write: PaidWrite<T>): Promise<T> {
+  await write.check();
+  if (!paid) return withTransaction(deps.db, (tx) => write.apply(tx, { txHash: null, paymentId: null }));
+  const { payment, owner } = paid;
+  await deps.lifecycle.beginSettling(payment.id, owner);
+  const settled = await paid.settle();
+  if (!settled.ok) {
+    await deps.lifecycle.fail(payment.id, owner, settled.reason);
+    throw new AppError(settled.code, `Payment settlement failed: ${settled.reason}`, { details: { reason: settled.reason } });
+  }
+  const { txHash } = settled;
+  failpoint('payment:after-settle', payment.purpose);
+  try {
+    return await withTransaction(deps.db, async (tx) => {
+      const result = await write.apply(tx, { txHash, paymentId: payment.id });
+      await deps.lifecycle.book(tx, payment.id, owner, { txHash, taskId: write.taskOf?.(result) });
+      return result;
+    });
+  } catch (err) {
+    // Anything but a refusal (an outage, a lost lease) leaves the payment settling for the sweep.
+    if (!isAppError(err)) throw err;
+    await deps.lifecycle.refundNow(payment.id, owner, { txHash, reason: err.message });
+    throw new AppError(err.code, `${err.message}. The payment of ${payment.amount} atomic USDC was settled and is being refunded in full.`, {
+      ...(err.param ? { param: err.param } : {}),
+      details: { ...(err.details ?? {}), refunded: payment.amount.toString(), payment_tx_hash: txHash },
+    });
+  }
+}
+
+/** The same write without a payment (x402 off, or a caller inside the service): check, then apply. */
+export async function runUnpaid<T>(db: Db, write: PaidWrite<T>): Promise<T> {
+  return payThen({ db, lifecycle: undefined as never }, null, write);
+}

@@ -1,0 +1,116 @@
+import type { FacilitatorClient } from '@x402/core/server';
+import type { PaymentPayload, PaymentRequirements } from '@x402/core/types';
+import { getAddress, type Hex } from 'viem';
+import type { PaymentRow } from '../db/schema.js';
+import { newId } from '../ids.js';
+import type { PaymentLifecycle } from './lifecycle.js';
+
+/** What the sweep asks the chain about one EIP-3009 authorization. */
+export interface AuthorizationProbe {
+  authorizationState(authorizer: `0x${string}`, nonce: Hex): Promise<boolean>;
+  authorizationTx(authorizer: `0x${string}`, nonce: Hex): Promise<Hex | null>;
+}
+
+export interface RecoveryLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface RecoveryOutcome {
+  /** Verified, never sent: forgotten, nothing charged. */
+  released: number;
+  /** Sent but never moved money, and now never can: failed, nothing charged. */
+  failed: number;
+  /** Moved money without its effect committing: refunded in full. */
+  refunded: number;
+}
+
+/**
+ * The recovery sweep (worker role). A payment still `verified` or `settling` after its lease
+ * belongs to a request that crashed or lost its database. The sweep takes it over and asks the
+ * chain what happened:
+ * - `verified`: no settlement was ever sent (a payment becomes `settling` first), so the claim
+ *   is released: nothing charged.
+ * - `settling`, authorization used on chain: the money moved but the effect did not commit with
+ *   its booking (they commit together), so the payment is refunded in full through the outbox.
+ * - `settling`, authorization unused: the settlement may still be pending somewhere, so the
+ *   sweep settles the stored authorization itself. If that moves the money, it is refunded in
+ *   full; if the chain refuses it and the authorization is still unused, it never moved money
+ *   (and the sweep's own attempt consumed nothing): failed, nothing charged.
+ * Every step is fenced by the sweep's lease, so several workers can sweep at once.
+ */
+export class PaymentRecovery {
+  readonly owner = newId('sweep');
+
+  constructor(
+    private readonly opts: {
+      lifecycle: PaymentLifecycle;
+      chain: AuthorizationProbe;
+      facilitator: FacilitatorClient | undefined;
+      log?: RecoveryLog;
+    },
+  ) {}
+
+  async runOnce(limit = 50): Promise<RecoveryOutcome> {
+    const outcome: RecoveryOutcome = { released: 0, failed: 0, refunded: 0 };
+    const taken = await this.opts.lifecycle.takeAbandoned(this.owner, limit);
+    for (const payment of taken) {
+      try {
+        outcome[await this.resolve(payment)]++;
+      } catch (err) {
+        // The chain or the database is unreachable: the payment keeps the sweep's lease and is retried after it.
+        this.opts.log?.error({ err, payment: payment.id }, 'payment recovery: could not resolve; will retry');
+      }
+    }
+    if (taken.length > 0) this.opts.log?.info({ ...outcome }, 'payment recovery: abandoned payments resolved');
+    return outcome;
+  }
+
+  private async resolve(payment: PaymentRow): Promise<keyof RecoveryOutcome> {
+    const { lifecycle } = this.opts;
+    if (payment.status === 'verified') {
+      await lifecycle.release(payment.id, this.owner);
+      return 'released';
+    }
+    const payer = getAddress(payment.payerAddress);
+    const nonce = payment.authorizationNonce as Hex;
+    let used = await this.opts.chain.authorizationState(payer, nonce);
+    let txHash: string | null = null;
+    if (!used) {
+      const settled = await this.settleStored(payment);
+      if (settled) {
+        used = true;
+        txHash = settled;
+      } else {
+        used = await this.opts.chain.authorizationState(payer, nonce);
+      }
+    }
+    if (!used) {
+      await lifecycle.fail(payment.id, this.owner, 'The settlement never moved the money; nothing was charged');
+      return 'failed';
+    }
+    txHash ??= await this.opts.chain.authorizationTx(payer, nonce);
+    await lifecycle.refundNow(payment.id, this.owner, {
+      txHash,
+      reason: 'The request did not complete after its payment settled (crash or outage); refunded in full by the recovery sweep',
+    });
+    this.opts.log?.warn({ payment: payment.id, purpose: payment.purpose, amount: payment.amount.toString(), tx: txHash }, 'payment recovery: refunded');
+    return 'refunded';
+  }
+
+  /** Settles the stored authorization; its tx hash when that moved the money, else null. */
+  private async settleStored(payment: PaymentRow): Promise<string | null> {
+    if (!this.opts.facilitator || !payment.payload) return null;
+    try {
+      const result = await this.opts.facilitator.settle(
+        payment.payload.payload as PaymentPayload,
+        payment.payload.requirements as PaymentRequirements,
+      );
+      return result.success ? result.transaction : null;
+    } catch (err) {
+      this.opts.log?.warn({ err, payment: payment.id }, 'payment recovery: settling the stored authorization failed');
+      return null;
+    }
+  }
+}
