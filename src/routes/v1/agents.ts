@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { rateAgent } from '../../agents/ratings.js';
+import { ratingWrite } from '../../agents/ratings.js';
 import {
   AgentId,
   AgentProfile,
@@ -14,6 +14,8 @@ import {
   UpdateAgentBody,
 } from '../../agents/schemas.js';
 import { callerOf } from '../../http/caller.js';
+import { paidCall } from '../../http/x402.js';
+import { payThen } from '../../payments/paid-write.js';
 import { IdempotencyHeaders, paid, priced, signedIn } from '../common.js';
 import { errorResponses } from '../../http/schemas.js';
 
@@ -114,6 +116,8 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
       response: { 201: RatingCreated, ...errorResponses(401, 402, 403, 404, 409) },
     },
     handler: async (req, reply) =>
-      reply.code(201).send(await rateAgent(app.db, app.clock, callerOf(req).address, req.params.id, req.body)),
+      reply
+        .code(201)
+        .send(await payThen(app.paidWrites, paidCall(req, reply), ratingWrite(app.db, app.clock, callerOf(req).address, req.params.id, req.body))),
   });
 }
