@@ -8,6 +8,7 @@ import { buildTestApp, wallet, type TestApp } from '../helpers/app.js';
 import { call, createTask, expectError, registerAgent } from '../helpers/fixtures.js';
 
 const SECRET = 'dispatcher-test-webhook-secret-0123456789';
+const ADMIN_KEY = 'dispatcher-test-admin-key-0123456789';
 const owner = wallet(1);
 const payer = wallet(3);
 let t: TestApp;
@@ -24,6 +25,7 @@ beforeAll(async () => {
       DISPATCH_MAX_ATTEMPTS: '3',
       DISPATCH_CONCURRENCY: '16',
       DISPATCH_PER_AGENT_CONCURRENCY: '200',
+      ADMIN_API_KEY: ADMIN_KEY,
     },
     { clock: 'real' },
   );
@@ -233,4 +235,55 @@ describe('two dispatchers racing', () => {
     expect(perTask.size).toBe(200);
     expect([...perTask.entries()].filter(([, n]) => n !== 1)).toEqual([]);
   }, 90_000);
+});
+
+describe('no endless retries', () => {
+  it('a task whose runs keep dying is failed and refunded after DISPATCH_MAX_ATTEMPTS, without another brief', async () => {
+    const { server, agent } = await agentWith(() => ({ status: 200, body: result('never asked') }));
+    const id = await fundedTask(agent.id);
+    await t.app.services.tasks.markStarted(id);
+    // three workers took it and died (their leases ran out)
+    await t.app.db
+      .update(tasks)
+      .set({ dispatchState: 'running', leaseOwner: 'dead-worker', leaseExpiresAt: new Date(Date.now() - 1000), dispatchAttempts: 3 })
+      .where(eq(tasks.id, id));
+    const d = dispatcher();
+    await until(async () => {
+      await d.runOnce();
+      return (await statusOf(id)).status === 'failed';
+    });
+    const status = await statusOf(id);
+    expect(status).toMatchObject({ status: 'failed', escrow_status: 'refunded' });
+    expect(status.payouts).toEqual([expect.objectContaining({ kind: 'refund', amount: '1000000' })]);
+    expect(server.requestsFor(id)).toHaveLength(0);
+  });
+
+  it('an outcome that cannot be recorded parks the task for an operator: never briefed again, listed by /v1/admin/attention', async () => {
+    const { server, agent } = await agentWith(() => ({ status: 400, body: { error: 'cannot do that' } }));
+    const id = await fundedTask(agent.id);
+    // a row that disagrees with its ledger: the refund of the failure cannot be booked
+    await t.app.db.update(tasks).set({ fundedAmount: 2_000_000n }).where(eq(tasks.id, id));
+    const d = dispatcher();
+    await until(async () => {
+      await d.runOnce();
+      await d.drain();
+      const [row] = await t.app.db.select().from(tasks).where(eq(tasks.id, id));
+      return row!.dispatchState === 'stuck';
+    });
+    for (let i = 0; i < 5; i++) {
+      await d.runOnce();
+      await d.drain();
+    }
+    expect(server.requestsFor(id)).toHaveLength(1);
+    const [row] = await t.app.db.select().from(tasks).where(eq(tasks.id, id));
+    expect(row).toMatchObject({ status: 'in_progress', escrowStatus: 'held', dispatchState: 'stuck', leaseOwner: null });
+    const attention = await t.app.inject({ method: 'GET', url: '/v1/admin/attention', headers: { 'x-admin-key': ADMIN_KEY } });
+    expect(attention.statusCode).toBe(200);
+    const stuck = attention.json().stuck_tasks.find((x: { task_id: string }) => x.task_id === id);
+    expect(stuck.reason).toContain('cannot be paid out');
+    expect((await t.app.inject({ method: 'GET', url: '/v1/admin/attention' })).statusCode).toBe(403);
+    // maintenance does not loop on it either, even past its deadline
+    await t.app.db.update(tasks).set({ deadlineAt: new Date(Date.now() - 1000) }).where(eq(tasks.id, id));
+    expect(await t.app.services.tasks.failOverdue()).toBe(0);
+  });
 });
