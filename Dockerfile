@@ -20,7 +20,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
-# src/db/migrate.ts resolves ../../migrations from dist/db; src/chain/artifacts.ts walks up to contracts/artifacts.
+# src/db/migrate.ts resolves ../../migrations from dist/db; the embedded dev chain (src/chain/dev/contracts.ts, used
+# when CHAIN_RPC_URL is unset) walks up from dist/chain/dev to contracts/artifacts.
 COPY migrations ./migrations
 COPY contracts/artifacts ./contracts/artifacts
 # The embedded database (PGlite) writes here when DATABASE_URL is unset; everything else stays root-owned.

@@ -31,7 +31,7 @@ import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 
 import { RegisterAgentBody } from '../src/agents/schemas.js';
 import { buildApp } from '../src/app.js';
 import { DEV_ROLES } from '../src/chain/constants.js';
-import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../src/chain/devchain.js';
+import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../src/chain/dev/devchain.js';
 import { resolveWallets } from '../src/chain/wallets.js';
 import { loadConfig } from '../src/config.js';
 import { openDatabase, rowsOf, withTransaction, type Database } from '../src/db/client.js';
@@ -39,7 +39,7 @@ import { runMigrations } from '../src/db/migrate.js';
 import { chainTransfers, payments, taskEvents, tasks } from '../src/db/schema.js';
 import type { Dispatcher } from '../src/dispatcher/dispatcher.js';
 import { createDispatcher } from '../src/dispatcher/index.js';
-import { SIGNATURE_HEADER, verifyWebhookSignature } from '../src/dispatcher/runtimes/webhook.js';
+import { SIGNATURE_HEADER, verifyWebhookSignature } from '../src/net/signing.js';
 import type { SettlementWorker } from '../src/escrow/settlement-worker.js';
 import { newId } from '../src/ids.js';
 import {
@@ -329,7 +329,7 @@ async function fund(s: Served, req: Extract<Request, { type: 'fund' }>): Promise
   const ids = await insertTasks(s, req.agentId, req.tasks, false);
   await vacuum(s);
   const t0 = performance.now();
-  for (const id of ids) await s.app.services.tasks.markFunded(id, { amount: BUDGET, txHash: null, actor: 'bench' });
+  for (const id of ids) await s.app.services.taskLifecycle.markFunded(id, { amount: BUDGET, txHash: null, actor: 'bench' });
   return { seconds: (performance.now() - t0) / 1000 };
 }
 
@@ -466,7 +466,7 @@ async function report(s: Served, agentId: string): Promise<TaskReport[]> {
     .select({ taskId: taskEvents.taskId, n: sql<number>`count(*)::int` })
     .from(taskEvents)
     .innerJoin(tasks, eq(tasks.id, taskEvents.taskId))
-    .where(and(eq(tasks.agentId, agentId), eq(taskEvents.toStatus, 'completed')))
+    .where(and(eq(tasks.agentId, agentId), eq(taskEvents.toStatus, 'completed'), sql`${taskEvents.fromStatus} is distinct from 'completed'`))
     .groupBy(taskEvents.taskId);
   const completed = new Map(events.map((e) => [e.taskId, Number(e.n)]));
   return rows.map((r) => ({

@@ -21,7 +21,7 @@ import type { FastifyInstance } from 'fastify';
 import { createPublicClient, http, type Address, type Hash } from 'viem';
 import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
 import { DEV_ROLES } from '../src/chain/constants.js';
-import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../src/chain/devchain.js';
+import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../src/chain/dev/devchain.js';
 import { resolveWallets } from '../src/chain/wallets.js';
 import { loadConfig } from '../src/config.js';
 import { payments } from '../src/db/schema.js';

@@ -10,7 +10,7 @@ import type { PaidWriteDeps } from './payments/paid-write.js';
 import { registerExactEvmScheme as registerExactEvmServerScheme } from '@x402/evm/exact/server';
 import { x402Plugin, type X402Options } from './http/x402.js';
 import { createFacilitatorClient } from './payments/facilitator.js';
-import { priceBook, type PriceBook } from './payments/prices.js';
+import { fundingPrice, priceBook, type PriceBook } from './payments/prices.js';
 import { PaymentsService } from './payments/service.js';
 import { fundingAmount } from './escrow/funding.js';
 import { systemClock, type Clock } from './clock.js';
@@ -31,7 +31,10 @@ import { receiptRoutes } from './routes/v1/receipts.js';
 import { devRoutes, type DevFaucet } from './routes/dev.js';
 import { adminRoutes } from './routes/v1/admin.js';
 import { createEscrowRuntime, type EscrowRuntime } from './escrow/runtime.js';
-import { TasksService } from './tasks/service.js';
+import type { TaskDeps } from './tasks/access.js';
+import { TaskClient } from './tasks/client.js';
+import { TaskLifecycle } from './tasks/lifecycle.js';
+import { TaskProvider } from './tasks/provider.js';
 
 export interface AppDeps {
   config: Config;
@@ -49,10 +52,16 @@ export interface AppDeps {
 
 export interface Services {
   agents: AgentsService;
-  tasks: TasksService;
+  /** The paying client's side of tasks. */
+  tasks: TaskClient;
+  /** The hired agent's side. */
+  provider: TaskProvider;
+  /** What the service itself does to tasks (funding effect, dispatcher, maintenance). */
+  taskLifecycle: TaskLifecycle;
   siwe: SiweVerifier;
+  /** Receipts. */
   payments: PaymentsService;
-  lifecycle: PaymentLifecycle;
+  paymentLifecycle: PaymentLifecycle;
 }
 
 declare module 'fastify' {
@@ -75,10 +84,13 @@ declare module 'fastify' {
 export function createServices(config: Config, db: Db, clock: Clock): Services {
   const signIn = siweDomain(config);
   const agents = new AgentsService(db, clock, { payout: payoutRules(config), allowPrivateUrls: allowPrivateUrls(config) });
-  return {
+  const wallets = resolveWallets(config);
+  const taskDeps: TaskDeps = {
+    db,
+    clock,
     agents,
-    tasks: new TasksService(db, clock, agents, {
-      escrowAddress: resolveWallets(config).escrowAddress,
+    rules: {
+      escrowAddress: wallets.escrowAddress,
       platformFeeBps: config.PLATFORM_FEE_BPS,
       disputeWindowSeconds: config.DISPUTE_WINDOW_SECONDS,
       allowPrivateUrls: allowPrivateUrls(config),
@@ -88,7 +100,14 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
       defaultTimeoutSeconds: Math.min(Math.max(3600, config.TASK_TIMEOUT_MIN_SECONDS), config.TASK_TIMEOUT_MAX_SECONDS),
       cancellationFeeBps: config.CANCELLATION_FEE_BPS,
       disputeReviewSeconds: config.DISPUTE_REVIEW_SECONDS,
-    }),
+    },
+  };
+  const taskLifecycle = new TaskLifecycle(taskDeps);
+  return {
+    agents,
+    tasks: new TaskClient(taskDeps, taskLifecycle),
+    provider: new TaskProvider(taskDeps, taskLifecycle),
+    taskLifecycle,
     siwe: new SiweVerifier({
       db,
       clock,
@@ -98,13 +117,8 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
       chainId: chainTarget(config).chainId,
       maxAgeSeconds: config.AUTH_MAX_AGE_SECONDS,
     }),
-    payments: new PaymentsService(db, clock),
-    lifecycle: new PaymentLifecycle(
-      db,
-      clock,
-      { escrow: resolveWallets(config).escrowAddress, fee: resolveWallets(config).feeAddress },
-      config.PAYMENT_LEASE_MS,
-    ),
+    payments: new PaymentsService(db),
+    paymentLifecycle: new PaymentLifecycle(db, clock, { escrow: wallets.escrowAddress, fee: wallets.feeAddress }, config.PAYMENT_LEASE_MS),
   };
 }
 
@@ -128,9 +142,9 @@ function x402Options(config: Config, deps: AppDeps, services: Services): X402Opt
     feeAddress: wallets.feeAddress,
     prices,
     maxTimeoutSeconds: config.X402_MAX_TIMEOUT_SECONDS,
-    lifecycle: services.lifecycle,
+    lifecycle: services.paymentLifecycle,
     dynamic: {
-      fund_task: (request) => ({ amount: fundingAmount(request.body) + prices.fund_task, payTo: wallets.escrowAddress }),
+      fund_task: (request) => ({ amount: fundingPrice(prices, fundingAmount(request.body)), payTo: wallets.escrowAddress }),
     },
   };
 }
@@ -165,7 +179,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.decorate('clock', clock);
   app.decorate('services', services);
   app.decorate('prices', priceBook(config));
-  app.decorate('paidWrites', { db: database.db, lifecycle: services.lifecycle });
+  app.decorate('paidWrites', { db: database.db, lifecycle: services.paymentLifecycle });
   app.decorate('facilitator', x402?.facilitator);
 
   app.addHook('onRequest', async (request, reply) => {

@@ -1,4 +1,6 @@
+import type { Address, Hex } from 'viem';
 import { z } from 'zod';
+import { ANVIL_ACCOUNTS, DEV_ROLES } from './chain/constants.js';
 import { llmPrices } from './dispatcher/runtimes/llm-prices.js';
 
 /**
@@ -13,7 +15,7 @@ const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'must be a 0x-prefixed 2
 const privateKey = z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 0x-prefixed 32-byte hex private key');
 const atomic = z.coerce.bigint().refine((v) => v > 0n && v < 10n ** 16n, 'must be a positive amount in atomic USDC');
 
-export const configSchema = z.object({
+const configObject = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -41,11 +43,14 @@ export const configSchema = z.object({
   /** Chain JSON-RPC; unset = an embedded anvil dev chain made to look like Base (dev only). */
   CHAIN_RPC_URL: z.url({ protocol: /^(https?|wss?)$/ }).optional(),
   CHAIN_NETWORK: z.enum(['base', 'base-sepolia']).default('base'),
-  /** Facilitator key: settles x402 payments in-process and pays their gas. Dev default: anvil account 2. */
+  /**
+   * Facilitator key: settles x402 payments in-process and pays their gas. Required with
+   * CHAIN_RPC_URL unless FACILITATOR_URL is set; embedded chain default: anvil account 2.
+   */
   OPERATOR_PRIVATE_KEY: privateKey.optional(),
-  /** The custodial escrow wallet: receives funding, sends releases and refunds. Dev default: anvil account 1. */
+  /** The custodial escrow wallet: receives funding, sends releases and refunds. Required with CHAIN_RPC_URL; embedded chain default: anvil account 1. */
   ESCROW_PRIVATE_KEY: privateKey.optional(),
-  /** Where per-call fees are paid. Dev default: anvil account 3. */
+  /** Where per-call fees are paid. Required with CHAIN_RPC_URL; embedded chain default: anvil account 3. */
   FEE_ADDRESS: address.optional(),
   /** A hosted x402 facilitator instead of the in-process one. */
   FACILITATOR_URL: z.url().optional(),
@@ -94,8 +99,8 @@ export const configSchema = z.object({
         return false;
       }
     }, 'must be JSON: {"model": {"input_per_million_usd": n, "output_per_million_usd": n}}'),
-  /** HMAC secret of the events POSTed to tasks' callback_url (x-task-escrow-signature). */
-  CALLBACK_SIGNING_SECRET: z.string().min(32).default('dev-callback-signing-secret-change-me-0000'),
+  /** HMAC secret of the events POSTed to tasks' callback_url (x-task-escrow-signature). Required with CHAIN_RPC_URL; embedded chain default: a dev value. */
+  CALLBACK_SIGNING_SECRET: z.string().min(32).optional(),
   /** Let agents, callbacks and tools reach loopback/private addresses (default: only with the embedded dev chain). */
   ALLOW_PRIVATE_URLS: bool.optional(),
   /** Platform fee taken from a released escrow, in basis points. */
@@ -128,7 +133,89 @@ export const configSchema = z.object({
   TRUST_PROXY: bool.default(false),
 });
 
-export type Config = z.infer<typeof configSchema>;
+/** CALLBACK_SIGNING_SECRET on the embedded chain when none is set; refused with CHAIN_RPC_URL. */
+export const DEV_CALLBACK_SIGNING_SECRET = 'dev-callback-signing-secret-change-me-0000';
+
+type ParsedEnv = z.output<typeof configObject>;
+
+/** The chain's secrets and wallets once resolved: always present except a hosted facilitator's operator key. */
+export interface ChainSettings {
+  ESCROW_PRIVATE_KEY: Hex;
+  /** Undefined only with CHAIN_RPC_URL and FACILITATOR_URL (a hosted facilitator settles). */
+  OPERATOR_PRIVATE_KEY: Hex | undefined;
+  FEE_ADDRESS: Address;
+  CALLBACK_SIGNING_SECRET: string;
+}
+
+type Flat<T> = { [K in keyof T]: T[K] };
+type ResolvedEnv = Flat<Omit<ParsedEnv, keyof ChainSettings> & ChainSettings>;
+
+const CHAIN_SETTINGS = ['ESCROW_PRIVATE_KEY', 'FEE_ADDRESS', 'OPERATOR_PRIVATE_KEY', 'CALLBACK_SIGNING_SECRET'] as const;
+
+/**
+ * No silent fallback: with CHAIN_RPC_URL (a real chain) the wallets and the callback secret must
+ * be set, and each missing one is an issue naming it, so the service does not start. Runs even
+ * when other variables are bad (`when`), so one message names everything to fix; `env` may then
+ * hold unparsed values, hence the plain string checks.
+ */
+function requireRealChainSettings(env: ParsedEnv, ctx: z.RefinementCtx): void {
+  if (!isSet(env.CHAIN_RPC_URL)) return;
+  const why: Record<(typeof CHAIN_SETTINGS)[number], string> = {
+    ESCROW_PRIVATE_KEY: "the custodial escrow wallet's key",
+    FEE_ADDRESS: 'where per-call fees are paid',
+    OPERATOR_PRIVATE_KEY: "the in-process facilitator's key (or set FACILITATOR_URL for a hosted facilitator)",
+    CALLBACK_SIGNING_SECRET: 'the HMAC secret of callback events (at least 32 characters)',
+  };
+  for (const name of CHAIN_SETTINGS) {
+    if (isSet(env[name]) || (name === 'OPERATOR_PRIVATE_KEY' && isSet(env.FACILITATOR_URL))) continue;
+    ctx.addIssue({
+      code: 'custom',
+      path: [name],
+      message: `required with CHAIN_RPC_URL (a real chain): ${why[name]}; anvil's dev defaults apply only to the embedded chain`,
+    });
+  }
+  if (isSet(env.CALLBACK_SIGNING_SECRET) && env.CALLBACK_SIGNING_SECRET.startsWith('dev-')) {
+    ctx.addIssue({ code: 'custom', path: ['CALLBACK_SIGNING_SECRET'], message: 'set your own secret (at least 32 characters) with a real chain, not a dev value' });
+  }
+}
+
+const isSet = (value: unknown): value is string => typeof value === 'string' && value.length > 0;
+
+/**
+ * The resolved wallets and secret. Without CHAIN_RPC_URL (the embedded chain) anvil's well-known
+ * dev accounts (escrow 1, operator 2, fees 3; chain/constants.ts) and a dev callback secret fill
+ * what is not set; with it, requireRealChainSettings has made sure everything is set.
+ */
+function resolveChainSettings(env: ParsedEnv): ResolvedEnv {
+  if (!env.CHAIN_RPC_URL) {
+    const dev = (role: number) => ANVIL_ACCOUNTS[role]!;
+    return {
+      ...env,
+      ESCROW_PRIVATE_KEY: (env.ESCROW_PRIVATE_KEY ?? dev(DEV_ROLES.escrow).privateKey) as Hex,
+      OPERATOR_PRIVATE_KEY: (env.OPERATOR_PRIVATE_KEY ?? dev(DEV_ROLES.operator).privateKey) as Hex,
+      FEE_ADDRESS: (env.FEE_ADDRESS ?? dev(DEV_ROLES.feeTreasury).address) as Address,
+      CALLBACK_SIGNING_SECRET: env.CALLBACK_SIGNING_SECRET ?? DEV_CALLBACK_SIGNING_SECRET,
+    };
+  }
+  const { ESCROW_PRIVATE_KEY, OPERATOR_PRIVATE_KEY, FEE_ADDRESS, CALLBACK_SIGNING_SECRET } = env;
+  if (!ESCROW_PRIVATE_KEY || !FEE_ADDRESS || !CALLBACK_SIGNING_SECRET) {
+    throw new Error('unreachable: requireRealChainSettings lets no real chain through without its wallets');
+  }
+  return {
+    ...env,
+    ESCROW_PRIVATE_KEY: ESCROW_PRIVATE_KEY as Hex,
+    OPERATOR_PRIVATE_KEY: OPERATOR_PRIVATE_KEY as Hex | undefined,
+    FEE_ADDRESS: FEE_ADDRESS as Address,
+    CALLBACK_SIGNING_SECRET,
+  };
+}
+
+/** The environment's schema: each variable's own rules, the real chain's requirements, then the resolved wallets. */
+export const configSchema = configObject
+  .superRefine(requireRealChainSettings, { when: () => true })
+  .transform(resolveChainSettings);
+
+export type Config = z.output<typeof configSchema>;
 
 /** Private and loopback URLs are allowed in dev mode (the embedded chain) unless said otherwise. */
 export function allowPrivateUrls(config: Config): boolean {
@@ -150,14 +237,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   const cfg = parsed.data;
-  if (cfg.CHAIN_RPC_URL && cfg.X402_ENABLED && (!cfg.ESCROW_PRIVATE_KEY || !cfg.FEE_ADDRESS || !(cfg.OPERATOR_PRIVATE_KEY || cfg.FACILITATOR_URL))) {
-    throw new ConfigError(
-      'Invalid configuration:\n  CHAIN_RPC_URL: a real chain needs ESCROW_PRIVATE_KEY, FEE_ADDRESS and OPERATOR_PRIVATE_KEY (or FACILITATOR_URL)',
-    );
-  }
-  if (cfg.CHAIN_RPC_URL && cfg.CALLBACK_SIGNING_SECRET.startsWith('dev-')) {
-    throw new ConfigError('Invalid configuration:\n  CALLBACK_SIGNING_SECRET: set your own secret (at least 32 characters) with a real chain');
-  }
   if (cfg.TASK_TIMEOUT_MIN_SECONDS > cfg.TASK_TIMEOUT_MAX_SECONDS) {
     throw new ConfigError('Invalid configuration:\n  TASK_TIMEOUT_MIN_SECONDS: must not exceed TASK_TIMEOUT_MAX_SECONDS');
   }
@@ -165,4 +244,4 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 }
 
 /** The names the service reads; used by tests to check docker-compose.yml and README.md. */
-export const configNames = Object.keys(configSchema.shape) as (keyof Config)[];
+export const configNames = Object.keys(configObject.shape) as (keyof Config)[];

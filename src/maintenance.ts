@@ -31,11 +31,11 @@ export async function runMaintenance(db: Db, clock: Clock, services: Services): 
     .limit(BATCH);
   let expiredTasks = 0;
   for (const { id } of due) {
-    const row = await services.tasks.expireUnfunded(id).catch(() => null);
+    const row = await services.taskLifecycle.expireUnfunded(id).catch(() => null);
     if (row?.status === 'expired') expiredTasks++;
   }
-  const timedOutTasks = await services.tasks.failOverdue();
-  const releasedEscrows = await services.tasks.releaseDue();
+  const timedOutTasks = await services.taskLifecycle.failOverdue();
+  const releasedEscrows = await services.taskLifecycle.releaseDue();
   const purgedNonces = await services.siwe.purgeExpired();
   const purged = await db.delete(idempotencyKeys).where(lt(idempotencyKeys.expiresAt, now)).returning({ key: idempotencyKeys.key });
   return { expiredTasks, timedOutTasks, releasedEscrows, purgedNonces, purgedIdempotencyKeys: purged.length };

@@ -7,8 +7,10 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Address } from 'viem';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from './chain/constants.js';
+import type { DevChain } from './chain/dev/devchain.js';
+import { UsdcReader } from './chain/usdc.js';
+import type { DevFaucet } from './routes/dev.js';
 import { startWorkers } from './workers/index.js';
-import { mintUsdc, startDevChain, usdcBalance, type DevChain } from './chain/devchain.js';
 
 /** `--role api|worker|all` on the command line wins over ROLE in the environment. */
 function roleFromArgs(argv: string[]): string | undefined {
@@ -33,13 +35,12 @@ async function main(): Promise<void> {
 
   const database = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX });
   await runMigrations(database);
-  const devChain = config.CHAIN_RPC_URL ? undefined : await startEmbeddedChain(config);
+  const embedded = config.CHAIN_RPC_URL ? undefined : await startEmbeddedChain(config);
+  const devChain = embedded?.chain;
   const app = await buildApp({
     config,
     database,
-    ...(devChain
-      ? { chainRpcUrl: devChain.rpcUrl, devFaucet: { mint: (to: Address, amount: bigint) => mintUsdc(devChain, to, amount) } }
-      : {}),
+    ...(embedded ? { chainRpcUrl: embedded.chain.rpcUrl, devFaucet: embedded.faucet } : {}),
   });
 
   let stopWorkers = async (): Promise<void> => undefined;
@@ -66,21 +67,28 @@ async function main(): Promise<void> {
   app.log.info({ role: config.ROLE, database: database.kind }, `task-escrow listening on ${address} — Swagger UI at ${address}/docs`);
 }
 
-/** No CHAIN_RPC_URL: anvil made to look like Base, its state kept in DATA_DIR so balances survive restarts. */
-async function startEmbeddedChain(config: Config): Promise<DevChain> {
+/**
+ * No CHAIN_RPC_URL: anvil made to look like Base, its state kept in DATA_DIR so balances survive
+ * restarts, with the dev faucet. The dev-chain code (chain/dev/) is loaded here only: a service
+ * on a real chain never imports it.
+ */
+async function startEmbeddedChain(config: Config): Promise<{ chain: DevChain; faucet: DevFaucet }> {
+  const { mintUsdc, startDevChain } = await import('./chain/dev/devchain.js');
   mkdirSync(config.DATA_DIR, { recursive: true });
-  return startDevChain({
+  const chain = await startDevChain({
     stateFile: path.resolve(config.DATA_DIR, 'anvil-state.json'),
     fundIndices: [...DEV_ROLES.demo],
     silent: true,
   });
+  return { chain, faucet: { mint: (to: Address, amount: bigint) => mintUsdc(chain, to, amount) } };
 }
 
 async function printDemoWallets(chain: DevChain, address: string): Promise<void> {
+  const usdc = new UsdcReader(chain.rpcUrl, chain.usdc);
   const rows = await Promise.all(
     DEV_ROLES.demo.map(async (i) => {
       const a = ANVIL_ACCOUNTS[i]!.address;
-      const balance = await usdcBalance(chain.rpcUrl, a);
+      const balance = await usdc.balanceOf(a);
       return `  anvil account ${i}  ${a}  ${(Number(balance) / 1e6).toFixed(2)} USDC`;
     }),
   );

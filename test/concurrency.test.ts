@@ -29,7 +29,7 @@ async function settle<T>(ps: Promise<T>[]): Promise<{ ok: Awaited<T>[]; failed: 
 describe(`racing transitions (${process.env.DATABASE_URL ? 'Postgres' : 'PGlite'})`, () => {
   it('ten simultaneous cancels of one funded task: exactly one wins, one refund', async () => {
     const id = await createTask(t, payer, agent.id);
-    await t.app.services.tasks.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' });
+    await t.app.services.taskLifecycle.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' });
     const responses = await Promise.all(Array.from({ length: 10 }, () => call(t, payer, 'POST', `/v1/tasks/${id}/cancel`, {})));
     const statuses = responses.map((r) => r.status);
     expect(statuses.filter((s) => s === 200)).toHaveLength(1);
@@ -41,11 +41,11 @@ describe(`racing transitions (${process.env.DATABASE_URL ? 'Postgres' : 'PGlite'
 
   it('start versus cancel on twenty tasks: one of the two wins each time and the state agrees', async () => {
     const ids = await Promise.all(Array.from({ length: 20 }, () => createTask(t, payer, agent.id)));
-    for (const id of ids) await t.app.services.tasks.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' });
+    for (const id of ids) await t.app.services.taskLifecycle.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' });
     await Promise.all(
       ids.map(async (id) => {
         const [start, cancel] = await Promise.allSettled([
-          t.app.services.tasks.markStarted(id),
+          t.app.services.taskLifecycle.markStarted(id),
           t.app.services.tasks.cancel(payer.address, id, { accept_partial_refund: false }),
         ]);
         const status = (await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body;
@@ -68,8 +68,8 @@ describe(`racing transitions (${process.env.DATABASE_URL ? 'Postgres' : 'PGlite'
     await fundAndStart(t, id);
     const before = (await call(t, null, 'GET', `/v1/agents/${agent.id}`)).body.tasks_completed;
     const { ok, failed } = await settle([
-      t.app.services.tasks.markCompleted(id, textResult('first')),
-      t.app.services.tasks.markCompleted(id, textResult('second')),
+      t.app.services.taskLifecycle.markCompleted(id, textResult('first')),
+      t.app.services.taskLifecycle.markCompleted(id, textResult('second')),
     ]);
     expect(ok).toHaveLength(1);
     expect(failed).toHaveLength(1);
@@ -82,7 +82,7 @@ describe(`racing transitions (${process.env.DATABASE_URL ? 'Postgres' : 'PGlite'
   it('five simultaneous ratings of one task: one is kept', async () => {
     const id = await createTask(t, payer, agent.id);
     await fundAndStart(t, id);
-    await t.app.services.tasks.markCompleted(id, textResult());
+    await t.app.services.taskLifecycle.markCompleted(id, textResult());
     const responses = await Promise.all(
       [1, 2, 3, 4, 5].map((stars) => call(t, payer, 'POST', `/v1/agents/${agent.id}/rate`, { task_id: id, rating: stars })),
     );

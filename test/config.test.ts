@@ -1,8 +1,9 @@
 import { getAddress } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
 import { describe, expect, it } from 'vitest';
-import { BASE_SEPOLIA_USDC, BASE_USDC } from '../src/chain/constants.js';
+import { ANVIL_ACCOUNTS, BASE_SEPOLIA_USDC, BASE_USDC, DEV_ROLES } from '../src/chain/constants.js';
 import { chainTarget, resolveWallets } from '../src/chain/wallets.js';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, DEV_CALLBACK_SIGNING_SECRET, loadConfig } from '../src/config.js';
 
 describe('configuration', () => {
   it('runs on embedded defaults with nothing set', () => {
@@ -49,5 +50,107 @@ describe('configuration', () => {
 
   it('refuses inverted timeout bounds', () => {
     expect(() => loadConfig({ TASK_TIMEOUT_MIN_SECONDS: '100', TASK_TIMEOUT_MAX_SECONDS: '50' })).toThrow(ConfigError);
+  });
+
+  describe('wallets and secrets on a real chain (CHAIN_RPC_URL): no silent fallback to dev keys', () => {
+    const realChain = {
+      CHAIN_RPC_URL: 'https://rpc.example',
+      ESCROW_PRIVATE_KEY: `0x${'1'.repeat(64)}`,
+      OPERATOR_PRIVATE_KEY: `0x${'2'.repeat(64)}`,
+      FEE_ADDRESS: '0x000000000000000000000000000000000000fEE0',
+      CALLBACK_SIGNING_SECRET: 'a-production-callback-secret-0123456789',
+    } as const;
+    const without = (name: keyof typeof realChain, extra: Record<string, string> = {}) => {
+      const env: Record<string, string> = { ...realChain, ...extra };
+      delete env[name];
+      return env;
+    };
+    const configError = (env: Record<string, string>): string => {
+      try {
+        loadConfig(env);
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        return (err as Error).message;
+      }
+      throw new Error('loadConfig accepted the environment');
+    };
+
+    it.each(['ESCROW_PRIVATE_KEY', 'FEE_ADDRESS', 'OPERATOR_PRIVATE_KEY', 'CALLBACK_SIGNING_SECRET'] as const)(
+      'refuses to start without %s, naming it and only it',
+      (name) => {
+        const message = configError(without(name));
+        expect(message).toMatch(new RegExp(`^  ${name}: required with CHAIN_RPC_URL`, 'm'));
+        const others = Object.keys(realChain).filter((n) => n !== name && n !== 'CHAIN_RPC_URL');
+        for (const other of others) expect(message).not.toMatch(new RegExp(`^  ${other}:`, 'm'));
+        // An empty value (compose's `${NAME:-}`) counts as missing.
+        expect(configError({ ...realChain, [name]: '' })).toMatch(new RegExp(`^  ${name}: required`, 'm'));
+      },
+    );
+
+    it('names every missing variable at once, beside other bad values, also with x402 off', () => {
+      const url = realChain.CHAIN_RPC_URL;
+      const envs: Record<string, string>[] = [{ CHAIN_RPC_URL: url }, { CHAIN_RPC_URL: url, X402_ENABLED: 'false' }, { CHAIN_RPC_URL: url, PORT: 'eighty' }];
+      for (const env of envs) {
+        const message = configError(env);
+        if (env.PORT) expect(message).toMatch(/^  PORT:/m);
+        for (const name of ['ESCROW_PRIVATE_KEY', 'FEE_ADDRESS', 'OPERATOR_PRIVATE_KEY', 'CALLBACK_SIGNING_SECRET']) {
+          expect(message).toMatch(new RegExp(`^  ${name}: required with CHAIN_RPC_URL`, 'm'));
+        }
+      }
+    });
+
+    it('needs no operator key with a hosted FACILITATOR_URL, and invents none', () => {
+      const config = loadConfig(without('OPERATOR_PRIVATE_KEY', { FACILITATOR_URL: 'https://facilitator.example' }));
+      expect(config.OPERATOR_PRIVATE_KEY).toBeUndefined();
+      expect(resolveWallets(config).operatorKey).toBeUndefined();
+    });
+
+    it('refuses the dev callback secret', () => {
+      expect(configError({ ...realChain, CALLBACK_SIGNING_SECRET: DEV_CALLBACK_SIGNING_SECRET })).toMatch(/^  CALLBACK_SIGNING_SECRET: set your own secret/m);
+    });
+
+    it('uses exactly the configured wallets', () => {
+      const config = loadConfig(realChain);
+      const wallets = resolveWallets(config);
+      expect(wallets.escrowKey).toBe(realChain.ESCROW_PRIVATE_KEY);
+      expect(wallets.escrowAddress).toBe(privateKeyToAccount(realChain.ESCROW_PRIVATE_KEY).address);
+      expect(wallets.operatorKey).toBe(realChain.OPERATOR_PRIVATE_KEY);
+      expect(wallets.feeAddress).toBe(getAddress(realChain.FEE_ADDRESS));
+      expect(config.CALLBACK_SIGNING_SECRET).toBe(realChain.CALLBACK_SIGNING_SECRET);
+      const devKeys = new Set(ANVIL_ACCOUNTS.map((a) => a.privateKey));
+      expect(devKeys.has(wallets.escrowKey)).toBe(false);
+      expect(devKeys.has(wallets.operatorKey!)).toBe(false);
+    });
+  });
+
+  describe('the embedded chain (no CHAIN_RPC_URL)', () => {
+    it("defaults to anvil's dev accounts and a dev callback secret, as documented", () => {
+      const config = loadConfig({});
+      expect(config.ESCROW_PRIVATE_KEY).toBe(ANVIL_ACCOUNTS[DEV_ROLES.escrow]!.privateKey);
+      expect(config.OPERATOR_PRIVATE_KEY).toBe(ANVIL_ACCOUNTS[DEV_ROLES.operator]!.privateKey);
+      expect(config.FEE_ADDRESS).toBe(ANVIL_ACCOUNTS[DEV_ROLES.feeTreasury]!.address);
+      expect(config.CALLBACK_SIGNING_SECRET).toBe(DEV_CALLBACK_SIGNING_SECRET);
+      expect(resolveWallets(config)).toEqual({
+        escrowKey: ANVIL_ACCOUNTS[1]!.privateKey,
+        escrowAddress: ANVIL_ACCOUNTS[1]!.address,
+        operatorKey: ANVIL_ACCOUNTS[2]!.privateKey,
+        feeAddress: ANVIL_ACCOUNTS[3]!.address,
+      });
+    });
+
+    it('takes the values that are set over the dev defaults', () => {
+      const config = loadConfig({
+        ESCROW_PRIVATE_KEY: `0x${'3'.repeat(64)}`,
+        OPERATOR_PRIVATE_KEY: `0x${'4'.repeat(64)}`,
+        FEE_ADDRESS: '0x000000000000000000000000000000000000fEE1',
+        CALLBACK_SIGNING_SECRET: 'my-own-callback-signing-secret-0123456789',
+      });
+      expect(resolveWallets(config)).toMatchObject({
+        escrowKey: `0x${'3'.repeat(64)}`,
+        operatorKey: `0x${'4'.repeat(64)}`,
+        feeAddress: getAddress('0x000000000000000000000000000000000000fee1'),
+      });
+      expect(config.CALLBACK_SIGNING_SECRET).toBe('my-own-callback-signing-secret-0123456789');
+    });
   });
 });

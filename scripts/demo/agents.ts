@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { PrivateKeyAccount } from 'viem/accounts';
 import { signInHeader } from '../../src/auth/siwe-client.js';
-import { SIGNATURE_HEADER, verifyWebhookSignature } from '../../src/dispatcher/runtimes/webhook.js';
+import { SIGNATURE_HEADER, verifyWebhookSignature } from '../../src/net/signing.js';
 
 /**
  * Webhook agents the demo serves itself on loopback, written the way a remote agent would be:

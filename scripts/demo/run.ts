@@ -5,7 +5,7 @@ import type { Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
 import { signInHeader } from '../../src/auth/siwe-client.js';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from '../../src/chain/constants.js';
-import { usdcBalance } from '../../src/chain/devchain.js';
+import { usdcBalance } from '../../src/chain/dev/devchain.js';
 import { resolveWallets } from '../../src/chain/wallets.js';
 import { DemoAgent, describeError, sleep, type AgentResult, type Brief } from './agents.js';
 import { delta, shortHex, table, truncate, usdc } from './format.js';

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Address } from 'viem';
 import { buildApp } from '../../src/app.js';
 import { DEV_ROLES } from '../../src/chain/constants.js';
-import { mintUsdc, startDevChain, type DevChain } from '../../src/chain/devchain.js';
+import { mintUsdc, startDevChain, type DevChain } from '../../src/chain/dev/devchain.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { openDatabase, type Database } from '../../src/db/client.js';
 import { runMigrations } from '../../src/db/migrate.js';

@@ -1,14 +1,23 @@
 import { createPublicClient, http, parseAbi, parseAbiItem, type Address, type Hex, type PublicClient } from 'viem';
 
 /**
- * Plain reads of the USDC token (ERC-20 + EIP-3009) on any chain: balances, whether an
- * authorization was used, and the transaction that used it.
+ * The production side of the USDC token (ERC-20 + EIP-3009) on any chain: the few functions the
+ * service calls, written by hand (the dev chain's full test-token ABI lives in ./dev/), and plain
+ * reads: balances, whether an authorization was used, and the transaction that used it.
  */
-const usdcAbi = parseAbi([
+export const usdcAbi = parseAbi([
   'function balanceOf(address account) view returns (uint256)',
+  'function transfer(address to, uint256 value) returns (bool)',
   'function authorizationState(address authorizer, bytes32 nonce) view returns (bool)',
 ]);
 const authorizationUsed = parseAbiItem('event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)');
+
+export interface UsdcReaderOptions {
+  /** viem transport retries per RPC call (default: viem's). */
+  retryCount?: number;
+  /** RPC request timeout in ms (default: viem's). */
+  timeoutMs?: number;
+}
 
 export class UsdcReader {
   private readonly client: PublicClient;
@@ -16,8 +25,13 @@ export class UsdcReader {
   constructor(
     rpcUrl: string,
     readonly usdc: Address,
+    opts: UsdcReaderOptions = {},
   ) {
-    this.client = createPublicClient({ transport: http(rpcUrl), cacheTime: 0 });
+    const transport = http(rpcUrl, {
+      ...(opts.retryCount !== undefined ? { retryCount: opts.retryCount } : {}),
+      ...(opts.timeoutMs !== undefined ? { timeout: opts.timeoutMs } : {}),
+    });
+    this.client = createPublicClient({ transport, cacheTime: 0 });
   }
 
   balanceOf(account: Address): Promise<bigint> {

@@ -2,20 +2,23 @@ import { getAddress, type Address, type Hex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import type { Config } from '../config.js';
 import {
-  ANVIL_ACCOUNTS,
   BASE_CHAIN_ID,
   BASE_NETWORK,
   BASE_SEPOLIA_CHAIN_ID,
   BASE_SEPOLIA_NETWORK,
   BASE_SEPOLIA_USDC,
   BASE_USDC,
-  DEV_ROLES,
 } from './constants.js';
 
-/** The operator's wallets and the USDC deployment the service uses; dev defaults on the embedded chain. */
+/**
+ * The operator's wallets, exactly as the configuration resolved them: src/config.ts requires
+ * them with CHAIN_RPC_URL and fills in anvil's dev accounts only for the embedded chain. Nothing
+ * here falls back to a key of its own.
+ */
 export interface Wallets {
   escrowKey: Hex;
   escrowAddress: Address;
+  /** The in-process facilitator's key; undefined on a real chain with a hosted FACILITATOR_URL. */
   operatorKey: Hex | undefined;
   feeAddress: Address;
 }
@@ -29,18 +32,12 @@ export interface ChainTarget {
   usdcDomain: { name: string; version: string };
 }
 
-const devKey = (i: number): Hex => ANVIL_ACCOUNTS[i]!.privateKey;
-
 export function resolveWallets(config: Config): Wallets {
-  const dev = !config.CHAIN_RPC_URL;
-  const escrowKey = config.ESCROW_PRIVATE_KEY ? (config.ESCROW_PRIVATE_KEY as Hex) : devKey(DEV_ROLES.escrow);
-  const operatorKey = config.OPERATOR_PRIVATE_KEY ? (config.OPERATOR_PRIVATE_KEY as Hex) : dev ? devKey(DEV_ROLES.operator) : undefined;
-  const feeAddress = config.FEE_ADDRESS ?? ANVIL_ACCOUNTS[DEV_ROLES.feeTreasury]!.address;
   return {
-    escrowKey,
-    escrowAddress: privateKeyToAccount(escrowKey).address,
-    operatorKey,
-    feeAddress: getAddress(feeAddress),
+    escrowKey: config.ESCROW_PRIVATE_KEY,
+    escrowAddress: privateKeyToAccount(config.ESCROW_PRIVATE_KEY).address,
+    operatorKey: config.OPERATOR_PRIVATE_KEY,
+    feeAddress: getAddress(config.FEE_ADDRESS),
   };
 }
 

@@ -5,7 +5,7 @@ import type { Clock } from '../clock.js';
 import { rowsOf, withTransaction, type Db, type Tx } from '../db/client.js';
 import { agents, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
 import { isAppError } from '../errors.js';
-import type { TasksService } from '../tasks/service.js';
+import type { TaskLifecycle } from '../tasks/lifecycle.js';
 import type { AgentRuntime, RunOutcome, TaskBrief } from './runtime.js';
 import { Loop } from '../workers/loop.js';
 
@@ -29,7 +29,7 @@ export interface DispatcherLog {
 export interface DispatcherOptions {
   db: Db;
   clock: Clock;
-  tasks: TasksService;
+  tasks: TaskLifecycle;
   runtimes: AgentRuntime<unknown>[];
   /** Public base URL agents call back (progress, deliver). */
   publicBaseUrl: string;
@@ -42,6 +42,9 @@ export interface DispatcherOptions {
   workerId?: string;
   log?: DispatcherLog;
 }
+
+/** Advisory-lock namespace of per-agent dispatch claims (the second key is hashtext(agent_id)). */
+const AGENT_LOCK_SPACE = 727_002;
 
 interface Candidate {
   id: string;
@@ -88,7 +91,7 @@ export class Dispatcher {
     if (this.stopping) return 0;
     const free = this.opts.concurrency - this.running.size;
     if (free <= 0) return 0;
-    const claimed = await this.claim(free);
+    const claimed = await this.lease(free);
     for (const task of claimed) this.launch(task);
     if (this.exhausted.size > 0) await this.failExhausted();
     return claimed.length;
@@ -118,7 +121,7 @@ export class Dispatcher {
 
   // ── claim ──────────────────────────────────────────────────────────────────
 
-  private async claim(limit: number): Promise<TaskRow[]> {
+  private async lease(limit: number): Promise<TaskRow[]> {
     return withTransaction(this.opts.db, async (tx) => {
       const now = this.opts.clock.now();
       // Two index-ordered scans (each on its partial index) rather than one OR that sorts every due row.
@@ -141,7 +144,12 @@ export class Dispatcher {
                 limit ${limit * 4 - queued.length}
                 for update skip locked`),
             );
-      const candidates = [...orphaned, ...queued];
+      const found = [...orphaned, ...queued];
+      if (found.length === 0) return [];
+      // The per-agent cap holds across workers: a claim counts an agent's runs only while it holds
+      // that agent's lock (until commit), so two workers never both see room for the same slot.
+      const locked = await this.lockAgents(tx, [...new Set(found.map((c) => c.agent_id))]);
+      const candidates = found.filter((c) => locked.has(c.agent_id));
       if (candidates.length === 0) return [];
       const busy = await this.runningPerAgent(tx, now);
       const chosen: TaskRow[] = [];
@@ -160,6 +168,16 @@ export class Dispatcher {
       }
       return chosen;
     });
+  }
+
+  /** Transaction-level advisory locks of these agents; those another claim holds now are skipped. */
+  private async lockAgents(tx: Tx, agentIds: string[]): Promise<Set<string>> {
+    const locked = new Set<string>();
+    for (const id of agentIds.sort()) {
+      const [row] = rowsOf<{ ok: boolean }>(await tx.execute(sql`select pg_try_advisory_xact_lock(${AGENT_LOCK_SPACE}, hashtext(${id})) as ok`));
+      if (row?.ok) locked.add(id);
+    }
+    return locked;
   }
 
   private async runningPerAgent(tx: Tx, now: Date): Promise<Map<string, number>> {
@@ -241,7 +259,7 @@ export class Dispatcher {
     } finally {
       stopWatching();
     }
-    await this.settle(task, agent, brief, controller.signal, outcome, () => runtime.notifyCancelled?.(brief, config.data, 'timed out'));
+    await this.conclude(task, agent, brief, controller.signal, outcome, () => runtime.notifyCancelled?.(brief, config.data, 'timed out'));
   }
 
   private briefOf(task: TaskRow): TaskBrief {
@@ -292,7 +310,7 @@ export class Dispatcher {
 
   // ── outcome ────────────────────────────────────────────────────────────────
 
-  private async settle(
+  private async conclude(
     task: TaskRow,
     agent: AgentRow,
     brief: TaskBrief,

@@ -9,7 +9,7 @@ export function createDispatcher(app: FastifyInstance, overrides: { workerId?: s
   return new Dispatcher({
     db: app.db,
     clock: app.clock,
-    tasks: app.services.tasks,
+    tasks: app.services.taskLifecycle,
     runtimes: createRuntimes(config, app.clock),
     publicBaseUrl: overrides.publicBaseUrl ?? publicBaseUrl(config),
     concurrency: config.DISPATCH_CONCURRENCY,

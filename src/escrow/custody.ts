@@ -4,7 +4,6 @@ import {
   TransactionReceiptNotFoundError,
   createPublicClient,
   encodeFunctionData,
-  erc20Abi,
   getAddress,
   http,
   keccak256,
@@ -14,6 +13,7 @@ import {
   type PublicClient,
 } from 'viem';
 import { privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
+import { UsdcReader, usdcAbi } from '../chain/usdc.js';
 
 /**
  * The wallet that holds escrowed USDC and pays it out. The settlement worker only talks to
@@ -100,6 +100,7 @@ export class CustodialEscrowWallet implements EscrowCustody {
   readonly #account: PrivateKeyAccount;
   readonly #client: PublicClient;
   readonly #usdc: Address;
+  readonly #usdcReader: UsdcReader;
   readonly #chainId: number;
   readonly #gasLimit: bigint;
 
@@ -109,9 +110,10 @@ export class CustodialEscrowWallet implements EscrowCustody {
     this.#usdc = getAddress(config.usdc);
     this.#chainId = config.chainId;
     this.#gasLimit = config.gasLimit ?? DEFAULT_TRANSFER_GAS;
-    this.#client = createPublicClient({
-      transport: http(config.rpcUrl, { retryCount: config.retryCount ?? 0, timeout: config.timeoutMs ?? 10_000 }),
-    });
+    const retryCount = config.retryCount ?? 0;
+    const timeoutMs = config.timeoutMs ?? 10_000;
+    this.#client = createPublicClient({ transport: http(config.rpcUrl, { retryCount, timeout: timeoutMs }) });
+    this.#usdcReader = new UsdcReader(config.rpcUrl, this.#usdc, { retryCount, timeoutMs });
   }
 
   async signTransfer(to: Address, amount: bigint, nonce: number, fees: FeeQuote): Promise<SignedTransfer> {
@@ -122,7 +124,7 @@ export class CustodialEscrowWallet implements EscrowCustody {
       nonce,
       to: this.#usdc,
       value: 0n,
-      data: encodeFunctionData({ abi: erc20Abi, functionName: 'transfer', args: [getAddress(to), amount] }),
+      data: encodeFunctionData({ abi: usdcAbi, functionName: 'transfer', args: [getAddress(to), amount] }),
       gas: this.#gasLimit,
       maxFeePerGas: fees.maxFeePerGas,
       maxPriorityFeePerGas: fees.maxPriorityFeePerGas,
@@ -163,8 +165,9 @@ export class CustodialEscrowWallet implements EscrowCustody {
     return this.#client.getTransactionCount({ address: this.address, blockTag: 'pending' });
   }
 
+  /** Through the plain ERC-20 reader (chain/usdc.ts), with this wallet's timeout and retries. */
   async usdcBalance(): Promise<bigint> {
-    return this.#client.readContract({ address: this.#usdc, abi: erc20Abi, functionName: 'balanceOf', args: [this.address] });
+    return this.#usdcReader.balanceOf(this.address);
   }
 
   /**

@@ -1,10 +1,11 @@
-import { and, eq } from 'drizzle-orm';
+import { eq } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import { withTransaction, type Db } from '../db/client.js';
 import { agents, disputes, tasks } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { accountBalance } from '../ledger/ledger.js';
 import { escrowAccount } from '../ledger/accounts.js';
+import { escrowTransition } from '../tasks/state-machine.js';
 import { planDisputeSplit } from './outbox.js';
 
 export interface DisputeResolution {
@@ -50,15 +51,14 @@ export async function resolveDispute(
     const escrowStatus: DisputeResolution['escrow_status'] =
       input.agentAmount === 0n ? 'refunded' : input.payerAmount === 0n ? 'released' : 'partially_refunded';
     const now = clock.now();
-    await tx
-      .update(tasks)
-      .set({
-        escrowStatus,
-        refundAmount: input.payerAmount,
-        refundStatus: input.payerAmount > 0n ? 'pending' : 'not_required',
-        updatedAt: now,
-      })
-      .where(and(eq(tasks.id, task.id), eq(tasks.escrowStatus, 'frozen')));
+    await escrowTransition(tx, clock, {
+      taskId: task.id,
+      from: ['frozen'],
+      to: escrowStatus,
+      set: { refundAmount: input.payerAmount, refundStatus: input.payerAmount > 0n ? 'pending' : 'not_required' },
+      actor: 'operator',
+      detail: { dispute_id: dispute.id, payer_amount: input.payerAmount.toString(), agent_amount: input.agentAmount.toString() },
+    });
     await tx.update(disputes).set({ status: 'resolved', resolvedAt: now }).where(eq(disputes.id, dispute.id));
     return {
       dispute_id: dispute.id,

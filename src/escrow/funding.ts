@@ -2,7 +2,8 @@ import { getAddress } from 'viem';
 import type { PaidWrite } from '../payments/paid-write.js';
 import { publicStatus } from '../tasks/state-machine.js';
 import type { TaskFundedT } from '../tasks/schemas.js';
-import type { TasksService } from '../tasks/service.js';
+import type { TaskClient } from '../tasks/client.js';
+import type { TaskLifecycle } from '../tasks/lifecycle.js';
 
 /** The escrow amount a fund request asks to lock (validated by the route schema before payment). */
 export function fundingAmount(body: unknown): bigint {
@@ -20,11 +21,17 @@ export function fundingAmount(body: unknown): bigint {
  *     the payment booked. If the task changed meanwhile (expired, cancelled) the whole payment
  *     is refunded and the request fails.
  */
-export function fundingWrite(tasks: TasksService, fundFee: bigint, payer: string, taskId: string, amount: bigint): PaidWrite<TaskFundedT> {
+export function fundingWrite(
+  tasks: { client: TaskClient; lifecycle: TaskLifecycle },
+  fundFee: bigint,
+  payer: string,
+  taskId: string,
+  amount: bigint,
+): PaidWrite<TaskFundedT> {
   return {
-    check: () => tasks.assertFundable(payer, taskId, amount),
+    check: () => tasks.client.assertFundable(payer, taskId, amount),
     apply: async (tx, settled) => {
-      const row = await tasks.markFunded(
+      const row = await tasks.lifecycle.markFunded(
         taskId,
         { amount, fee: fundFee, txHash: settled.txHash, paymentId: settled.paymentId ?? undefined, actor: payer.toLowerCase() },
         tx,

@@ -1,4 +1,4 @@
-import type { TaskStatus } from '../tasks/state-machine.js';
+import type { TaskStatus } from '../tasks/statuses.js';
 
 /**
  * The escrow's own state, kept beside the task's:

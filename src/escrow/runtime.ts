@@ -1,4 +1,3 @@
-import type { Address } from 'viem';
 import { UsdcReader } from '../chain/usdc.js';
 import { chainTarget, resolveWallets } from '../chain/wallets.js';
 import type { Clock } from '../clock.js';
@@ -25,7 +24,7 @@ export function createEscrowRuntime(config: Config, rpcUrl: string): EscrowRunti
   return {
     custody,
     usdc,
-    feeWallet: { address: wallets.feeAddress, usdcBalance: () => usdc.balanceOf(wallets.feeAddress as Address) },
+    feeWallet: { address: wallets.feeAddress, usdcBalance: () => usdc.balanceOf(wallets.feeAddress) },
     createWorker: (db, clock, log) =>
       new SettlementWorker({
         db,

@@ -5,7 +5,8 @@ import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { getAddress, type Hash, type Hex } from 'viem';
 import type { Clock } from '../clock.js';
 import { rowsOf, withTransaction, type Db, type Tx } from '../db/client.js';
-import { chainNonces, chainTransfers, tasks, type ChainTransferRow } from '../db/schema.js';
+import { chainNonces, chainTransfers, type ChainTransferRow } from '../db/schema.js';
+import { recordRefundTransfer } from '../tasks/state-machine.js';
 import { EXTERNAL, PAYOUT_PENDING } from '../ledger/accounts.js';
 import { postMovement, transferEntries } from '../ledger/ledger.js';
 import { BroadcastRejectedError, describeChainError, type EscrowCustody, type TransferReceipt } from './custody.js';
@@ -100,7 +101,7 @@ export class SettlementWorker {
     let advanced = 0;
     while (seen.length < maxPerRun) {
       const claimedAt = this.clock.now().getTime();
-      const batch = await this.claim(seen, Math.min(this.opts.batchSize ?? 5, maxPerRun - seen.length));
+      const batch = await this.lease(seen, Math.min(this.opts.batchSize ?? 5, maxPerRun - seen.length));
       if (batch.length === 0) break;
       for (const row of batch) {
         seen.push(row.id);
@@ -128,7 +129,7 @@ export class SettlementWorker {
    * picks rows with FOR UPDATE SKIP LOCKED (so concurrent claimers never pick the same row)
    * and an UPDATE that stamps the lease.
    */
-  private async claim(exclude: readonly string[], limit: number): Promise<ChainTransferRow[]> {
+  private async lease(exclude: readonly string[], limit: number): Promise<ChainTransferRow[]> {
     const now = this.clock.now();
     const until = new Date(now.getTime() + this.opts.leaseMs);
     const claimed = rowsOf<{ id: string }>(
@@ -220,7 +221,7 @@ export class SettlementWorker {
       const { rawTx, txHash } = await this.custody.signTransfer(getAddress(row.toAddress), row.amount, nonce, fees);
       const updated = await this.fencedUpdate(tx, row, { status: 'signed', nonce, rawTx, txHash, lastError: null });
       if (isTaskRefund(row)) {
-        await tx.update(tasks).set({ refundTxHash: txHash }).where(eq(tasks.id, row.taskId!));
+        await recordRefundTransfer(tx, row.taskId!, { txHash });
       }
       return updated;
     });
@@ -351,7 +352,7 @@ export class SettlementWorker {
 
   private async setRefundStatus(tx: Tx, row: ChainTransferRow, status: 'confirmed' | 'failed'): Promise<void> {
     if (!isTaskRefund(row)) return;
-    await tx.update(tasks).set({ refundStatus: status }).where(eq(tasks.id, row.taskId!));
+    await recordRefundTransfer(tx, row.taskId!, { status });
   }
 }
 

@@ -53,7 +53,7 @@ export interface VerifiedPayment {
   payload: PaymentPayload;
   requirements: PaymentRequirements;
   declaredExtensions: Record<string, unknown> | undefined;
-  claim: PaymentRow;
+  row: PaymentRow;
   /** The handler took the payment over (paidCall): onSend does not settle it. */
   handled: boolean;
 }
@@ -143,7 +143,7 @@ export function paidCall(request: FastifyRequest, reply: FastifyReply): PaidCall
   const payment = request.payment;
   if (!payment) return null;
   payment.handled = true;
-  return { payment: payment.claim, owner: request.id, settle: () => settleVerified(payment, reply) };
+  return { payment: payment.row, owner: request.id, settle: () => settleVerified(payment, reply) };
 }
 
 function headerHash(header: string): string {
@@ -226,7 +226,7 @@ export const x402Plugin = fp(
       }
       const payer = getAddress(authorization.from);
       const payTo = getAddress(result.paymentRequirements.payTo);
-      const claim = await opts.lifecycle.claim({
+      const row = await opts.lifecycle.record({
         payer,
         payTo,
         amount: BigInt(result.paymentRequirements.amount),
@@ -249,7 +249,7 @@ export const x402Plugin = fp(
         payload: result.paymentPayload,
         requirements: result.paymentRequirements,
         declaredExtensions: result.declaredExtensions,
-        claim,
+        row,
         handled: false,
       };
     });
@@ -284,13 +284,13 @@ export const x402Plugin = fp(
       if (!payment) return payload;
       const replayed = reply.getHeader('idempotent-replayed') === 'true';
       if (reply.statusCode >= 400 || replayed) {
-        // Nothing was settled. If the database cannot forget the claim now, the recovery sweep releases it.
-        await opts.lifecycle.release(payment.claim.id, request.id).catch((err: unknown) => request.log.warn({ err, payment: payment.claim.id }, 'payment claim not released'));
+        // Nothing was settled. If the database cannot forget the payment now, the recovery sweep does.
+        await opts.lifecycle.forget(payment.row.id, request.id).catch((err: unknown) => request.log.warn({ err, payment: payment.row.id }, 'payment not forgotten'));
         return payload;
       }
       if (payment.handled) return payload;
       payment.handled = true;
-      const id = payment.claim.id;
+      const id = payment.row.id;
       try {
         await opts.lifecycle.beginSettling(id, request.id);
       } catch (err) {
@@ -301,7 +301,7 @@ export const x402Plugin = fp(
         await opts.lifecycle.fail(id, request.id, settled.reason);
         return replaceWithError(request, reply, new AppError(settled.code, `Payment settlement failed: ${settled.reason}`));
       }
-      failpoint('payment:after-settle', payment.claim.purpose);
+      failpoint('payment:after-settle', payment.row.purpose);
       try {
         await withTransaction(app.db, (tx) => opts.lifecycle.book(tx, id, request.id, { txHash: settled.txHash }));
       } catch (err) {

@@ -4,14 +4,14 @@ import { isIP, type LookupFunction } from 'node:net';
 /**
  * Server-side request forgery guard: the service only calls URLs that lead to the public
  * internet (agents' pages, callbacks), never to itself, the private network or the cloud
- * metadata endpoint. Two layers:
- * - `assertPublicUrl` checks the scheme and every address the host resolves to, before a call
- *   (clear errors, and the check a redirect hop must pass again);
- * - `createGuardedLookup` is a `lookup` for node:http(s)/net that checks the addresses at the
- *   moment of connecting, so a name that resolves differently the second time (DNS rebinding)
- *   cannot slip through between the check and the connection.
+ * metadata endpoint.
+ * - `assertPublicUrl` checks the scheme and every address the host resolves to (clear errors
+ *   at registration and task creation);
+ * - `resolvePublicTarget` does the same check and returns the addresses that passed it, and
+ *   `pinnedLookup` hands exactly those addresses to node:http(s) at connect time, so a name that
+ *   resolves differently the second time (DNS rebinding) is never asked again. Every outbound
+ *   request goes through `src/net/outbound.ts`, which uses both.
  */
-
 export type UnsafeUrlReason = 'invalid_url' | 'scheme' | 'credentials' | 'private_address' | 'unresolvable';
 
 export class UnsafeUrlError extends Error {
@@ -29,11 +29,14 @@ export interface ResolvedAddress {
   family: number;
 }
 
+/** Resolves a host name to all its addresses (injectable: tests use a scripted one). */
+export type Resolver = (hostname: string) => Promise<ResolvedAddress[]>;
+
 export interface PublicUrlOptions {
   /** Skips the address checks (scheme checks stay): development and tests only. */
   allowPrivate: boolean;
   /** Resolves a host name to all its addresses; default `dns.promises.lookup(host, {all: true})`. */
-  lookup?: (hostname: string) => Promise<ResolvedAddress[]>;
+  lookup?: Resolver;
 }
 
 // ---------------------------------------------------------------- address classification
@@ -147,58 +150,81 @@ function assertHttpScheme(url: URL): void {
   if (url.hostname === '') throw new UnsafeUrlError('invalid_url', 'the URL has no host');
 }
 
-async function defaultLookup(hostname: string): Promise<ResolvedAddress[]> {
+/** The system resolver (getaddrinfo), every address in the order the system gives them. */
+export async function systemResolver(hostname: string): Promise<ResolvedAddress[]> {
   return dns.promises.lookup(hostname, { all: true, verbatim: true });
 }
 
 async function resolveHost(hostname: string, lookup: PublicUrlOptions['lookup']): Promise<ResolvedAddress[]> {
   let addresses: ResolvedAddress[];
   try {
-    addresses = await (lookup ?? defaultLookup)(hostname);
+    addresses = await (lookup ?? systemResolver)(hostname);
   } catch {
     throw new UnsafeUrlError('unresolvable', `cannot resolve ${hostname}`);
   }
-  if (addresses.length === 0) throw new UnsafeUrlError('unresolvable', `${hostname} has no address`);
-  return addresses;
+  // only IP addresses can be connected to (a resolver answering anything else is refused)
+  const usable = addresses.filter((a) => isIP(a.address) !== 0);
+  if (usable.length === 0) throw new UnsafeUrlError('unresolvable', `${hostname} has no address`);
+  return usable.map((a) => ({ address: a.address, family: isIP(a.address) }));
 }
 
 function privateAddressError(host: string): UnsafeUrlError {
   return new UnsafeUrlError('private_address', `${host} is not a public internet address`);
 }
 
+/** Where a checked request may connect: the URL and, for a host name, the addresses that passed. */
+export interface PublicTarget {
+  url: URL;
+  /** Empty when the host is an IP literal (nothing to resolve: the connection goes to it). */
+  addresses: ResolvedAddress[];
+}
+
 /**
  * Parses the URL and refuses anything but http(s) to the public internet: an IP literal is
- * classified as is (no DNS, no connection), a name must resolve only to public addresses.
+ * classified as is (no DNS), a name must resolve only to public addresses. Returns the addresses
+ * that passed, to be connected to with `pinnedLookup` (never resolved again). With
+ * `allowPrivate` the name is still resolved once and pinned, but any address passes.
+ */
+export async function resolvePublicTarget(input: string | URL, opts: PublicUrlOptions): Promise<PublicTarget> {
+  const url = parseUrl(input);
+  assertHttpScheme(url);
+  const host = stripBrackets(url.hostname);
+  if (isIP(host) !== 0) {
+    if (!opts.allowPrivate && !isPublicAddress(host)) throw privateAddressError(host);
+    return { url, addresses: [] };
+  }
+  const addresses = await resolveHost(host, opts.lookup);
+  if (!opts.allowPrivate && addresses.some((a) => !isPublicAddress(a.address))) throw privateAddressError(host);
+  return { url, addresses };
+}
+
+/**
+ * Parses the URL and refuses anything but http(s) to the public internet (see
+ * `resolvePublicTarget`). For validation at registration and task creation; a request must not
+ * connect on the strength of this check alone: use `src/net/outbound.ts`.
  */
 export async function assertPublicUrl(input: string | URL, opts: PublicUrlOptions): Promise<URL> {
   const url = parseUrl(input);
   assertHttpScheme(url);
   if (opts.allowPrivate) return url;
-  const host = stripBrackets(url.hostname);
-  if (isIP(host) !== 0) {
-    if (!isPublicAddress(host)) throw privateAddressError(host);
-    return url;
-  }
-  const addresses = await resolveHost(host, opts.lookup);
-  if (addresses.some((a) => !isPublicAddress(a.address))) throw privateAddressError(host);
-  return url;
+  return (await resolvePublicTarget(url, opts)).url;
 }
 
 /**
- * A `lookup` for node:http(s) request options (or net.connect) that refuses to connect when the
- * name resolves to any non-public address. IP literals never reach a lookup: check them with
- * `assertPublicUrl` first.
+ * A `lookup` for node:http(s) request options (or net.connect) that answers only the given,
+ * already checked addresses: the connection goes to an address that passed the check, whatever
+ * the DNS says by then. IP literals never reach a lookup.
  */
-export function createGuardedLookup(opts: { allowPrivate: boolean }): LookupFunction {
-  return (hostname, options, callback) => {
-    dns.lookup(hostname, { ...options, all: true }, (err, addresses) => {
-      if (err) return callback(err, '');
-      const refused = !opts.allowPrivate && addresses.some((a) => !isPublicAddress(a.address));
-      if (refused) return callback(privateAddressError(hostname) as NodeJS.ErrnoException, '');
-      if (options.all) return callback(null, addresses);
-      const first = addresses[0];
-      if (!first) return callback(new UnsafeUrlError('unresolvable', `${hostname} has no address`) as NodeJS.ErrnoException, '');
-      return callback(null, first.address, first.family);
-    });
+export function pinnedLookup(hostname: string, addresses: readonly ResolvedAddress[]): LookupFunction {
+  return (requested, options, callback) => {
+    const family = options.family === 4 || options.family === 'IPv4' ? 4 : options.family === 6 || options.family === 'IPv6' ? 6 : 0;
+    const usable = requested.toLowerCase() === hostname.toLowerCase() ? addresses.filter((a) => family === 0 || a.family === family) : [];
+    const first = usable[0];
+    if (!first) {
+      const err = new UnsafeUrlError('unresolvable', `${requested} has no checked address`) as UnsafeUrlError & NodeJS.ErrnoException;
+      return callback(err, '');
+    }
+    if (options.all) return callback(null, usable.map((a) => ({ address: a.address, family: a.family })));
+    return callback(null, first.address, first.family);
   };
 }

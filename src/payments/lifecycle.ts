@@ -14,7 +14,7 @@ import { EXTERNAL, TREASURY_CALL_FEES } from '../ledger/accounts.js';
  *
  *   verified ──begin──▶ settling ──book──▶ booked      (the money moved and the effect committed with it)
  *      │                   ├──refund──▶ refunded        (the money moved, the effect did not: paid back in full)
- *      └─release (row deleted)  └──fail──▶ failed        (the chain did not move the money: nothing charged)
+ *      └─forget (row deleted)   └──fail──▶ failed        (the chain did not move the money: nothing charged)
  *
  * A row is written (`verified`) before the chain is touched and becomes `settling` before the
  * settlement is sent, so after a crash at any line a row says how far the payment got. Each
@@ -24,7 +24,7 @@ import { EXTERNAL, TREASURY_CALL_FEES } from '../ledger/accounts.js';
 export type PaymentStatus = 'verified' | 'settling' | 'booked' | 'refunded' | 'failed';
 export type PaymentKind = 'call_fee' | 'escrow_funding';
 
-export interface PaymentClaimInput {
+export interface PaymentRecordInput {
   payer: Address;
   payTo: Address;
   amount: bigint;
@@ -61,7 +61,7 @@ export class PaymentLifecycle {
   ) {}
 
   /** Records a verified authorization: it serves this request only, even concurrently. */
-  async claim(input: PaymentClaimInput): Promise<PaymentRow> {
+  async record(input: PaymentRecordInput): Promise<PaymentRow> {
     const now = this.clock.now();
     try {
       const [row] = await this.db
@@ -103,7 +103,7 @@ export class PaymentLifecycle {
     }
   }
 
-  private authorizationOf(input: PaymentClaimInput) {
+  private authorizationOf(input: PaymentRecordInput) {
     return and(
       eq(payments.network, input.network),
       eq(payments.asset, input.asset.toLowerCase()),
@@ -118,8 +118,8 @@ export class PaymentLifecycle {
     return row;
   }
 
-  /** The request failed before any settlement: forget the claim, nothing was charged. */
-  async release(id: string, owner: string): Promise<void> {
+  /** The request failed before any settlement: forget the payment, nothing was charged. */
+  async forget(id: string, owner: string): Promise<void> {
     await this.db.delete(payments).where(and(eq(payments.id, id), eq(payments.status, 'verified'), eq(payments.leaseOwner, owner)));
   }
 

@@ -2,7 +2,7 @@ import { withTransaction, type Db, type Tx } from '../db/client.js';
 import type { PaymentRow } from '../db/schema.js';
 import { AppError, isAppError, type ErrorCode } from '../errors.js';
 import { failpoint } from '../failpoints.js';
-import type { PaymentLifecycle } from './lifecycle.js';
+import { PaymentFenceError, type PaymentLifecycle } from './lifecycle.js';
 
 /**
  * The rule for every priced route that changes state: **settle first, then commit the effect
@@ -21,7 +21,7 @@ import type { PaymentLifecycle } from './lifecycle.js';
  */
 export type SettleResult = { ok: true; txHash: string } | { ok: false; reason: string; code: ErrorCode };
 
-/** One verified, claimed payment of a request, and the way to settle it (no HTTP types here). */
+/** One verified, recorded payment of a request, and the way to settle it (no HTTP types here). */
 export interface PaidCall {
   payment: PaymentRow;
   /** The payment's lease owner (the request). */
@@ -62,6 +62,9 @@ export async function payThen<T>(deps: PaidWriteDeps, paid: PaidCall | null, wri
     });
   } catch (err) {
     // Anything but a refusal (an outage, a lost lease) leaves the payment settling for the sweep.
+    if (err instanceof PaymentFenceError) {
+      throw new AppError('service_unavailable', 'This request took too long; its payment is being refunded in full. Retry shortly.', { cause: err });
+    }
     if (!isAppError(err)) throw err;
     await deps.lifecycle.refundNow(payment.id, owner, { txHash, reason: err.message });
     throw new AppError(err.code, `${err.message}. The payment of ${payment.amount} atomic USDC was settled and is being refunded in full.`, {

@@ -32,6 +32,11 @@ export function priceBook(config: Config): PriceBook {
   };
 }
 
+/** What a funding costs: the escrow amount the request asks to lock plus the funding fee. */
+export function fundingPrice(prices: PriceBook, escrowAmount: bigint): bigint {
+  return escrowAmount + prices.fund_task;
+}
+
 /** "0.001 USDC" for documentation. */
 export function formatUsdc(atomic: bigint): string {
   const whole = atomic / 1_000_000n;

@@ -30,8 +30,8 @@ export interface RecoveryOutcome {
  * The recovery sweep (worker role). A payment still `verified` or `settling` after its lease
  * belongs to a request that crashed or lost its database. The sweep takes it over and asks the
  * chain what happened:
- * - `verified`: no settlement was ever sent (a payment becomes `settling` first), so the claim
- *   is released: nothing charged.
+ * - `verified`: no settlement was ever sent (a payment becomes `settling` first), so the payment
+ *   is forgotten: nothing charged.
  * - `settling`, authorization used on chain: the money moved but the effect did not commit with
  *   its booking (they commit together), so the payment is refunded in full through the outbox.
  * - `settling`, authorization unused: the settlement may still be pending somewhere, so the
@@ -70,7 +70,7 @@ export class PaymentRecovery {
   private async resolve(payment: PaymentRow): Promise<keyof RecoveryOutcome> {
     const { lifecycle } = this.opts;
     if (payment.status === 'verified') {
-      await lifecycle.release(payment.id, this.owner);
+      await lifecycle.forget(payment.id, this.owner);
       return 'released';
     }
     const payer = getAddress(payment.payerAddress);

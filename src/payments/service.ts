@@ -1,6 +1,5 @@
 import { and, desc, eq, inArray, lt, or } from 'drizzle-orm';
 import { getAddress, type Address } from 'viem';
-import type { Clock } from '../clock.js';
 import type { Db } from '../db/client.js';
 import { payments, type PaymentRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
@@ -44,10 +43,7 @@ function toReceipt(row: PaymentRow): Receipt {
 
 /** Receipts: the payments that were settled on chain, booked or refunded. Written by `lifecycle.ts`. */
 export class PaymentsService {
-  constructor(
-    private readonly db: Db,
-    private readonly clock: Clock,
-  ) {}
+  constructor(private readonly db: Db) {}
 
   /** The payer's settled payments (booked or refunded), newest first; `cursor` is the last payment_id of the previous page. */
   async receipts(payer: string, limit: number, cursor?: string): Promise<{ receipts: Receipt[]; next_cursor: string | null }> {

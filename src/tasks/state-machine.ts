@@ -4,7 +4,7 @@ import type { Executor } from '../db/client.js';
 import { taskEvents, tasks, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import type { EscrowStatus } from '../escrow/rules.js';
-import { enqueueCallback } from '../dispatcher/callbacks.js';
+import { enqueueCallback } from '../callbacks/enqueue.js';
 import { publicStatus, publicStatuses, taskStatuses, type PublicStatus, type TaskStatus } from './statuses.js';
 
 export { publicStatus, publicStatuses, taskStatuses, type PublicStatus, type TaskStatus };
@@ -110,4 +110,57 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
     at: now,
   });
   return row;
+}
+
+export interface EscrowTransitionRequest {
+  taskId: string;
+  /** The escrow states this change accepts. */
+  from: readonly EscrowStatus[];
+  to: EscrowStatus;
+  set?: Partial<Pick<TaskRow, 'refundAmount' | 'refundStatus'>>;
+  actor: string;
+  detail?: Record<string, unknown>;
+}
+
+/**
+ * A change of the escrow alone (released after the dispute window, split by a dispute's
+ * resolution): one conditional UPDATE with its event row, like every task transition; 409 when
+ * the escrow is no longer in an accepted state.
+ */
+export async function escrowTransition(tx: Executor, clock: Clock, req: EscrowTransitionRequest): Promise<TaskRow> {
+  const now = clock.now();
+  const [row] = await tx
+    .update(tasks)
+    .set({ ...req.set, escrowStatus: req.to, version: sql`${tasks.version} + 1`, updatedAt: now })
+    .where(and(eq(tasks.id, req.taskId), inArray(tasks.escrowStatus, [...req.from])))
+    .returning();
+  if (!row) {
+    const [current] = await tx.select({ status: tasks.status, escrowStatus: tasks.escrowStatus }).from(tasks).where(eq(tasks.id, req.taskId));
+    if (!current) throw new AppError('task_not_found', `Task ${req.taskId} does not exist`);
+    throw new AppError('state_conflict', `The escrow of task ${req.taskId} is ${current.escrowStatus}; it cannot become ${req.to}`, {
+      details: { status: current.status, escrow_status: current.escrowStatus },
+    });
+  }
+  await tx.insert(taskEvents).values({
+    taskId: req.taskId,
+    fromStatus: row.status,
+    toStatus: row.status,
+    escrowStatus: req.to,
+    actor: req.actor,
+    detail: req.detail ?? null,
+    at: now,
+  });
+  return row;
+}
+
+/** The settlement worker reports the task's own refund transfer: signed (its hash), then confirmed or failed. */
+export async function recordRefundTransfer(
+  tx: Executor,
+  taskId: string,
+  progress: { txHash: string } | { status: 'confirmed' | 'failed' },
+): Promise<void> {
+  await tx
+    .update(tasks)
+    .set('txHash' in progress ? { refundTxHash: progress.txHash } : { refundStatus: progress.status })
+    .where(eq(tasks.id, taskId));
 }

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { allowPrivateUrls } from '../config.js';
-import { CallbackSender } from '../dispatcher/callbacks.js';
+import { CallbackSender } from '../callbacks/sender.js';
 import { createDispatcher } from '../dispatcher/index.js';
 import { runMaintenance, startMaintenance } from '../maintenance.js';
 import { PaymentRecovery } from '../payments/recovery.js';
@@ -33,7 +33,7 @@ export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}
   settlement?.start(intervals.settlementMs ?? config.SETTLEMENT_INTERVAL_MS);
   const recovery =
     config.X402_ENABLED && app.escrow
-      ? new PaymentRecovery({ lifecycle: app.services.lifecycle, chain: app.escrow.usdc, facilitator: app.facilitator, log: app.log })
+      ? new PaymentRecovery({ lifecycle: app.services.paymentLifecycle, chain: app.escrow.usdc, facilitator: app.facilitator, log: app.log })
       : undefined;
   const recoveryLoop = recovery ? new Loop(() => recovery.runOnce(), (err) => app.log.error({ err }, 'payment recovery failed')) : undefined;
   recoveryLoop?.start(intervals.recoveryMs ?? config.PAYMENT_RECOVERY_INTERVAL_MS);

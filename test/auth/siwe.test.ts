@@ -176,6 +176,9 @@ describe('where the sign-in domain comes from', () => {
     const realChain = {
       CHAIN_RPC_URL: 'https://rpc.example',
       X402_ENABLED: 'false',
+      ESCROW_PRIVATE_KEY: `0x${'1'.repeat(64)}`,
+      OPERATOR_PRIVATE_KEY: `0x${'2'.repeat(64)}`,
+      FEE_ADDRESS: '0x000000000000000000000000000000000000fEE0',
       CALLBACK_SIGNING_SECRET: 'a-production-callback-secret-0123456789',
     };
     expect(siweDomain(loadConfig(realChain))).toEqual({ domain: undefined, source: 'none' });

@@ -31,9 +31,9 @@ import {
 import { mnemonicToAccount, privateKeyToAccount } from 'viem/accounts';
 import { base } from 'viem/chains';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { multicall3Abi, testUsdcAbi } from '../../src/chain/abi.js';
+import { multicall3Abi, testUsdcAbi } from '../../src/chain/dev/contracts.js';
 import { ANVIL_ACCOUNTS, ANVIL_MNEMONIC, BASE_USDC, MULTICALL3, type DevAccount, AUTHORIZATION_FIELDS } from '../../src/chain/constants.js';
-import { pidFilePath, readPidFile, writePidFile } from '../../src/chain/anvil-processes.js';
+import { pidFilePath, readPidFile, writePidFile } from '../../src/chain/dev/anvil-processes.js';
 import {
   mintUsdc,
   pickFreePort,
@@ -41,7 +41,7 @@ import {
   startDevChain,
   usdcBalance,
   type DevChain,
-} from '../../src/chain/devchain.js';
+} from '../../src/chain/dev/devchain.js';
 import { isRunning, killQuietly, sigkill, startChainInChild, waitForRpc, waitUntilGone } from './process-helpers.js';
 
 const FUND_AMOUNT = 10_000_000_000n;
@@ -658,7 +658,7 @@ describe('dev chain lifecycle', () => {
   it('kills anvil when the parent process exits without calling stop()', async () => {
     const dir = makeTempDir();
     const script = join(dir, 'orphan.mts');
-    const devchainUrl = pathToFileURL(fileURLToPath(new URL('../../src/chain/devchain.ts', import.meta.url))).href;
+    const devchainUrl = pathToFileURL(fileURLToPath(new URL('../../src/chain/dev/devchain.ts', import.meta.url))).href;
     writeFileSync(
       script,
       `import { startDevChain } from ${JSON.stringify(devchainUrl)};\n` +

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const DEVCHAIN_URL = pathToFileURL(join(REPO_ROOT, 'src/chain/devchain.ts')).href;
+const DEVCHAIN_URL = pathToFileURL(join(REPO_ROOT, 'src/chain/dev/devchain.ts')).href;
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -3,8 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
 import { callbackAttempts, callbackDeliveries } from '../../src/db/schema.js';
-import { CallbackSender } from '../../src/dispatcher/callbacks.js';
-import { SIGNATURE_HEADER, verifyWebhookSignature } from '../../src/dispatcher/runtimes/webhook.js';
+import { CallbackSender } from '../../src/callbacks/sender.js';
+import { SIGNATURE_HEADER, verifyWebhookSignature } from '../../src/net/signing.js';
 import { buildTestApp, wallet, type TestApp } from '../helpers/app.js';
 import { call, createTask, expectError, fundAndStart, registerAgent, textResult } from '../helpers/fixtures.js';
 
@@ -40,7 +40,7 @@ describe('callback_url', () => {
     const agent = await registerAgent(t, wallet(1));
     const id = await createTask(t, payer, agent.id, { callback_url: url });
     await fundAndStart(t, id);
-    await t.app.services.tasks.markCompleted(id, textResult());
+    await t.app.services.taskLifecycle.markCompleted(id, textResult());
     const [delivery] = await t.app.db.select().from(callbackDeliveries).where(eq(callbackDeliveries.taskId, id));
     expect(delivery).toMatchObject({ event: 'task.completed', status: 'pending', url });
 

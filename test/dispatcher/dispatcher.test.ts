@@ -47,7 +47,7 @@ async function agentWith(handler: (r: Received) => AgentReply | Promise<AgentRep
 
 async function fundedTask(agentId: string, body: Record<string, unknown> = {}): Promise<string> {
   const id = await createTask(t, payer, agentId, body);
-  await t.app.services.tasks.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' });
+  await t.app.services.taskLifecycle.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' });
   return id;
 }
 
@@ -216,7 +216,7 @@ describe('two dispatchers racing', () => {
     const ids: string[] = [];
     for (let i = 0; i < 200; i++) {
       const id = await createTask(race, payer, agent.id);
-      await race.app.services.tasks.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' });
+      await race.app.services.taskLifecycle.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' });
       ids.push(id);
     }
     const a = createDispatcher(race.app, { workerId: 'race-a' });
@@ -241,7 +241,7 @@ describe('no endless retries', () => {
   it('a task whose runs keep dying is failed and refunded after DISPATCH_MAX_ATTEMPTS, without another brief', async () => {
     const { server, agent } = await agentWith(() => ({ status: 200, body: result('never asked') }));
     const id = await fundedTask(agent.id);
-    await t.app.services.tasks.markStarted(id);
+    await t.app.services.taskLifecycle.markStarted(id);
     // three workers took it and died (their leases ran out)
     await t.app.db
       .update(tasks)

@@ -162,7 +162,7 @@ describe('the hosted_llm runtime', () => {
     expect(messages[0]?.content).toMatch(/final answer/);
     expect(messages[1]?.content).toContain(brief.description);
     expect(messages[1]?.content).toContain('"tone": "warm"');
-    expect(messages[1]?.content).toContain('1.500000 USDC');
+    expect(messages[1]?.content).toContain('Budget: 1.5 USDC');
     expect(messages[1]?.content).toContain('2026-11-21T13:00:00.000Z');
     expect(ctx.updates).toEqual([]);
   });

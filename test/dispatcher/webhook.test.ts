@@ -286,14 +286,18 @@ describe('webhook runtime', () => {
     expect(agent.received).toHaveLength(0);
   });
 
-  it('uses the injected fetch', async () => {
-    const calls: string[] = [];
-    const fake: typeof fetch = async (input) => {
-      calls.push(String(input));
-      return new Response(null, { status: 202 });
+  it('resolves the agent’s host with the injected resolver and connects to the address it answered', async () => {
+    const agent = await startAgent((_req, res) => reply(res, 202));
+    const asked: string[] = [];
+    const resolver = async (host: string) => {
+      asked.push(host);
+      return [{ address: '127.0.0.1', family: 4 }];
     };
-    const withFake = createWebhookRuntime({ clock: systemClock, fetch: fake, ssrf: { allowPrivate: true } });
-    expect(await withFake.run(brief, config('http://127.0.0.1:9/tasks'), ctx())).toEqual({ kind: 'accepted' });
-    expect(calls).toEqual(['http://127.0.0.1:9/tasks']);
+    const withResolver = createWebhookRuntime({ clock: systemClock, resolver, ssrf: { allowPrivate: true } });
+    const url = agent.url.replace('127.0.0.1', 'agent.example');
+    expect(await withResolver.run(brief, config(url), ctx())).toEqual({ kind: 'accepted' });
+    expect(asked).toEqual(['agent.example']);
+    expect(agent.received).toHaveLength(1);
+    expect(agent.received[0]?.headers.host).toBe(new URL(url).host);
   });
 });

@@ -1,7 +1,7 @@
 import { inspect } from 'node:util';
 import { parseTransaction, type Hex } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/chain/devchain.js';
+import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/chain/dev/devchain.js';
 import { BroadcastRejectedError, CustodialEscrowWallet, describeChainError } from '../../src/escrow/custody.js';
 import { ESCROW, chainClient, closedPortUrl, escrowCustody, minedNonce, randomAddress, waitForReceipt } from './support.js';
 

@@ -1,7 +1,7 @@
 import { eq, inArray } from 'drizzle-orm';
 import type { Address } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDevChain, usdcBalance, type DevChain } from '../../src/chain/devchain.js';
+import { startDevChain, usdcBalance, type DevChain } from '../../src/chain/dev/devchain.js';
 import { withTransaction, type Db } from '../../src/db/client.js';
 import { chainTransfers, ledgerEntries } from '../../src/db/schema.js';
 import type { CustodialEscrowWallet, EscrowCustody } from '../../src/escrow/custody.js';

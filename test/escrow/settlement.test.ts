@@ -2,7 +2,7 @@ import { eq } from 'drizzle-orm';
 import { createWalletClient, http, type Address, type Hash } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/chain/devchain.js';
+import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/chain/dev/devchain.js';
 import { withTransaction, type Db } from '../../src/db/client.js';
 import { chainNonces, tasks } from '../../src/db/schema.js';
 import type { CustodialEscrowWallet } from '../../src/escrow/custody.js';

@@ -4,7 +4,7 @@ import { createTestClient, http, publicActions, toHex, type Address, type Hash, 
 import { privateKeyToAccount } from 'viem/accounts';
 import { ManualClock } from '../../src/clock.js';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from '../../src/chain/constants.js';
-import { mintUsdc, type DevChain } from '../../src/chain/devchain.js';
+import { mintUsdc, type DevChain } from '../../src/chain/dev/devchain.js';
 import { withTransaction, type Db } from '../../src/db/client.js';
 import { agents, chainTransfers, tasks, type ChainTransferRow } from '../../src/db/schema.js';
 import {
@@ -244,6 +244,6 @@ export async function waitForReceipt(custody: EscrowCustody, hash: Hash, timeout
 
 /** A TCP port nothing listens on (for an RPC outage). */
 export async function closedPortUrl(): Promise<string> {
-  const { pickFreePort } = await import('../../src/chain/devchain.js');
+  const { pickFreePort } = await import('../../src/chain/dev/devchain.js');
   return `http://127.0.0.1:${await pickFreePort()}`;
 }

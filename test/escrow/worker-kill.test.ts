@@ -15,7 +15,7 @@ import { and, eq } from 'drizzle-orm';
 import pg from 'pg';
 import { getAddress, keccak256, type Address, type Hash, type Hex } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDevChain, usdcBalance, type DevChain } from '../../src/chain/devchain.js';
+import { startDevChain, usdcBalance, type DevChain } from '../../src/chain/dev/devchain.js';
 import { ManualClock, systemClock } from '../../src/clock.js';
 import { openDatabase, withTransaction, type Database, type Db } from '../../src/db/client.js';
 import { runMigrations } from '../../src/db/migrate.js';

@@ -54,8 +54,8 @@ export async function createTask(
 
 /** Moves a created task to in_progress through the services (what payments + dispatcher will do). */
 export async function fundAndStart(t: TestApp, taskId: string, amount = 1_000_000n): Promise<void> {
-  await t.app.services.tasks.markFunded(taskId, { amount, txHash: null, actor: 'test' });
-  await t.app.services.tasks.markStarted(taskId);
+  await t.app.services.taskLifecycle.markFunded(taskId, { amount, txHash: null, actor: 'test' });
+  await t.app.services.taskLifecycle.markStarted(taskId);
 }
 
 export const textResult = (content = 'A bright, light solar lantern.') => ({

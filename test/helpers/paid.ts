@@ -7,7 +7,7 @@ import type { Address } from 'viem';
 import { buildApp } from '../../src/app.js';
 import { signInHeader } from '../../src/auth/siwe-client.js';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from '../../src/chain/constants.js';
-import { startDevChain, usdcBalance, type DevChain } from '../../src/chain/devchain.js';
+import { startDevChain, usdcBalance, type DevChain } from '../../src/chain/dev/devchain.js';
 import { resolveWallets, type Wallets } from '../../src/chain/wallets.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createTestDatabase, type TestDatabase } from './db.js';

@@ -1,6 +1,6 @@
 import { createPublicClient, erc20Abi, http } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mintUsdc, startDevChain, type DevChain } from '../../src/chain/devchain.js';
+import { mintUsdc, startDevChain, type DevChain } from '../../src/chain/dev/devchain.js';
 import { withTransaction, type Db } from '../../src/db/client.js';
 import type { CustodialEscrowWallet } from '../../src/escrow/custody.js';
 import { planRefund } from '../../src/escrow/outbox.js';

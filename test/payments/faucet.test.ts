@@ -3,7 +3,7 @@ import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import type { Address } from 'viem';
 import { buildApp } from '../../src/app.js';
 import { DEV_ROLES } from '../../src/chain/constants.js';
-import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/chain/devchain.js';
+import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/chain/dev/devchain.js';
 import { loadConfig } from '../../src/config.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 

@@ -98,8 +98,8 @@ describe('the hire flow on chain, paid with @x402/fetch', () => {
     expect(again.status).toBe(409);
     expect((await json(again)).error.code).toBe('invalid_state');
 
-    await p.app.services.tasks.markStarted(taskId);
-    await p.app.services.tasks.markCompleted(taskId, textResult());
+    await p.app.services.taskLifecycle.markStarted(taskId);
+    await p.app.services.taskLifecycle.markCompleted(taskId, textResult());
     await settleAll();
     expect(await p.balance(payout)).toBe(975_000n); // 1 USDC − 2.5 % platform fee
     expect(await p.balance(escrow)).toBe(escrowBefore + 5000n + 25_000n); // funding fee + platform fee stay
@@ -113,8 +113,8 @@ describe('the hire flow on chain, paid with @x402/fetch', () => {
 
   it('cancel during work: the payer gets the escrow minus the cancellation fee, the agent the fee', async () => {
     const taskId = await createFundedTask();
-    await p.app.services.tasks.markStarted(taskId);
-    await p.app.services.tasks.reportProgress(taskId, { progress_percent: 20 });
+    await p.app.services.taskLifecycle.markStarted(taskId);
+    await p.app.services.taskLifecycle.reportProgress(taskId, { progress_percent: 20 });
     const payoutBefore = await p.balance(payout);
     const refused = await post(`/v1/tasks/${taskId}/cancel`, {});
     expect(refused.status).toBe(409);
@@ -132,8 +132,8 @@ describe('the hire flow on chain, paid with @x402/fetch', () => {
 
   it('failure refunds the whole escrow', async () => {
     const taskId = await createFundedTask();
-    await p.app.services.tasks.markStarted(taskId);
-    await p.app.services.tasks.markFailed(taskId, 'the agent crashed');
+    await p.app.services.taskLifecycle.markStarted(taskId);
+    await p.app.services.taskLifecycle.markFailed(taskId, 'the agent crashed');
     const before = await p.balance(client().address);
     await settleAll();
     expect(await p.balance(client().address)).toBe(before + 1_000_000n);
@@ -142,7 +142,7 @@ describe('the hire flow on chain, paid with @x402/fetch', () => {
 
   it('a dispute freezes the escrow until an operator splits it', async () => {
     const taskId = await createFundedTask();
-    await p.app.services.tasks.markStarted(taskId);
+    await p.app.services.taskLifecycle.markStarted(taskId);
     const opened = await json(await post(`/v1/tasks/${taskId}/dispute`, { reason: 'Off brief' }));
     expect(opened.status).toBe('under_review');
     expect(await status(taskId)).toMatchObject({ status: 'disputed', escrow_status: 'frozen' });

@@ -3,7 +3,7 @@ import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from '@x402
 import { and, eq } from 'drizzle-orm';
 import { createTestClient, http, type Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
-import { mintUsdc } from '../../src/chain/devchain.js';
+import { mintUsdc } from '../../src/chain/dev/devchain.js';
 import { chainTransfers, payments, tasks } from '../../src/db/schema.js';
 import { createDispatcher } from '../../src/dispatcher/index.js';
 import { checkLedger } from '../../src/ledger/ledger.js';
@@ -174,7 +174,7 @@ describe('no effect without payment', () => {
     const cancel = await post(payer, `/v1/tasks/${taskId}/cancel`, { reason: 'changed my mind' });
     expect(cancel.status).toBe(402);
     expect((await json(cancel)).error.code).toBe('insufficient_funds');
-    await p.app.services.tasks.markStarted(taskId);
+    await p.app.services.taskLifecycle.markStarted(taskId);
     const dispute = await post(payer, `/v1/tasks/${taskId}/dispute`, { reason: 'not what I asked' });
     expect(dispute.status).toBe(402);
 
@@ -199,7 +199,7 @@ describe('no effect without payment', () => {
         await new Promise((r) => setTimeout(r, 10));
       }
       await new Promise((r) => setTimeout(r, 300));
-      await p.app.services.tasks.markStarted(taskId);
+      await p.app.services.taskLifecycle.markStarted(taskId);
       await test.mine({ blocks: 1 });
       await test.setAutomine(true);
       const cancel = await pending;
@@ -249,11 +249,11 @@ describe('the recovery sweep', () => {
   it('releases a payment abandoned before settlement, and settles then refunds one abandoned while settling', async () => {
     const payer = await walletWith(2n * FEE.create);
     const body = { agent_id: agentId, description: 'Abandoned', budget: { amount: BUDGET.toString(), currency: 'USDC', chain: 'base' } };
-    const lifecycle = p.app.services.lifecycle;
+    const lifecycle = p.app.services.paymentLifecycle;
     const claimOf = async (header: string, owner: string) => {
       const decoded = JSON.parse(Buffer.from(header, 'base64').toString('utf8'));
       const auth = decoded.payload.authorization;
-      return lifecycle.claim({
+      return lifecycle.record({
         payer: payer.address,
         payTo: decoded.accepted.payTo,
         amount: BigInt(decoded.accepted.amount),

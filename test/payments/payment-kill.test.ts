@@ -13,7 +13,7 @@ import type { Address } from 'viem';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { wrapFetchWithPayment } from '@x402/fetch';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from '../../src/chain/constants.js';
-import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/chain/devchain.js';
+import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/chain/dev/devchain.js';
 import { openDatabase, type Database } from '../../src/db/client.js';
 import { agents, chainTransfers, payments, tasks } from '../../src/db/schema.js';
 import { newId } from '../../src/ids.js';

@@ -175,7 +175,7 @@ describe('GET /v1/agents (search)', () => {
     for (const [agentKey, stars] of [['painter', 5], ['painter', 4], ['photo', 2]] as const) {
       const taskId = await createTask(t2, payerA, ids[agentKey]!, { budget: { amount: '2000000', currency: 'USDC', chain: 'base' } });
       await fundAndStart(t2, taskId, 2_000_000n);
-      await t2.app.services.tasks.markCompleted(taskId, textResult());
+      await t2.app.services.taskLifecycle.markCompleted(taskId, textResult());
       const r = await call(t2, payerA, 'POST', `/v1/agents/${ids[agentKey]}/rate`, { task_id: taskId, rating: stars });
       expect(r.status).toBe(201);
     }
@@ -210,7 +210,7 @@ describe('GET /v1/agents/{id} and POST /v1/agents/{id}/rate', () => {
     expectError(await call(t, payer, 'POST', `/v1/agents/${agent.id}/rate`, { task_id: taskId, rating: 5 }), 409, 'invalid_state');
     await fundAndStart(t, taskId);
     t.clock.advance(42_000);
-    await t.app.services.tasks.markCompleted(taskId, textResult());
+    await t.app.services.taskLifecycle.markCompleted(taskId, textResult());
     expectError(await call(t, stranger, 'POST', `/v1/agents/${agent.id}/rate`, { task_id: taskId, rating: 5 }), 403, 'forbidden');
     expectError(await call(t, payer, 'POST', `/v1/agents/${agent.id}/rate`, { task_id: taskId, rating: 6 }), 400, 'validation_error');
     const other = await registerAgent(t, owner, { name: 'Other' });
@@ -336,6 +336,9 @@ describe('on a real chain, outside dev mode', () => {
     await new Promise<void>((resolve) => rpc.listen(0, '127.0.0.1', resolve));
     strict = await buildTestApp({
       CHAIN_RPC_URL: `http://127.0.0.1:${(rpc.address() as AddressInfo).port}`,
+      ESCROW_PRIVATE_KEY: `0x${'1'.repeat(64)}`,
+      OPERATOR_PRIVATE_KEY: `0x${'2'.repeat(64)}`,
+      FEE_ADDRESS: '0x000000000000000000000000000000000000fEE0',
       CALLBACK_SIGNING_SECRET: 'a-production-callback-secret-0123456789',
       ALLOW_PRIVATE_URLS: 'false',
     });

@@ -92,11 +92,11 @@ describe('GET /v1/tasks/{id}/status and /result', () => {
     expectError(await call(t, stranger, 'GET', `/v1/tasks/${id}/status`), 403, 'forbidden');
     expectError(await call(t, payer, 'GET', `/v1/tasks/${id}/result`), 409, 'not_ready');
 
-    await t.app.services.tasks.markFunded(id, { amount: 1_000_000n, txHash: '0xabc', actor: 'test' });
+    await t.app.services.taskLifecycle.markFunded(id, { amount: 1_000_000n, txHash: '0xabc', actor: 'test' });
     // funded, not started: reads in_progress so that clients keep polling
     expect((await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body).toMatchObject({ status: 'in_progress', stage: 'queued', escrow_status: 'held' });
-    await t.app.services.tasks.markStarted(id);
-    await t.app.services.tasks.reportProgress(id, { progress_percent: 40, intermediate_result: { draft: 'A bright…' }, estimated_completion: '2026-11-21T12:10:00.000Z' });
+    await t.app.services.taskLifecycle.markStarted(id);
+    await t.app.services.taskLifecycle.reportProgress(id, { progress_percent: 40, intermediate_result: { draft: 'A bright…' }, estimated_completion: '2026-11-21T12:10:00.000Z' });
     const s1 = await call(t, owner, 'GET', `/v1/tasks/${id}/status`);
     expect(s1.body).toMatchObject({
       status: 'in_progress',
@@ -109,7 +109,7 @@ describe('GET /v1/tasks/{id}/status and /result', () => {
 
     t.clock.advance(5000);
     const result = textResult('Light up your nights.');
-    await t.app.services.tasks.markCompleted(id, result);
+    await t.app.services.taskLifecycle.markCompleted(id, result);
     const r = await call(t, payer, 'GET', `/v1/tasks/${id}/result`);
     expect(r.status).toBe(200);
     expect(r.body).toEqual({ task_id: id, status: 'completed', result, result_hash: resultHash(result), completed_at: t.clock.now().toISOString() });
@@ -119,22 +119,28 @@ describe('GET /v1/tasks/{id}/status and /result', () => {
     expect(done.payouts).toEqual([{ kind: 'release', to: owner.address, amount: '975000', status: 'pending', tx_hash: null }]);
 
     const events = await t.db.database.db.select().from(taskEvents).where(eq(taskEvents.taskId, id)).orderBy(taskEvents.id);
-    expect(events.map((e) => `${e.fromStatus}→${e.toStatus}`)).toEqual(['created→funded', 'funded→in_progress', 'in_progress→completed']);
+    // every change has its event row, the escrow's release included
+    expect(events.map((e) => `${e.fromStatus}→${e.toStatus} (escrow ${e.escrowStatus})`)).toEqual([
+      'created→funded (escrow held)',
+      'funded→in_progress (escrow held)',
+      'in_progress→completed (escrow held)',
+      'completed→completed (escrow released)',
+    ]);
   });
 
   it('expires an unfunded task after its funding window', async () => {
     const id = await createTask(t, payer, agent.id);
     t.clock.advance(601_000);
     expect((await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body.status).toBe('expired');
-    await expect(t.app.services.tasks.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' })).rejects.toMatchObject({ code: 'state_conflict' });
+    await expect(t.app.services.taskLifecycle.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' })).rejects.toMatchObject({ code: 'state_conflict' });
   });
 
   it('refuses funding after expires_at (task_expired) and below the budget (amount_mismatch)', async () => {
     const late = await createTask(t, payer, agent.id);
     const short = await createTask(t, payer, agent.id);
-    await expect(t.app.services.tasks.markFunded(short, { amount: 999_999n, txHash: null, actor: 'test' })).rejects.toMatchObject({ code: 'amount_mismatch' });
+    await expect(t.app.services.taskLifecycle.markFunded(short, { amount: 999_999n, txHash: null, actor: 'test' })).rejects.toMatchObject({ code: 'amount_mismatch' });
     t.clock.advance(601_000);
-    await expect(t.app.services.tasks.markFunded(late, { amount: 1_000_000n, txHash: null, actor: 'test' })).rejects.toMatchObject({ code: 'task_expired' });
+    await expect(t.app.services.taskLifecycle.markFunded(late, { amount: 1_000_000n, txHash: null, actor: 'test' })).rejects.toMatchObject({ code: 'task_expired' });
   });
 
   it('answers 404 for unknown tasks and 400 for malformed ids', async () => {
@@ -155,7 +161,7 @@ describe('POST /v1/tasks/{id}/cancel', () => {
 
   it('refunds a funded task in full before work starts', async () => {
     const id = await createTask(t, payer, agent.id);
-    await t.app.services.tasks.markFunded(id, { amount: 1_200_000n, txHash: null, actor: 'test' });
+    await t.app.services.taskLifecycle.markFunded(id, { amount: 1_200_000n, txHash: null, actor: 'test' });
     const res = await call(t, payer, 'POST', `/v1/tasks/${id}/cancel`, {});
     expect(res.body).toMatchObject({ status: 'cancelled', refund: { amount: '1200000', status: 'pending' }, cancellation_fee: '0' });
     expect((await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body.escrow_status).toBe('refunded');
@@ -164,7 +170,7 @@ describe('POST /v1/tasks/{id}/cancel', () => {
   it('asks before cancelling work in progress, then refunds minus the fee', async () => {
     const id = await createTask(t, payer, agent.id);
     await fundAndStart(t, id);
-    await t.app.services.tasks.reportProgress(id, { progress_percent: 30 });
+    await t.app.services.taskLifecycle.reportProgress(id, { progress_percent: 30 });
     const refused = await call(t, payer, 'POST', `/v1/tasks/${id}/cancel`, {});
     expectError(refused, 409, 'work_in_progress');
     expect(refused.body.error.details).toEqual({ refund_amount: '700000', cancellation_fee: '300000' });
@@ -177,7 +183,7 @@ describe('POST /v1/tasks/{id}/cancel', () => {
   it('refuses to cancel a completed task (task_completed)', async () => {
     const id = await createTask(t, payer, agent.id);
     await fundAndStart(t, id);
-    await t.app.services.tasks.markCompleted(id, textResult());
+    await t.app.services.taskLifecycle.markCompleted(id, textResult());
     expectError(await call(t, payer, 'POST', `/v1/tasks/${id}/cancel`, { accept_partial_refund: true }), 409, 'task_completed');
   });
 });
@@ -196,13 +202,13 @@ describe('POST /v1/tasks/{id}/dispute', () => {
     expect((await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body).toMatchObject({ status: 'disputed', escrow_status: 'frozen' });
     expectError(await call(t, payer, 'POST', `/v1/tasks/${id}/dispute`, { reason: 'again' }), 409, 'already_disputed');
     // frozen escrow: the agent can no longer complete and be paid
-    await expect(t.app.services.tasks.markCompleted(id, textResult())).rejects.toMatchObject({ code: 'state_conflict' });
+    await expect(t.app.services.taskLifecycle.markCompleted(id, textResult())).rejects.toMatchObject({ code: 'state_conflict' });
   });
 
   it('refuses to dispute a completed task whose escrow was released', async () => {
     const id = await createTask(t, payer, agent.id);
     await fundAndStart(t, id);
-    await t.app.services.tasks.markCompleted(id, textResult());
+    await t.app.services.taskLifecycle.markCompleted(id, textResult());
     const res = await call(t, payer, 'POST', `/v1/tasks/${id}/dispute`, { reason: 'late' });
     expectError(res, 409, 'invalid_state');
     expect(res.body.error.details).toMatchObject({ escrow_status: 'released' });
@@ -217,17 +223,17 @@ describe('POST /v1/tasks/{id}/dispute', () => {
 describe('state machine through the services', () => {
   it('refuses forbidden transitions with 409 and changes nothing', async () => {
     const id = await createTask(t, payer, agent.id);
-    await expect(t.app.services.tasks.markCompleted(id, textResult())).rejects.toMatchObject({ code: 'state_conflict', status: 409 });
-    await expect(t.app.services.tasks.markStarted(id)).rejects.toMatchObject({ code: 'state_conflict' });
-    await expect(t.app.services.tasks.reportProgress(id, { progress_percent: 10 })).rejects.toMatchObject({ code: 'invalid_state' });
+    await expect(t.app.services.taskLifecycle.markCompleted(id, textResult())).rejects.toMatchObject({ code: 'state_conflict', status: 409 });
+    await expect(t.app.services.taskLifecycle.markStarted(id)).rejects.toMatchObject({ code: 'state_conflict' });
+    await expect(t.app.services.taskLifecycle.reportProgress(id, { progress_percent: 10 })).rejects.toMatchObject({ code: 'invalid_state' });
     await fundAndStart(t, id);
-    await t.app.services.tasks.markFailed(id, 'agent crashed');
+    await t.app.services.taskLifecycle.markFailed(id, 'agent crashed');
     const failed = await call(t, payer, 'GET', `/v1/tasks/${id}/status`);
     expect(failed.body).toMatchObject({ status: 'failed', escrow_status: 'refunded' });
     // a terminal task never restarts
-    await expect(t.app.services.tasks.markStarted(id)).rejects.toMatchObject({ code: 'state_conflict' });
-    await expect(t.app.services.tasks.markCompleted(id, textResult())).rejects.toMatchObject({ code: 'state_conflict' });
-    await expect(t.app.services.tasks.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' })).rejects.toMatchObject({ code: 'state_conflict' });
+    await expect(t.app.services.taskLifecycle.markStarted(id)).rejects.toMatchObject({ code: 'state_conflict' });
+    await expect(t.app.services.taskLifecycle.markCompleted(id, textResult())).rejects.toMatchObject({ code: 'state_conflict' });
+    await expect(t.app.services.taskLifecycle.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'test' })).rejects.toMatchObject({ code: 'state_conflict' });
     const after = await call(t, payer, 'GET', `/v1/tasks/${id}/status`);
     expect(after.body).toEqual(failed.body);
   });

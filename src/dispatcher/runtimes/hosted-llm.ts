@@ -1,6 +1,10 @@
 import { z } from 'zod';
-import { assertPublicUrl } from '../../net/ssrf.js';
+import { bodyText, isRetryableStatus, OutboundError, outboundRequest } from '../../net/outbound.js';
+import { redactText } from '../../net/redact.js';
+import { UnsafeUrlError, type Resolver } from '../../net/ssrf.js';
+import { formatUsdc } from '../../payments/prices.js';
 import type { AgentRuntime, RunContext, RunOutcome, TaskBrief } from '../runtime.js';
+import type { ModelPrice } from './llm-prices.js';
 import {
   defaultHttpFetchPolicy,
   executeHttpFetch,
@@ -16,8 +20,11 @@ import {
  *
  * Keys: the operator's default API key is only ever sent to the operator's default base URL.
  * An agent that brings its own `base_url` must bring its own `api_key` (else no Authorization
- * header is sent), and that URL must lead to the public internet (`allowPrivateBaseUrl` aside).
- * No key is logged or put in an outcome (provider messages are scrubbed of it).
+ * header is sent), and that URL must lead to the public internet (`allowPrivateBaseUrl` aside):
+ * every provider call goes through src/net/outbound.ts, which checks the address and pins it for
+ * the connection (no DNS rebinding) and never follows a redirect. The operator's own base URL is
+ * configuration, trusted to be private (a local model server). No key is logged or put in an
+ * outcome (provider messages are redacted).
  *
  * Cost: tokens × the model's price in `priceTable`, or its "*" entry for a model not listed;
  * with neither the call costs 0 (its tokens are still counted and reported, but the cost cap
@@ -44,10 +51,7 @@ export const HostedLlmConfig = z
 export type HostedLlmConfigT = z.infer<typeof HostedLlmConfig>;
 export type Toolset = HostedLlmConfigT['toolsets'][number];
 
-export interface ModelPrice {
-  input_per_million_usd: number;
-  output_per_million_usd: number;
-}
+export type { ModelPrice };
 
 export interface HostedLlmOptions {
   /** The operator's OpenAI-compatible endpoint (…/v1), used when an agent names none. */
@@ -57,7 +61,8 @@ export interface HostedLlmOptions {
   priceTable?: Record<string, ModelPrice>;
   /** The cost cap of agents that set no `max_cost_usd`. */
   defaultMaxCostUsd: number;
-  fetch?: typeof fetch;
+  /** Name resolution for provider calls and http_fetch (unless its policy names one); default the system resolver. */
+  resolver?: Resolver;
   httpFetchPolicy?: Partial<HttpFetchPolicy>;
   /** Per provider call; default 120 s. */
   requestTimeoutMs?: number;
@@ -137,18 +142,12 @@ class RunFailure extends Error {
 
 // ---------------------------------------------------------------- the brief
 
-function formatUsdc(atomic: string): string {
-  const value = BigInt(atomic);
-  const whole = value / 1_000_000n;
-  const fraction = (value % 1_000_000n).toString().padStart(6, '0');
-  return `${whole}.${fraction}`;
-}
-
 function briefMessage(brief: TaskBrief): string {
   return [
     `Task:\n${brief.description}`,
     `Requirements (JSON):\n${JSON.stringify(brief.requirements ?? null, null, 2)}`,
-    `Budget: ${formatUsdc(brief.budget.amount)} ${brief.budget.currency}`,
+    // the budget is always USDC (TaskBrief.budget.currency), which formatUsdc names
+    `Budget: ${formatUsdc(BigInt(brief.budget.amount))}`,
     `Deadline: ${brief.deadline.toISOString()}`,
   ].join('\n\n');
 }
@@ -255,52 +254,23 @@ export function costOf(usage: { prompt: number; completion: number }, price: Mod
 interface Provider {
   url: string;
   apiKey: string | undefined;
+  /** The operator's endpoint may be private (configuration); an agent's own only in dev mode. */
+  allowPrivate: boolean;
+  /** An agent's own base_url: a refusal says so. */
+  own: boolean;
 }
 
-async function resolveProvider(config: HostedLlmConfigT, opts: HostedLlmOptions): Promise<Provider> {
+function resolveProvider(config: HostedLlmConfigT, opts: HostedLlmOptions): Provider {
   if (config.base_url !== undefined) {
-    try {
-      await assertPublicUrl(config.base_url, { allowPrivate: opts.allowPrivateBaseUrl ?? false });
-    } catch (err) {
-      throw new RunFailure(`base_url refused: ${err instanceof Error ? err.message : String(err)}`, false);
-    }
     // the operator's key never goes to an agent's own endpoint
-    return { url: chatCompletionsUrl(config.base_url), apiKey: config.api_key };
+    return { url: chatCompletionsUrl(config.base_url), apiKey: config.api_key, allowPrivate: opts.allowPrivateBaseUrl ?? false, own: true };
   }
   if (opts.defaultBaseUrl === undefined) throw new RunFailure('no provider base URL is configured', false);
-  return { url: chatCompletionsUrl(opts.defaultBaseUrl), apiKey: config.api_key ?? opts.defaultApiKey };
+  return { url: chatCompletionsUrl(opts.defaultBaseUrl), apiKey: config.api_key ?? opts.defaultApiKey, allowPrivate: true, own: false };
 }
 
 function chatCompletionsUrl(baseUrl: string): string {
   return `${baseUrl.replace(/\/+$/, '')}/chat/completions`;
-}
-
-function scrub(text: string, secrets: Array<string | undefined>): string {
-  let out = text;
-  for (const secret of secrets) if (secret) out = out.split(secret).join('[redacted]');
-  return out;
-}
-
-async function readBodyLimited(res: Response, maxBytes: number): Promise<string> {
-  if (!res.body) return '';
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBytes) {
-      await reader.cancel();
-      throw new RunFailure(`the provider response is larger than ${maxBytes} bytes`, false);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-function isRetryableStatus(status: number): boolean {
-  return status === 408 || status === 429 || status >= 500;
 }
 
 function providerErrorDetail(body: string): string {
@@ -349,33 +319,45 @@ function requestBody({ config, messages, tools }: CallInput): string {
   });
 }
 
-function transportFailure(err: unknown, ctxSignal: AbortSignal, timeout: AbortSignal): RunFailure {
+function transportFailure(err: unknown, provider: Provider, ctxSignal: AbortSignal): RunFailure {
   if (err instanceof RunFailure) return err;
   if (ctxSignal.aborted) return new RunFailure('aborted', false);
-  if (timeout.aborted) return new RunFailure('the provider did not answer in time', true);
-  const cause = err instanceof Error && err.cause instanceof Error ? ` (${err.cause.message})` : '';
-  return new RunFailure(`provider unreachable: ${err instanceof Error ? err.message : String(err)}${cause}`, true);
+  if (err instanceof UnsafeUrlError) {
+    return new RunFailure(`${provider.own ? 'base_url' : 'provider URL'} refused: ${err.message}`, false);
+  }
+  if (err instanceof OutboundError) {
+    if (err.kind === 'timeout') return new RunFailure('the provider did not answer in time', true);
+    if (err.kind === 'too_large') return new RunFailure(`the provider response is larger than ${MAX_PROVIDER_RESPONSE_BYTES} bytes`, false);
+    if (err.kind === 'invalid_request') return new RunFailure(`could not send to the provider: ${err.message}`, false);
+  }
+  return new RunFailure(`provider unreachable: ${err instanceof Error ? err.message : String(err)}`, true);
 }
 
 async function callProvider(input: CallInput, ctx: RunContext, opts: HostedLlmOptions): Promise<ChatResponseT> {
-  const timeout = AbortSignal.timeout(opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+  const { provider } = input;
   const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
-  if (input.provider.apiKey) headers.authorization = `Bearer ${input.provider.apiKey}`;
+  if (provider.apiKey) headers.authorization = `Bearer ${provider.apiKey}`;
+  let res;
   try {
-    const res = await (opts.fetch ?? fetch)(input.provider.url, {
+    res = await outboundRequest(provider.url, {
       method: 'POST',
       headers,
       body: requestBody(input),
       redirect: 'manual',
-      signal: AbortSignal.any([ctx.signal, timeout]),
+      allowPrivate: provider.allowPrivate,
+      timeoutMs: opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+      maxBytes: MAX_PROVIDER_RESPONSE_BYTES,
+      signal: ctx.signal,
+      secrets: [provider.apiKey],
+      ...(opts.resolver ? { resolver: opts.resolver } : {}),
     });
-    const body = await readBodyLimited(res, MAX_PROVIDER_RESPONSE_BYTES);
-    if (res.status >= 300 && res.status < 400) throw new RunFailure(`provider answered with a redirect (HTTP ${res.status})`, false);
-    if (!res.ok) throw statusFailure(res.status, body);
-    return parseChatResponse(body);
   } catch (err) {
-    throw transportFailure(err, ctx.signal, timeout);
+    throw transportFailure(err, provider, ctx.signal);
   }
+  const body = bodyText(res);
+  if (res.status >= 300 && res.status < 400) throw new RunFailure(`provider answered with a redirect (HTTP ${res.status})`, false);
+  if (res.status < 200 || res.status >= 300) throw statusFailure(res.status, body);
+  return parseChatResponse(body);
 }
 
 // ---------------------------------------------------------------- the loop
@@ -430,8 +412,8 @@ function addUsage(state: RunState, usage: Usage, price: ModelPrice | undefined):
 
 async function runLoop(brief: TaskBrief, config: HostedLlmConfigT, ctx: RunContext, opts: HostedLlmOptions): Promise<RunOutcome> {
   const startedAt = performance.now();
-  const provider = await resolveProvider(config, opts);
-  const tools = toolsFor(config.toolsets, { ...defaultHttpFetchPolicy, ...opts.httpFetchPolicy });
+  const provider = resolveProvider(config, opts);
+  const tools = toolsFor(config.toolsets, { ...defaultHttpFetchPolicy, ...(opts.resolver ? { resolver: opts.resolver } : {}), ...opts.httpFetchPolicy });
   const definitions = toolDefinitions(tools);
   const price = opts.priceTable?.[config.model] ?? opts.priceTable?.['*'];
   const costCap = config.max_cost_usd ?? opts.defaultMaxCostUsd;
@@ -467,7 +449,7 @@ export function createHostedLlmRuntime(opts: HostedLlmOptions): AgentRuntime<Hos
         return await runLoop(brief, config, ctx, opts);
       } catch (err) {
         const failure = err instanceof RunFailure ? err : new RunFailure(`hosted agent crashed: ${err instanceof Error ? err.message : String(err)}`, false);
-        return { kind: 'failed', reason: scrub(failure.message, [config.api_key, opts.defaultApiKey]), retryable: failure.retryable };
+        return { kind: 'failed', reason: redactText(failure.message, [config.api_key, opts.defaultApiKey]), retryable: failure.retryable };
       }
     },
   };

@@ -1,5 +1,10 @@
 import { z } from 'zod';
-import type { ModelPrice } from './hosted-llm.js';
+
+/** A model's price, USD per million tokens (defined here, not in ./hosted-llm.ts, so that config.ts can import this file alone). */
+export interface ModelPrice {
+  input_per_million_usd: number;
+  output_per_million_usd: number;
+}
 
 /**
  * USD per million tokens for hosted agents' models. The "*" entry prices any model not listed,

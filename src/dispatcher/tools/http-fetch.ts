@@ -1,13 +1,12 @@
-import http from 'node:http';
-import https from 'node:https';
 import { z } from 'zod';
-import { assertPublicUrl, createGuardedLookup } from '../../net/ssrf.js';
+import { OutboundError, outboundRequest, type OutboundResponse } from '../../net/outbound.js';
+import { UnsafeUrlError, type Resolver } from '../../net/ssrf.js';
 
 /**
  * The `http_fetch` tool of hosted agents: one HTTP(S) request to the public internet, with the
- * text of the answer returned to the model. Guarded against SSRF (every hop's scheme and
- * addresses are checked, and the connection itself uses a lookup that refuses private
- * addresses, so DNS rebinding cannot bypass the check), bounded in time and size, and only
+ * text of the answer returned to the model. Sent through src/net/outbound.ts: guarded against
+ * SSRF (every hop's scheme and addresses are checked, and the connection goes to the addresses
+ * that passed, so DNS rebinding cannot bypass the check), bounded in time and size; only
  * text-like content is returned.
  */
 
@@ -18,6 +17,8 @@ export interface HttpFetchPolicy {
   timeoutMs: number;
   /** The most response bytes read; the rest is cut off (and noted). */
   maxBytes: number;
+  /** Name resolution; default the system resolver (tests inject one). */
+  resolver?: Resolver;
 }
 
 export const defaultHttpFetchPolicy: HttpFetchPolicy = {
@@ -73,13 +74,6 @@ export class HttpFetchError extends Error {
   }
 }
 
-interface Hop {
-  url: URL;
-  method: 'GET' | 'POST';
-  headers: Record<string, string>;
-  body: string | undefined;
-}
-
 // ---------------------------------------------------------------- request headers
 
 /** Headers the caller may not set: framing, hop-by-hop, proxy and encoding. */
@@ -97,8 +91,6 @@ const FORBIDDEN_HEADERS = new Set([
   'proxy-connection',
   'expect',
 ]);
-/** Dropped when a redirect leaves the origin. */
-const CREDENTIAL_HEADERS = new Set(['authorization', 'cookie']);
 
 function sanitizeHeaders(headers: Record<string, string> | undefined): Record<string, string> {
   const out: Record<string, string> = {};
@@ -109,60 +101,14 @@ function sanitizeHeaders(headers: Record<string, string> | undefined): Record<st
   return out;
 }
 
-function requestHeaders(hop: Hop): Record<string, string> {
-  const headers: Record<string, string> = {
+function requestHeaders(headers: Record<string, string>): Record<string, string> {
+  return {
     'user-agent': 'task-escrow-agent/0.1',
     accept: 'text/*, application/json, application/xml;q=0.9, */*;q=0.1',
-    ...hop.headers,
+    ...headers,
     // no compression: node:http does not decompress, and the size limit counts real bytes
     'accept-encoding': 'identity',
   };
-  if (hop.body !== undefined) headers['content-length'] = String(Buffer.byteLength(hop.body));
-  return headers;
-}
-
-// ---------------------------------------------------------------- one request
-
-function sendRequest(hop: Hop, policy: HttpFetchPolicy, signal: AbortSignal): Promise<http.IncomingMessage> {
-  const transport = hop.url.protocol === 'https:' ? https : http;
-  return new Promise((resolve, reject) => {
-    let req: http.ClientRequest;
-    try {
-      req = transport.request(hop.url, {
-        method: hop.method,
-        headers: requestHeaders(hop),
-        signal,
-        lookup: createGuardedLookup({ allowPrivate: policy.allowPrivate }),
-      });
-    } catch (err) {
-      reject(new HttpFetchError(`invalid request: ${errorMessage(err)}`, { cause: err }));
-      return;
-    }
-    req.once('response', resolve);
-    req.once('error', reject);
-    req.end(hop.body);
-  });
-}
-
-// ---------------------------------------------------------------- redirects
-
-function isRedirect(status: number): boolean {
-  return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
-}
-
-function nextHop(hop: Hop, status: number, location: string): Hop {
-  let url: URL;
-  try {
-    url = new URL(location, hop.url);
-  } catch {
-    throw new HttpFetchError('the redirect location is not a valid URL');
-  }
-  const becomesGet = status === 303 || ((status === 301 || status === 302) && hop.method === 'POST');
-  const sameOrigin = url.origin === hop.url.origin;
-  const headers = sameOrigin
-    ? hop.headers
-    : Object.fromEntries(Object.entries(hop.headers).filter(([name]) => !CREDENTIAL_HEADERS.has(name)));
-  return becomesGet ? { url, method: 'GET', headers, body: undefined } : { url, method: hop.method, headers, body: hop.body };
 }
 
 // ---------------------------------------------------------------- the response body
@@ -193,50 +139,16 @@ function decode(bytes: Buffer, contentType: string | null): string {
   }
 }
 
-/** Reads at most `maxBytes` of the stream, then stops reading and closes it. */
-export async function readLimited(
-  res: http.IncomingMessage,
-  maxBytes: number,
-  signal: AbortSignal,
-): Promise<{ bytes: Buffer; truncated: boolean }> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let truncated = false;
-  const onAbort = (): void => {
-    res.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-  };
-  signal.addEventListener('abort', onAbort, { once: true });
-  try {
-    for await (const chunk of res as AsyncIterable<Buffer>) {
-      const room = maxBytes - size;
-      if (chunk.length >= room) {
-        chunks.push(chunk.subarray(0, room));
-        size += room;
-        truncated = chunk.length > room || res.readableLength > 0 || !res.complete;
-        break;
-      }
-      chunks.push(chunk);
-      size += chunk.length;
-    }
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-    res.destroy();
-  }
-  if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('aborted');
-  return { bytes: Buffer.concat(chunks, size), truncated };
-}
-
-async function readResult(res: http.IncomingMessage, hop: Hop, redirects: number, policy: HttpFetchPolicy, signal: AbortSignal): Promise<HttpFetchResult> {
-  const contentType = res.headers['content-type'] ?? null;
-  const base = { status: res.statusCode ?? 0, url: hop.url.toString(), content_type: contentType, redirects };
-  if (!isTextLike(contentType)) {
-    res.destroy();
+function toResult(res: OutboundResponse, policy: HttpFetchPolicy): HttpFetchResult {
+  const header = res.headers['content-type'];
+  const contentType = typeof header === 'string' ? header : null;
+  const base = { status: res.status, url: res.url.toString(), content_type: contentType, redirects: res.redirects };
+  if (res.body === null) {
     return { ...base, body: `[content of type ${mediaType(contentType)} is not text and was not read]`, truncated: false };
   }
-  const { bytes, truncated } = await readLimited(res, policy.maxBytes, signal);
-  const text = decode(bytes, contentType);
-  const body = truncated ? `${text}\n[truncated: the response is longer than ${policy.maxBytes} bytes]` : text;
-  return { ...base, body, truncated };
+  const text = decode(res.body, contentType);
+  const body = res.truncated ? `${text}\n[truncated: the response is longer than ${policy.maxBytes} bytes]` : text;
+  return { ...base, body, truncated: res.truncated };
 }
 
 // ---------------------------------------------------------------- the tool
@@ -253,15 +165,17 @@ function parseArgs(args: unknown): HttpFetchArgsT {
   return parsed.data;
 }
 
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function describeFailure(err: unknown, timeout: AbortSignal, caller: AbortSignal): Error {
+function describeFailure(err: unknown, caller: AbortSignal): Error {
   if (caller.aborted) return caller.reason instanceof Error ? caller.reason : new Error('aborted');
-  if (timeout.aborted) return new HttpFetchError('the request timed out', { cause: err });
-  if (err instanceof Error && (err.name === 'UnsafeUrlError' || err.name === 'HttpFetchError')) return err;
-  return new HttpFetchError(`request failed: ${errorMessage(err)}`, { cause: err });
+  if (err instanceof OutboundError) {
+    if (err.kind === 'timeout') return new HttpFetchError('the request timed out', { cause: err });
+    if (err.kind === 'too_many_redirects' || err.kind === 'bad_redirect' || err.kind === 'invalid_request') {
+      return new HttpFetchError(err.message, { cause: err });
+    }
+    return new HttpFetchError(`request failed: ${err.message}`, { cause: err });
+  }
+  if (err instanceof UnsafeUrlError) return err;
+  return new HttpFetchError(`request failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
 }
 
 /**
@@ -270,22 +184,24 @@ function describeFailure(err: unknown, timeout: AbortSignal, caller: AbortSignal
  */
 export async function executeHttpFetch(args: unknown, policy: HttpFetchPolicy, signal: AbortSignal): Promise<HttpFetchResult> {
   const input = parseArgs(args);
-  const timeout = AbortSignal.timeout(policy.timeoutMs);
-  const combined = AbortSignal.any([signal, timeout]);
   try {
-    let hop: Hop = { url: await assertPublicUrl(input.url, policy), method: input.method, headers: sanitizeHeaders(input.headers), body: input.body };
-    for (let redirects = 0; ; redirects++) {
-      const res = await sendRequest(hop, policy, combined);
-      const status = res.statusCode ?? 0;
-      const location = res.headers.location;
-      if (!isRedirect(status) || location === undefined) return await readResult(res, hop, redirects, policy, combined);
-      res.destroy();
-      if (redirects >= MAX_REDIRECTS) throw new HttpFetchError(`too many redirects (more than ${MAX_REDIRECTS})`);
-      const next = nextHop(hop, status, location);
-      // every hop passes the same check as the first URL
-      hop = { ...next, url: await assertPublicUrl(next.url, policy) };
-    }
+    const res = await outboundRequest(input.url, {
+      method: input.method,
+      headers: requestHeaders(sanitizeHeaders(input.headers)),
+      ...(input.body !== undefined ? { body: input.body } : {}),
+      redirect: 'follow',
+      maxRedirects: MAX_REDIRECTS,
+      allowPrivate: policy.allowPrivate,
+      timeoutMs: policy.timeoutMs,
+      maxBytes: policy.maxBytes,
+      oversize: 'truncate',
+      // only text-like content is read; anything else is described, not returned
+      readBody: (head) => isTextLike(typeof head.headers['content-type'] === 'string' ? head.headers['content-type'] : null),
+      signal,
+      ...(policy.resolver ? { resolver: policy.resolver } : {}),
+    });
+    return toResult(res, policy);
   } catch (err) {
-    throw describeFailure(err, timeout, signal);
+    throw describeFailure(err, signal);
   }
 }

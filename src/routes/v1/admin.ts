@@ -141,9 +141,9 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
     },
     handler: async () => {
       const [stuck, transfers, unresolved] = await Promise.all([
-        app.services.tasks.stuck(),
+        app.services.taskLifecycle.stuck(),
         failedTransfers(app.db),
-        app.services.lifecycle.unresolved(app.db, 2 * app.services.lifecycle.leaseMs),
+        app.services.paymentLifecycle.unresolved(app.db, 2 * app.services.paymentLifecycle.leaseMs),
       ]);
       return {
         stuck_tasks: stuck.map((t) => ({

@@ -31,7 +31,7 @@ import { formatUsdc } from '../../payments/prices.js';
 /** Tasks: create, poll, fetch the result, cancel, dispute. The caller's wallet owns what it creates. */
 export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
-  const { tasks } = app.services;
+  const { tasks, provider, taskLifecycle } = app.services;
 
   app.post('/v1/tasks', {
     config: { auth: 'required', price: 'create_task' },
@@ -77,7 +77,7 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       if (!req.payment) {
         throw new AppError('payment_required', 'Funding an escrow needs an x402 payment; x402 is disabled on this server');
       }
-      const write = fundingWrite(tasks, app.prices.fund_task, callerOf(req).address, req.params.id, fundingAmount(req.body));
+      const write = fundingWrite({ client: tasks, lifecycle: taskLifecycle }, app.prices.fund_task, callerOf(req).address, req.params.id, fundingAmount(req.body));
       return payThen(app.paidWrites, paidCall(req, reply), write);
     },
   });
@@ -94,7 +94,7 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       body: ProgressBody,
       response: { 200: Accepted, ...errorResponses(401, 403, 404, 409) },
     },
-    handler: async (req) => tasks.agentProgress(callerOf(req).address, req.params.id, req.body),
+    handler: async (req) => provider.agentProgress(callerOf(req).address, req.params.id, req.body),
   });
 
   app.post('/v1/tasks/:id/deliver', {
@@ -112,7 +112,7 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       body: DeliverBody,
       response: { 200: Delivered, ...errorResponses(401, 403, 404, 409) },
     },
-    handler: async (req) => tasks.deliver(callerOf(req).address, req.params.id, req.body.result),
+    handler: async (req) => provider.deliver(callerOf(req).address, req.params.id, req.body.result),
   });
 
   app.post('/v1/tasks/:id/claim', {
@@ -133,7 +133,7 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       body: ClaimBody,
       response: { 200: ClaimApproved, ...errorResponses(401, 402, 403, 404, 409) },
     },
-    handler: async (req) => tasks.claim(callerOf(req).address, req.params.id, req.body.result_hash),
+    handler: async (req) => provider.claim(callerOf(req).address, req.params.id, req.body.result_hash),
   });
 
   app.get('/v1/tasks/:id/status', {

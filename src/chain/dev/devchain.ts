@@ -10,30 +10,27 @@
  *   (SIGTERM, so the state file is written) when our end of its stdin pipe closes
  *   (anvil-guardian.ts);
  * - one anvil per state file: `FILE.pid` names the running anvil, and a start first ends an anvil
- *   still running on FILE (anvil-processes.ts); a clean stop() removes `FILE.pid`.
+ *   still running on FILE (anvil-processes.ts); a clean stop() removes `FILE.pid`;
+ * - more test USDC from the faucet (faucet.ts, re-exported here as `mintUsdc`).
+ *
+ * Dev only: the service imports this module only when it runs the embedded chain (no CHAIN_RPC_URL).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { dirname, resolve } from 'node:path';
-import {
-  createTestClient,
-  encodeDeployData,
-  http,
-  publicActions,
-  walletActions,
-  type Address,
-  type Hash,
-  type Hex,
-} from 'viem';
-import { base } from 'viem/chains';
+import { encodeDeployData, type Address, type Hex } from 'viem';
+import { ANVIL_ACCOUNTS, BASE_CHAIN_ID, BASE_USDC, MULTICALL3, type DevAccount } from '../constants.js';
 import { guardianArgs } from './anvil-guardian.js';
 import { endAnvilsOnStateFile, removePidFile, runsCommandLine, terminate, writePidFile } from './anvil-processes.js';
-import { multicall3Artifact, testUsdcAbi, testUsdcArtifact } from './artifacts.js';
-import { ANVIL_ACCOUNTS, BASE_CHAIN_ID, BASE_USDC, MULTICALL3, type DevAccount } from './constants.js';
+import { createDevClient, DEV_POLL_INTERVAL_MS, type DevClient } from './client.js';
+import { multicall3Artifact, testUsdcArtifact } from './contracts.js';
+import { requireSuccess, sendMint } from './faucet.js';
 
-export type { DevAccount } from './constants.js';
+export type { DevAccount } from '../constants.js';
+/** The faucet and a balance read, for callers of the dev chain (tests, scripts, the embedded service). */
+export { mintUsdc, usdcBalance } from './faucet.js';
 
 /** Pino-compatible subset. */
 export interface DevChainLogger {
@@ -85,7 +82,7 @@ export interface DevChain {
 export const DEFAULT_FUND_AMOUNT = 10_000_000_000n; // 10 000 USDC
 const DEFAULT_START_TIMEOUT_MS = 15_000;
 const STOP_GRACE_MS = 5_000;
-const POLL_INTERVAL_MS = 20;
+const POLL_INTERVAL_MS = DEV_POLL_INTERVAL_MS;
 const STDERR_TAIL_CHARS = 4_000;
 const FREE_PORT_ATTEMPTS = 3;
 const LOCALHOST = '127.0.0.1';
@@ -336,14 +333,6 @@ async function launchAnvil(opts: DevChainOptions): Promise<RunningAnvil> {
 
 // ---------------------------------------------------------------------------- chain setup
 
-function createDevClient(rpcUrl: string) {
-  return createTestClient({ chain: base, mode: 'anvil', transport: http(rpcUrl, { retryCount: 0 }) })
-    .extend(publicActions)
-    .extend(walletActions);
-}
-
-type DevClient = ReturnType<typeof createDevClient>;
-
 /**
  * Runtime code of TestUSDC with `minter` baked in as its immutable: the result of an eth_call
  * of the creation code (a simulated deployment; no transaction, no stray contract).
@@ -361,37 +350,6 @@ async function ensureCode(client: DevClient, address: Address, code: Hex): Promi
   if (current?.toLowerCase() === code.toLowerCase()) return false;
   await client.setCode({ address, bytecode: code });
   return !current || current === '0x';
-}
-
-/**
- * Per-RPC-URL queue for the minter's transactions. anvil fills in the nonce of an unlocked
- * account itself, but two eth_sendTransaction calls in flight at once can get the same nonce
- * ("nonce too low"); with automine each send returns once mined, so queueing sends is enough.
- */
-const minterQueues = new Map<string, Promise<unknown>>();
-
-function enqueueMinterSend<T>(rpcUrl: string, send: () => Promise<T>): Promise<T> {
-  const previous = minterQueues.get(rpcUrl) ?? Promise.resolve();
-  const next = previous.catch(() => undefined).then(send);
-  const settled = next.catch(() => undefined);
-  minterQueues.set(rpcUrl, settled);
-  void settled.then(() => {
-    if (minterQueues.get(rpcUrl) === settled) minterQueues.delete(rpcUrl);
-  });
-  return next;
-}
-
-/** Sends a mint from the minter (an unlocked anvil account: no key needed client-side). */
-async function sendMint(client: DevClient, rpcUrl: string, usdc: Address, to: Address, amount: bigint): Promise<Hash> {
-  const minter = ANVIL_ACCOUNTS[0]!.address;
-  return enqueueMinterSend(rpcUrl, () =>
-    client.writeContract({ account: minter, address: usdc, abi: testUsdcAbi, functionName: 'mint', args: [to, amount] }),
-  );
-}
-
-async function requireSuccess(client: DevClient, hash: Hash, what: string): Promise<void> {
-  const receipt = await client.waitForTransactionReceipt({ hash, pollingInterval: POLL_INTERVAL_MS });
-  if (receipt.status !== 'success') throw new Error(`${what} reverted (tx ${hash})`);
 }
 
 async function fundAccounts(
@@ -515,30 +473,4 @@ export async function startDevChain(opts: DevChainOptions = {}): Promise<DevChai
     stop: () =>
       (stopped ??= stop().then(() => logger?.info({ rpcUrl, stateFile: stateFile ?? null }, 'dev chain stopped'))),
   };
-}
-
-/** USDC balance (atomic units) of `address` on the chain at `rpcUrl`. */
-export async function usdcBalance(rpcUrl: string, address: Address, usdc: Address = BASE_USDC): Promise<bigint> {
-  return createDevClient(rpcUrl).readContract({
-    address: usdc,
-    abi: testUsdcAbi,
-    functionName: 'balanceOf',
-    args: [address],
-  });
-}
-
-/**
- * Dev faucet: mints `amount` (atomic units) of the dev USDC to `to` from the minter
- * (account 0) and waits for the receipt. Concurrent calls in one process are queued;
- * several processes minting on the same chain at once may race on the minter's nonce.
- */
-export async function mintUsdc(
-  chain: Pick<DevChain, 'rpcUrl' | 'usdc'>,
-  to: Address,
-  amount: bigint,
-): Promise<Hash> {
-  const client = createDevClient(chain.rpcUrl);
-  const hash = await sendMint(client, chain.rpcUrl, chain.usdc, to, amount);
-  await requireSuccess(client, hash, `mint to ${to}`);
-  return hash;
 }

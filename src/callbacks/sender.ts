@@ -1,24 +1,23 @@
-import { randomBytes } from 'node:crypto';
-import { Loop } from '../workers/loop.js';
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
-import { rowsOf, withTransaction, type Db, type Executor } from '../db/client.js';
-import {
-  callbackAttempts,
-  callbackDeliveries,
-  type CallbackDeliveryRow,
-  type CallbackEvent,
-  type CallbackStatus,
-} from '../db/callback-schema.js';
-import { checkOutboundUrl, describeFetchError, discardBody, postSigned, unixSeconds } from './runtimes/webhook.js';
+import { rowsOf, withTransaction, type Db } from '../db/client.js';
+import { callbackAttempts, callbackDeliveries, type CallbackDeliveryRow, type CallbackStatus } from '../db/callback-schema.js';
+import { OutboundError } from '../net/outbound.js';
+import { describeError } from '../net/redact.js';
+import { postSigned } from '../net/signed-post.js';
+import { unixSeconds } from '../net/signing.js';
+import { UnsafeUrlError, type Resolver } from '../net/ssrf.js';
+import { Loop } from '../workers/loop.js';
+import { callbackBody } from './enqueue.js';
 
 /**
  * Signed callbacks to a task's `callback_url` when it reaches a terminal state.
  *
- * `enqueueCallback` writes a pending delivery inside the transaction of the transition (an
- * outbox: no callback without the transition, no transition without its callback). The
- * `CallbackSender` then POSTs `{id, type, created_at, data}` signed with the operator's
- * CALLBACK_SIGNING_SECRET (`x-task-escrow-signature: t=…,v1=…`, see signWebhook):
+ * `enqueueCallback` (./enqueue.ts) writes a pending delivery inside the transaction of the
+ * transition. The `CallbackSender` then POSTs `{id, type, created_at, data}` signed with the
+ * operator's CALLBACK_SIGNING_SECRET (`x-task-escrow-signature: t=…,v1=…`, src/net/signing.ts)
+ * through src/net/outbound.ts (the URL checked and its addresses pinned for the connection,
+ * redirects not followed):
  *
  *   pending ──2xx──▶ delivered
  *      │ other answer / network error: retried after backoffBaseMs × 2^min(attempts, 10)
@@ -29,41 +28,6 @@ import { checkOutboundUrl, describeFetchError, discardBody, postSigned, unixSeco
  * Senders claim rows with FOR UPDATE SKIP LOCKED and lease them by moving next_attempt_at
  * forward; the result of an attempt is written only if no one else recorded one meanwhile.
  */
-
-export interface EnqueueCallbackInput {
-  taskId: string;
-  url: string;
-  event: CallbackEvent;
-  /** The event's `data` (JSON). */
-  data: unknown;
-}
-
-export function newCallbackId(): string {
-  return `cb_${randomBytes(16).toString('hex')}`;
-}
-
-/** Inserts a pending delivery; call it inside the transaction of the terminal transition. */
-export async function enqueueCallback(tx: Executor, clock: Clock, input: EnqueueCallbackInput): Promise<string> {
-  const now = clock.now();
-  const id = newCallbackId();
-  await tx.insert(callbackDeliveries).values({
-    id,
-    taskId: input.taskId,
-    url: input.url,
-    event: input.event,
-    payload: input.data ?? null,
-    status: 'pending',
-    attempts: 0,
-    nextAttemptAt: now,
-    createdAt: now,
-  });
-  return id;
-}
-
-/** The body a receiver gets (stable across attempts; only the signature's timestamp changes). */
-export function callbackBody(row: Pick<CallbackDeliveryRow, 'id' | 'event' | 'createdAt' | 'payload'>): string {
-  return JSON.stringify({ id: row.id, type: row.event, created_at: row.createdAt.toISOString(), data: row.payload });
-}
 
 export interface CallbackSenderLog {
   info(obj: object, msg: string): void;
@@ -89,11 +53,15 @@ export interface CallbackSenderOptions {
   batchSize?: number;
   /** Most attempts one runOnce makes (default 100). */
   maxPerRun?: number;
-  fetch?: typeof fetch;
+  /** Name resolution of receivers' hosts; default the system resolver (tests inject one). */
+  resolver?: Resolver;
   log?: CallbackSenderLog;
 }
 
 export const MAX_BACKOFF_EXPONENT = 10;
+const USER_AGENT = 'task-escrow-webhook/1';
+/** Receivers' answers are not read; a cap for the outbound client all the same. */
+const MAX_RESPONSE_BYTES = 64 * 1024;
 
 /** What one attempt came to. */
 interface AttemptResult {
@@ -121,7 +89,6 @@ function originOf(url: string): string {
 export class CallbackSender {
   private readonly db: Db;
   private readonly clock: Clock;
-  private readonly fetchFn: typeof fetch;
   private readonly log: CallbackSenderLog;
   private readonly maxAttempts: number;
   private readonly backoffBaseMs: number;
@@ -129,14 +96,13 @@ export class CallbackSender {
   private readonly leaseMs: number;
   private readonly loop = new Loop(
     () => this.runOnce(),
-    (err) => this.log.error({ error: describeFetchError(err) }, 'callback run failed'),
+    (err) => this.log.error({ error: describeError(err) }, 'callback run failed'),
   );
 
   constructor(private readonly opts: CallbackSenderOptions) {
     if (opts.signingSecret.length < 32) throw new Error('callbacks: signingSecret must have at least 32 characters');
     this.db = opts.db;
     this.clock = opts.clock;
-    this.fetchFn = opts.fetch ?? fetch;
     this.log = opts.log ?? silentLog;
     this.maxAttempts = opts.maxAttempts ?? 8;
     this.backoffBaseMs = opts.backoffBaseMs ?? 5_000;
@@ -214,25 +180,29 @@ export class CallbackSender {
 
   /** One POST of the delivery; never throws. */
   private async attempt(row: CallbackDeliveryRow): Promise<AttemptResult> {
-    const refused = await checkOutboundUrl(row.url, this.opts.ssrf.allowPrivate);
-    if (refused) return { statusCode: null, error: `ssrf: ${refused.message}`, delivered: false, permanent: !refused.retryable };
-    const signal = AbortSignal.timeout(this.timeoutMs);
     try {
       const res = await postSigned({
-        fetch: this.fetchFn,
         url: row.url,
         secret: this.opts.signingSecret,
         event: row.event,
         body: callbackBody(row),
         timestamp: unixSeconds(this.clock.now()),
-        signal,
+        userAgent: USER_AGENT,
         headers: { 'x-task-escrow-delivery': row.id },
+        allowPrivate: this.opts.ssrf.allowPrivate,
+        timeoutMs: this.timeoutMs,
+        maxBytes: MAX_RESPONSE_BYTES,
+        readBody: () => false,
+        ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}),
       });
-      await discardBody(res);
       const ok = res.status >= 200 && res.status < 300;
       return { statusCode: res.status, error: ok ? null : `HTTP ${res.status}`, delivered: ok, permanent: false };
     } catch (err) {
-      const error = signal.aborted ? `no answer within ${this.timeoutMs} ms` : describeFetchError(err);
+      if (err instanceof UnsafeUrlError) {
+        // refused by the SSRF check before any connection; only a name that did not resolve may change
+        return { statusCode: null, error: `ssrf: ${err.message}`, delivered: false, permanent: err.reason !== 'unresolvable' };
+      }
+      const error = err instanceof OutboundError && err.kind === 'timeout' ? `no answer within ${this.timeoutMs} ms` : describeError(err);
       return { statusCode: null, error, delivered: false, permanent: false };
     }
   }

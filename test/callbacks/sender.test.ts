@@ -6,8 +6,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import { withTransaction, type Db } from '../../src/db/client.js';
 import { callbackAttempts, callbackDeliveries } from '../../src/db/callback-schema.js';
-import { CallbackSender, callbackBackoffMs, enqueueCallback, type CallbackSenderOptions } from '../../src/dispatcher/callbacks.js';
-import { verifyWebhookSignature } from '../../src/dispatcher/runtimes/webhook.js';
+import { enqueueCallback } from '../../src/callbacks/enqueue.js';
+import { CallbackSender, callbackBackoffMs, type CallbackSenderOptions } from '../../src/callbacks/sender.js';
+import { verifyWebhookSignature } from '../../src/net/signing.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { closeServer, readBody } from '../helpers/http.js';
 

@@ -1,0 +1,46 @@
+import { randomBytes } from 'node:crypto';
+import type { Clock } from '../clock.js';
+import type { Executor } from '../db/client.js';
+import { callbackDeliveries, type CallbackDeliveryRow, type CallbackEvent } from '../db/callback-schema.js';
+
+/**
+ * The outbox side of client callbacks: `enqueueCallback` writes a pending delivery inside the
+ * transaction of a task's terminal transition (no callback without the transition, no
+ * transition without its callback). The `CallbackSender` (./sender.ts) delivers it.
+ * This module needs nothing but the database, so the task state machine can import it.
+ */
+
+export interface EnqueueCallbackInput {
+  taskId: string;
+  url: string;
+  event: CallbackEvent;
+  /** The event's `data` (JSON). */
+  data: unknown;
+}
+
+export function newCallbackId(): string {
+  return `cb_${randomBytes(16).toString('hex')}`;
+}
+
+/** Inserts a pending delivery; call it inside the transaction of the terminal transition. */
+export async function enqueueCallback(tx: Executor, clock: Clock, input: EnqueueCallbackInput): Promise<string> {
+  const now = clock.now();
+  const id = newCallbackId();
+  await tx.insert(callbackDeliveries).values({
+    id,
+    taskId: input.taskId,
+    url: input.url,
+    event: input.event,
+    payload: input.data ?? null,
+    status: 'pending',
+    attempts: 0,
+    nextAttemptAt: now,
+    createdAt: now,
+  });
+  return id;
+}
+
+/** The body a receiver gets (stable across attempts; only the signature's timestamp changes). */
+export function callbackBody(row: Pick<CallbackDeliveryRow, 'id' | 'event' | 'createdAt' | 'payload'>): string {
+  return JSON.stringify({ id: row.id, type: row.event, created_at: row.createdAt.toISOString(), data: row.payload });
+}

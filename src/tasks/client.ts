@@ -1,0 +1,324 @@
+import { eq } from 'drizzle-orm';
+import { getAddress } from 'viem';
+import type { Executor, Tx } from '../db/client.js';
+import { chainTransfers, disputes, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
+import { AppError } from '../errors.js';
+import { planRefund } from '../escrow/outbox.js';
+import { cancellationTerms, isDisputable, type EscrowStatus } from '../escrow/rules.js';
+import { newId } from '../ids.js';
+import { UnsafeUrlError, assertPublicUrl } from '../net/ssrf.js';
+import { runUnpaid, type PaidWrite } from '../payments/paid-write.js';
+import { TaskModule, type TaskDeps } from './access.js';
+import type { TaskLifecycle } from './lifecycle.js';
+import type {
+  CancelTaskInput,
+  CreateTaskInput,
+  DisputeOpenedT,
+  DisputeTaskInput,
+  TaskCancelledT,
+  TaskCreatedT,
+  TaskResultT,
+  TaskStatusViewT,
+  ResultContentT,
+} from './schemas.js';
+import { publicStatus, transition, type TaskStatus } from './state-machine.js';
+
+function stageOf(status: TaskStatus): 'awaiting_funding' | 'queued' | 'running' | 'done' {
+  if (status === 'created') return 'awaiting_funding';
+  if (status === 'funded') return 'queued';
+  if (status === 'in_progress') return 'running';
+  return 'done';
+}
+
+/**
+ * The paying client's side of a task: create, read status and result, fund (the check; the
+ * funding itself is `escrow/funding.ts`), cancel, dispute. The writes are paid writes
+ * (payments/paid-write.ts): checked before the payment settles, applied with its booking.
+ */
+export class TaskClient extends TaskModule {
+  constructor(
+    deps: TaskDeps,
+    private readonly lifecycle: TaskLifecycle,
+  ) {
+    super(deps);
+  }
+
+  /** POST /v1/tasks as a paid write: checked before the payment settles, created with its booking. */
+  createWrite(payer: string, input: CreateTaskInput): PaidWrite<TaskCreatedT> {
+    return {
+      check: () => this.creatable(this.db, input),
+      apply: (tx) => this.insertTask(tx, payer, input),
+      taskOf: (created) => created.task_id,
+    };
+  }
+
+  async create(payer: string, input: CreateTaskInput): Promise<TaskCreatedT> {
+    return runUnpaid(this.db, this.createWrite(payer, input));
+  }
+
+  /** The agent to create a task for, if the request may create one now. */
+  private async creatable(exec: Executor, input: CreateTaskInput): Promise<AgentRow> {
+    const timeout = input.timeout_seconds ?? this.rules.defaultTimeoutSeconds;
+    if (timeout < this.rules.timeoutMinSeconds || timeout > this.rules.timeoutMaxSeconds) {
+      throw new AppError(
+        'validation_error',
+        `timeout_seconds must be between ${this.rules.timeoutMinSeconds} and ${this.rules.timeoutMaxSeconds}`,
+        { param: 'timeout_seconds' },
+      );
+    }
+    if (input.callback_url) await this.checkCallbackUrl(input.callback_url);
+    const agent = await this.agentsService.require(exec, input.agent_id);
+    if (agent.availability !== 'online') {
+      throw new AppError('agent_unavailable', `Agent ${agent.id} is ${agent.availability} and takes no new tasks`, { param: 'agent_id' });
+    }
+    if (BigInt(input.budget.amount) < agent.baseRate) {
+      throw new AppError('budget_too_low', `The budget is below the agent's base rate of ${agent.baseRate} atomic USDC`, {
+        param: 'budget.amount',
+        details: { base_rate: agent.baseRate.toString() },
+      });
+    }
+    return agent;
+  }
+
+  private async insertTask(tx: Tx, payer: string, input: CreateTaskInput): Promise<TaskCreatedT> {
+    const agent = await this.creatable(tx, input);
+    const now = this.clock.now();
+    const [row] = await tx
+      .insert(tasks)
+      .values({
+        id: newId('task'),
+        agentId: agent.id,
+        payerAddress: payer.toLowerCase(),
+        description: input.description,
+        requirements: input.requirements ?? null,
+        budgetAmount: BigInt(input.budget.amount),
+        currency: input.budget.currency,
+        chain: input.budget.chain,
+        callbackUrl: input.callback_url ?? null,
+        timeoutSeconds: input.timeout_seconds ?? this.rules.defaultTimeoutSeconds,
+        status: 'created',
+        escrowStatus: 'none',
+        escrowAddress: this.rules.escrowAddress.toLowerCase(),
+        expiresAt: new Date(now.getTime() + this.rules.fundingWindowSeconds * 1000),
+        createdAt: now,
+        updatedAt: now,
+      })
+      .returning();
+    const t = row!;
+    return {
+      task_id: t.id,
+      status: t.status as TaskStatus,
+      agent_id: t.agentId,
+      escrow_address: getAddress(t.escrowAddress),
+      escrow_amount: t.budgetAmount.toString(),
+      expires_at: t.expiresAt.toISOString(),
+      timeout_seconds: t.timeoutSeconds,
+      created_at: t.createdAt.toISOString(),
+    };
+  }
+
+  async status(caller: string, id: string): Promise<TaskStatusViewT> {
+    let task = await this.readable(caller, id, 'payer_or_agent');
+    if (task.status === 'created' && task.expiresAt <= this.clock.now()) task = await this.lifecycle.expireUnfunded(id);
+    const transfers = await this.db
+      .select()
+      .from(chainTransfers)
+      .where(eq(chainTransfers.taskId, task.id))
+      .orderBy(chainTransfers.createdAt);
+    return {
+      task_id: task.id,
+      status: publicStatus(task.status as TaskStatus),
+      stage: stageOf(task.status as TaskStatus),
+      escrow_status: task.escrowStatus as EscrowStatus,
+      payouts: transfers.map((x) => ({
+        kind: x.kind as 'release' | 'refund',
+        to: getAddress(x.toAddress),
+        amount: x.amount.toString(),
+        status: x.status as 'pending',
+        tx_hash: x.txHash,
+      })),
+      progress_percent: task.progressPercent,
+      intermediate_result: task.intermediateResult ?? null,
+      updated_at: task.updatedAt.toISOString(),
+      estimated_completion: task.estimatedCompletion?.toISOString() ?? null,
+      expires_at: task.expiresAt.toISOString(),
+      deadline_at: task.deadlineAt?.toISOString() ?? null,
+    };
+  }
+
+  async result(caller: string, id: string): Promise<TaskResultT> {
+    const task = await this.readable(caller, id, 'payer');
+    const completed = task.status === 'completed' || (task.status === 'disputed' && task.resultHash !== null);
+    if (!completed || !task.result || !task.finishedAt || !task.resultHash) {
+      throw new AppError('not_ready', `Task ${id} is ${task.status}; the result exists once it is completed`, {
+        details: { status: task.status },
+      });
+    }
+    return {
+      task_id: task.id,
+      status: 'completed',
+      result: task.result as ResultContentT,
+      result_hash: task.resultHash,
+      completed_at: task.finishedAt.toISOString(),
+    };
+  }
+
+  /** POST /v1/tasks/{id}/cancel as a paid write: the refund rule is checked before the fee settles. */
+  cancelWrite(caller: string, id: string, input: CancelTaskInput): PaidWrite<TaskCancelledT> {
+    return {
+      check: () => this.cancellation(this.db, caller, id, input),
+      apply: (tx) => this.cancelIn(tx, caller, id, input),
+      taskOf: () => id,
+    };
+  }
+
+  async cancel(caller: string, id: string, input: CancelTaskInput): Promise<TaskCancelledT> {
+    return runUnpaid(this.db, this.cancelWrite(caller, id, input));
+  }
+
+  /** The task and the refund rule's terms, if `caller` may cancel it now on these terms. */
+  private async cancellation(exec: Executor, caller: string, id: string, input: CancelTaskInput) {
+    const task = await this.readable(caller, id, 'payer', exec);
+    const status = task.status as TaskStatus;
+    if (status === 'completed') throw new AppError('task_completed', `Task ${id} is completed and cannot be cancelled`);
+    if (!['created', 'funded', 'in_progress'].includes(status)) {
+      throw new AppError('invalid_state', `Task ${id} is ${status} and cannot be cancelled`, { details: { status } });
+    }
+    const terms = cancellationTerms(status, task.fundedAmount ?? 0n, task.progressPercent, this.rules.cancellationFeeBps);
+    if (status === 'in_progress' && !input.accept_partial_refund) {
+      throw new AppError(
+        'work_in_progress',
+        `Work on task ${id} has started: cancelling refunds ${terms.refund} and pays the agent a cancellation fee of ` +
+          `${terms.cancellationFee} (atomic USDC). Send accept_partial_refund: true to cancel on these terms.`,
+        { param: 'accept_partial_refund', details: { refund_amount: terms.refund.toString(), cancellation_fee: terms.cancellationFee.toString() } },
+      );
+    }
+    return { task, status, terms };
+  }
+
+  private async cancelIn(tx: Tx, caller: string, id: string, input: CancelTaskInput): Promise<TaskCancelledT> {
+    const { status, terms } = await this.cancellation(tx, caller, id, input);
+    const refundStatus = terms.refund > 0n ? 'pending' : 'not_required';
+    const row = await transition(tx, this.clock, {
+      taskId: id,
+      to: 'cancelled',
+      from: [status],
+      escrowStatus: terms.escrowStatus,
+      set: {
+        cancelReason: input.reason ?? null,
+        cancellationFee: terms.cancellationFee,
+        refundAmount: terms.refund,
+        refundStatus,
+        finishedAt: this.clock.now(),
+      },
+      actor: caller.toLowerCase(),
+      detail: { reason: input.reason ?? null, refund: terms.refund.toString(), fee: terms.cancellationFee.toString() },
+    });
+    if (status !== 'created') {
+      const agent = await this.agentsService.require(tx, row.agentId);
+      await planRefund(tx, this.clock, {
+        task: row,
+        refund: terms.refund,
+        agentShare: terms.cancellationFee,
+        agentPayout: agent.payoutAddress,
+      });
+    }
+    return {
+      task_id: row.id,
+      status: 'cancelled',
+      refund: { amount: terms.refund.toString(), tx_hash: row.refundTxHash, status: refundStatus },
+      cancellation_fee: terms.cancellationFee.toString(),
+    };
+  }
+
+  /** POST /v1/tasks/{id}/dispute as a paid write. */
+  disputeWrite(caller: string, id: string, input: DisputeTaskInput): PaidWrite<DisputeOpenedT> {
+    return {
+      check: () => this.disputable(this.db, caller, id),
+      apply: (tx) => this.disputeIn(tx, caller, id, input),
+      taskOf: () => id,
+    };
+  }
+
+  async dispute(caller: string, id: string, input: DisputeTaskInput): Promise<DisputeOpenedT> {
+    return runUnpaid(this.db, this.disputeWrite(caller, id, input));
+  }
+
+  private async disputable(exec: Executor, caller: string, id: string): Promise<TaskRow> {
+    const task = await this.readable(caller, id, 'payer', exec);
+    if (task.status === 'disputed') throw new AppError('already_disputed', `Task ${id} is already under dispute`);
+    if (!['in_progress', 'completed'].includes(task.status) || !isDisputable(task.escrowStatus as EscrowStatus)) {
+      throw new AppError('invalid_state', `Task ${id} is ${task.status} with escrow ${task.escrowStatus}: nothing is held to dispute`, {
+        details: { status: task.status, escrow_status: task.escrowStatus },
+      });
+    }
+    return task;
+  }
+
+  private async disputeIn(tx: Tx, caller: string, id: string, input: DisputeTaskInput): Promise<DisputeOpenedT> {
+    const task = await this.disputable(tx, caller, id);
+    const now = this.clock.now();
+    await transition(tx, this.clock, {
+      taskId: id,
+      to: 'disputed',
+      from: [task.status as TaskStatus],
+      escrowFrom: ['held'],
+      escrowStatus: 'frozen',
+      actor: caller.toLowerCase(),
+      detail: { reason: input.reason },
+    });
+    const [d] = await tx
+      .insert(disputes)
+      .values({
+        id: newId('dispute'),
+        taskId: id,
+        openedBy: caller.toLowerCase(),
+        reason: input.reason,
+        evidence: input.evidence ?? [],
+        status: 'under_review',
+        previousStatus: task.status,
+        submittedAt: now,
+        expectedResolutionAt: new Date(now.getTime() + this.rules.disputeReviewSeconds * 1000),
+      })
+      .returning();
+    return {
+      dispute_id: d!.id,
+      task_id: id,
+      status: 'under_review',
+      submitted_at: d!.submittedAt.toISOString(),
+      expected_resolution: d!.expectedResolutionAt.toISOString(),
+    };
+  }
+
+  /**
+   * Checks, before any money moves, that `payer` may fund task `id` with `amount` now:
+   * its payer, still created, before expires_at, at least the budget.
+   */
+  async assertFundable(payer: string, id: string, amount: bigint): Promise<TaskRow> {
+    const task = await this.readable(payer, id, 'payer');
+    if (task.status !== 'created') {
+      throw new AppError('invalid_state', `Task ${id} is ${publicStatus(task.status as TaskStatus)}; only a created task can be funded`, {
+        details: { status: publicStatus(task.status as TaskStatus), escrow_status: task.escrowStatus },
+      });
+    }
+    if (task.expiresAt <= this.clock.now()) {
+      throw new AppError('task_expired', `Task ${id} was not funded before ${task.expiresAt.toISOString()}`);
+    }
+    if (amount < task.budgetAmount) {
+      throw new AppError('amount_mismatch', `Funding must be at least the budget of ${task.budgetAmount} atomic USDC`, { param: 'amount' });
+    }
+    return task;
+  }
+
+  private async checkCallbackUrl(url: string): Promise<void> {
+    try {
+      await assertPublicUrl(url, { allowPrivate: this.rules.allowPrivateUrls });
+    } catch (err) {
+      if (err instanceof UnsafeUrlError) {
+        throw new AppError('validation_error', `callback_url is refused: ${err.message}`, { param: 'callback_url' });
+      }
+      throw err;
+    }
+  }
+
+}

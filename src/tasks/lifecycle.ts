@@ -1,0 +1,225 @@
+import { and, eq, lte, sql } from 'drizzle-orm';
+import { withTransaction, type Tx } from '../db/client.js';
+import { agents, tasks, type TaskRow } from '../db/schema.js';
+import { AppError } from '../errors.js';
+import { planRefund, planRelease } from '../escrow/outbox.js';
+import { recordEscrowFunding } from '../ledger/ledger.js';
+import { TaskModule } from './access.js';
+import { resultHash } from './result-hash.js';
+import type { ResultContentT } from './schemas.js';
+import { escrowTransition, transition } from './state-machine.js';
+
+export interface ProgressReport {
+  progress_percent?: number | undefined;
+  intermediate_result?: unknown;
+  estimated_completion?: string | null | undefined;
+}
+
+/**
+ * What happens to a task after it was created, driven by the service itself (the funding
+ * effect, the dispatcher, maintenance): funded, started, progress, completed (and released),
+ * failed (and refunded), expired.
+ */
+export class TaskLifecycle extends TaskModule {
+  /**
+   * Records money locked in escrow for the task, with its ledger movements (escrow in, funding
+   * fee), in the caller's transaction when given (the payments layer calls this once it settled).
+   */
+  async markFunded(
+    id: string,
+    funding: { amount: bigint; fee?: bigint; txHash: string | null; paymentId?: string; actor: string },
+    exec?: Tx,
+  ): Promise<TaskRow> {
+    return this.inTransaction(exec, async (tx) => {
+      const task = await this.require(tx, id);
+      if (task.status === 'created' && task.expiresAt <= this.clock.now()) {
+        throw new AppError('task_expired', `Task ${id} was not funded before ${task.expiresAt.toISOString()}`);
+      }
+      if (funding.amount < task.budgetAmount) {
+        throw new AppError('amount_mismatch', `Funding must be at least the budget of ${task.budgetAmount} atomic USDC`, {
+          param: 'amount',
+        });
+      }
+      const row = await transition(tx, this.clock, {
+        taskId: id,
+        to: 'funded',
+        from: ['created'],
+        escrowFrom: ['none'],
+        escrowStatus: 'held',
+        // Queued for the dispatcher at once.
+        set: {
+          fundedAmount: funding.amount,
+          fundTxHash: funding.txHash,
+          fundedAt: this.clock.now(),
+          dispatchState: 'queued',
+          dispatchNextAt: this.clock.now(),
+        },
+        actor: funding.actor,
+        detail: { amount: funding.amount.toString(), tx_hash: funding.txHash },
+      });
+      const fee = funding.fee ?? 0n;
+      await recordEscrowFunding(tx, this.clock, { taskId: id, amount: funding.amount + fee, fundFee: fee, paymentId: funding.paymentId ?? null });
+      return row;
+    });
+  }
+
+  /**
+   * Work starts: the deadline is set from timeout_seconds. With a lease the dispatcher runs it;
+   * without one the task is out of the dispatcher's queue (an external runner, or tests).
+   */
+  async markStarted(id: string, actor = 'dispatcher', lease?: { owner: string; expiresAt: Date; estimatedCompletion: Date | null }, exec?: Tx): Promise<TaskRow> {
+    return this.inTransaction(exec, async (tx) => {
+      const task = await this.require(tx, id);
+      const now = this.clock.now();
+      return transition(tx, this.clock, {
+        taskId: id,
+        to: 'in_progress',
+        from: ['funded'],
+        set: {
+          startedAt: now,
+          deadlineAt: new Date(now.getTime() + task.timeoutSeconds * 1000),
+          dispatchState: lease ? 'running' : null,
+          leaseOwner: lease?.owner ?? null,
+          leaseExpiresAt: lease?.expiresAt ?? null,
+          dispatchAttempts: lease ? 1 : task.dispatchAttempts,
+          estimatedCompletion: lease?.estimatedCompletion ?? null,
+        },
+        actor,
+      });
+    });
+  }
+
+  /** Progress from the running agent; not a transition, so only a running task accepts it. */
+  async reportProgress(id: string, report: ProgressReport): Promise<TaskRow> {
+    const [row] = await this.db
+      .update(tasks)
+      .set({
+        ...(report.progress_percent !== undefined ? { progressPercent: report.progress_percent } : {}),
+        ...(report.intermediate_result !== undefined ? { intermediateResult: report.intermediate_result } : {}),
+        ...(report.estimated_completion !== undefined
+          ? { estimatedCompletion: report.estimated_completion ? new Date(report.estimated_completion) : null }
+          : {}),
+        updatedAt: this.clock.now(),
+      })
+      .where(and(eq(tasks.id, id), eq(tasks.status, 'in_progress')))
+      .returning();
+    if (!row) {
+      const task = await this.require(this.db, id);
+      throw new AppError('invalid_state', `Task ${id} is ${task.status}; progress is accepted while in_progress`);
+    }
+    return row;
+  }
+
+  /** Stores the delivered result with its hash, completes the task and updates the agent's record. */
+  async markCompleted(id: string, result: ResultContentT, actor = 'dispatcher'): Promise<TaskRow> {
+    return withTransaction(this.db, async (tx) => {
+      const now = this.clock.now();
+      const row = await transition(tx, this.clock, {
+        taskId: id,
+        to: 'completed',
+        from: ['in_progress'],
+        set: { result, resultHash: resultHash(result), finishedAt: now, progressPercent: 100, intermediateResult: null },
+        actor,
+      });
+      const seconds = Math.max(0, Math.round((now.getTime() - (row.startedAt ?? row.createdAt).getTime()) / 1000));
+      const [agent] = await tx
+        .update(agents)
+        .set({
+          tasksCompleted: sql`${agents.tasksCompleted} + 1`,
+          responseTimeTotalSeconds: sql`${agents.responseTimeTotalSeconds} + ${seconds}`,
+        })
+        .where(eq(agents.id, row.agentId))
+        .returning({ payoutAddress: agents.payoutAddress });
+      if (this.rules.disputeWindowSeconds > 0) return row; // released by releaseDue once the window passed
+      return this.release(tx, row, agent!.payoutAddress);
+    });
+  }
+
+  /** Completed tasks whose dispute window passed without a dispute: release their escrow. */
+  async releaseDue(limit = 100): Promise<number> {
+    const due = new Date(this.clock.now().getTime() - this.rules.disputeWindowSeconds * 1000);
+    const rows = await this.db
+      .select({ id: tasks.id })
+      .from(tasks)
+      .where(and(eq(tasks.status, 'completed'), eq(tasks.escrowStatus, 'held'), lte(tasks.finishedAt, due)))
+      .limit(limit);
+    let released = 0;
+    for (const { id } of rows) {
+      const done = await withTransaction(this.db, async (tx) => {
+        const [task] = await tx.select().from(tasks).where(and(eq(tasks.id, id), eq(tasks.escrowStatus, 'held'), eq(tasks.status, 'completed'))).for('update');
+        if (!task) return false;
+        const agent = await this.agentsService.require(tx, task.agentId);
+        await this.release(tx, task, agent.payoutAddress);
+        return true;
+      });
+      if (done) released++;
+    }
+    return released;
+  }
+
+  /** Running tasks past their deadline that no dispatcher holds (an async agent never delivered): failed, refunded. */
+  async failOverdue(limit = 100): Promise<number> {
+    const now = this.clock.now();
+    const rows = await this.db
+      .select({ id: tasks.id })
+      .from(tasks)
+      .where(
+        and(
+          eq(tasks.status, 'in_progress'),
+          lte(tasks.deadlineAt, now),
+          sql`(${tasks.dispatchState} is distinct from 'running' or ${tasks.leaseExpiresAt} < ${now})`,
+          sql`${tasks.dispatchState} is distinct from 'stuck'`,
+        ),
+      )
+      .limit(limit);
+    let failed = 0;
+    for (const { id } of rows) {
+      const ok = await this.markFailed(id, 'Timed out: the agent did not deliver before the deadline', 'system').then(
+        () => true,
+        () => false,
+      );
+      if (ok) failed++;
+    }
+    return failed;
+  }
+
+  /** Completion releases the escrow: the agent's payout wallet gets it minus the platform fee. */
+  private async release(tx: Tx, task: TaskRow, payoutAddress: string): Promise<TaskRow> {
+    await planRelease(tx, this.clock, { task, payout: { to: payoutAddress }, platformFeeBps: this.rules.platformFeeBps });
+    return escrowTransition(tx, this.clock, { taskId: task.id, from: ['held'], to: 'released', actor: 'system', detail: { payout: payoutAddress } });
+  }
+
+  /** Work failed (or timed out): the whole escrow goes back to the payer. */
+  async markFailed(id: string, reason: string, actor = 'dispatcher'): Promise<TaskRow> {
+    return withTransaction(this.db, async (tx) => {
+      const task = await this.require(tx, id);
+      const row = await transition(tx, this.clock, {
+        taskId: id,
+        to: 'failed',
+        from: ['funded', 'in_progress'],
+        escrowFrom: ['held'],
+        escrowStatus: 'refunded',
+        set: { failureReason: reason, finishedAt: this.clock.now(), refundAmount: task.fundedAmount, refundStatus: 'pending' },
+        actor,
+        detail: { reason },
+      });
+      await planRefund(tx, this.clock, { task: row, refund: task.fundedAmount ?? 0n });
+      return row;
+    });
+  }
+
+  /** An unfunded task past its funding deadline becomes expired (nothing to refund). */
+  async expireUnfunded(id: string): Promise<TaskRow> {
+    return withTransaction(this.db, async (tx) => {
+      const task = await this.require(tx, id);
+      if (task.status !== 'created' || task.expiresAt > this.clock.now()) return task;
+      return transition(tx, this.clock, { taskId: id, to: 'expired', from: ['created'], actor: 'system', set: { finishedAt: this.clock.now() } });
+    });
+  }
+
+  /** Tasks the dispatcher parked because their outcome could not be recorded (for the operator). */
+  async stuck(): Promise<TaskRow[]> {
+    return this.db.select().from(tasks).where(eq(tasks.dispatchState, 'stuck')).orderBy(tasks.updatedAt).limit(100);
+  }
+
+}
