@@ -1,5 +1,4 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eq } from 'drizzle-orm';
@@ -14,14 +13,13 @@ import { runMigrations } from '../../src/db/migrate.js';
 import { tasks } from '../../src/db/schema.js';
 import { AgentServer } from '../helpers/agent-server.js';
 import { wallet } from '../helpers/app.js';
-import { withDatabase } from '../helpers/global-setup.js';
+import { scratchDatabase, type ScratchDatabase } from '../helpers/service-process.js';
 
 /**
  * DISPATCH_PER_AGENT_CONCURRENCY holds across worker processes: two dispatcher processes on one
  * Postgres database, many tasks for one slow agent; the agent never sees more briefs in flight at
  * once than the cap (and does see the cap reached, so the work ran in parallel).
  */
-const BASE_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test';
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'dispatcher-child.ts');
 const SECRET = 'agent-cap-webhook-secret-0123456789';
 const CAP = 2;
@@ -35,19 +33,15 @@ const ENV = {
   AUTH_DOMAIN: 'cap.test',
 };
 
-let admin: pg.Client;
-let dbName: string;
+let scratch: ScratchDatabase;
 let dbUrl: string;
 let database: Database;
 let app: FastifyInstance;
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
-  admin = new pg.Client({ connectionString: BASE_URL });
-  await admin.connect();
-  dbName = `te_cap_${randomBytes(6).toString('hex')}`;
-  await admin.query(`create database ${dbName}`);
-  dbUrl = withDatabase(BASE_URL, dbName);
+  scratch = await scratchDatabase('cap');
+  dbUrl = scratch.url;
   database = await openDatabase({ url: dbUrl, dataDir: '', poolMax: 5 });
   await runMigrations(database);
   const config = loadConfig({ ...ENV, DATABASE_URL: dbUrl, LOG_LEVEL: 'silent', X402_ENABLED: 'false', MAX_EVENT_LOOP_DELAY_MS: '0' });
@@ -58,8 +52,7 @@ afterAll(async () => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await app?.close();
   await database?.close();
-  await admin.query(`drop database if exists ${dbName} with (force)`);
-  await admin.end();
+  await scratch?.drop();
 });
 
 describe('the per-agent cap across two worker processes', () => {

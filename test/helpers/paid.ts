@@ -26,6 +26,8 @@ export interface PaidApp {
   payFetch(account: PrivateKeyAccount): typeof fetch;
   balance(address: Address): Promise<bigint>;
   signIn(account: PrivateKeyAccount): Promise<string>;
+  /** Runs the settlement worker until no payout is pending, signed or sent. */
+  settleAll(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -61,6 +63,16 @@ export async function startPaidApp(env: Record<string, string> = {}): Promise<Pa
     payFetch: (account) => wrapFetchWithPayment(fetch, x402ClientFor(account)),
     balance: (address) => usdcBalance(chain.rpcUrl, address),
     signIn: (account) => signInHeader(account, { domain: host, uri: baseUrl }),
+    settleAll: async () => {
+      const worker = app.escrow!.createWorker(app.db, app.clock);
+      for (let i = 0; i < 40; i++) {
+        await worker.runOnce();
+        const active = await app.db.query.chainTransfers.findMany({ where: (t, { inArray }) => inArray(t.status, ['pending', 'signed', 'sent']) });
+        if (active.length === 0) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error('payouts did not settle');
+    },
     close: async () => {
       await app.close();
       await db.destroy();

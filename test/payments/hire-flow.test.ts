@@ -44,17 +44,7 @@ async function createFundedTask(amount = '1000000'): Promise<string> {
   return taskId;
 }
 
-/** Runs the settlement worker until no payout is pending. */
-async function settleAll(): Promise<void> {
-  const worker = p.app.escrow!.createWorker(p.app.db, p.app.clock);
-  for (let i = 0; i < 20; i++) {
-    await worker.runOnce();
-    const active = await p.app.db.query.chainTransfers.findMany({ where: (t, { inArray }) => inArray(t.status, ['pending', 'signed', 'sent']) });
-    if (active.length === 0) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('payouts did not settle');
-}
+const settleAll = () => p.settleAll();
 
 async function status(taskId: string) {
   return json(await p.payFetch(client())(`${p.baseUrl}/v1/tasks/${taskId}/status`));

@@ -90,16 +90,7 @@ async function createTask(account: PrivateKeyAccount, agent = agentId): Promise<
   return (await json(res)).task_id;
 }
 
-async function settleAll(): Promise<void> {
-  const worker = p.app.escrow!.createWorker(p.app.db, p.app.clock);
-  for (let i = 0; i < 40; i++) {
-    await worker.runOnce();
-    const active = await p.app.db.query.chainTransfers.findMany({ where: (t, { inArray }) => inArray(t.status, ['pending', 'signed', 'sent']) });
-    if (active.length === 0) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('payouts did not settle');
-}
+const settleAll = () => p.settleAll();
 
 async function expectBooksExact(): Promise<void> {
   const r = await reconcile(p.app.db, { escrow: p.app.escrow!.custody, feeWallet: p.app.escrow!.feeWallet });
