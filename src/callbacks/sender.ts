@@ -1,12 +1,13 @@
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
-import { rowsOf, withTransaction, type Db } from '../db/client.js';
+import { withTransaction, type Db } from '../db/client.js';
 import { callbackAttempts, callbackDeliveries, type CallbackDeliveryRow, type CallbackStatus } from '../db/callback-schema.js';
 import { OutboundError } from '../net/outbound.js';
 import { describeError } from '../net/redact.js';
 import { postSigned } from '../net/signed-post.js';
 import { unixSeconds } from '../net/signing.js';
 import { UnsafeUrlError, type Resolver } from '../net/ssrf.js';
+import { backoffMs, leaseDue, type WorkerLog } from '../queue/index.js';
 import { Loop } from '../workers/loop.js';
 import { callbackBody } from './enqueue.js';
 
@@ -29,11 +30,7 @@ import { callbackBody } from './enqueue.js';
  * forward; the result of an attempt is written only if no one else recorded one meanwhile.
  */
 
-export interface CallbackSenderLog {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+export type CallbackSenderLog = WorkerLog;
 
 export interface CallbackSenderOptions {
   db: Db;
@@ -58,7 +55,6 @@ export interface CallbackSenderOptions {
   log?: CallbackSenderLog;
 }
 
-export const MAX_BACKOFF_EXPONENT = 10;
 const USER_AGENT = 'task-escrow-webhook/1';
 /** Receivers' answers are not read; a cap for the outbound client all the same. */
 const MAX_RESPONSE_BYTES = 64 * 1024;
@@ -74,8 +70,9 @@ interface AttemptResult {
 
 const silentLog: CallbackSenderLog = { info: () => {}, warn: () => {}, error: () => {} };
 
+/** The delay after the n-th failed attempt: the workers' one backoff, n attempts in (base × 2^min(n, 10)). */
 export function callbackBackoffMs(baseMs: number, attempts: number): number {
-  return baseMs * 2 ** Math.min(attempts, MAX_BACKOFF_EXPONENT);
+  return backoffMs(baseMs, attempts + 1);
 }
 
 function originOf(url: string): string {
@@ -119,7 +116,7 @@ export class CallbackSender {
     const seen: string[] = [];
     const maxPerRun = this.opts.maxPerRun ?? 100;
     while (seen.length < maxPerRun) {
-      const batch = await this.claim(seen, Math.min(this.opts.batchSize ?? 10, maxPerRun - seen.length));
+      const batch = await this.lease(seen, Math.min(this.opts.batchSize ?? 10, maxPerRun - seen.length));
       if (batch.length === 0) break;
       for (const row of batch) seen.push(row.id);
       const settled = await Promise.allSettled(batch.map((row) => this.deliver(row)));
@@ -140,31 +137,23 @@ export class CallbackSender {
   }
 
   /** Leases up to `limit` due deliveries no other sender holds (SKIP LOCKED), by pushing next_attempt_at. */
-  private async claim(exclude: readonly string[], limit: number): Promise<CallbackDeliveryRow[]> {
-    const now = this.clock.now();
-    const until = new Date(now.getTime() + this.leaseMs);
-    const claimed = rowsOf<{ id: string }>(
-      await this.db.execute(sql`
-        with due as (
-          select id from callback_deliveries
-          where status = 'pending'
-            and next_attempt_at <= ${now.toISOString()}::timestamptz
-            and id not in (select jsonb_array_elements_text(${JSON.stringify(exclude)}::jsonb))
-          order by next_attempt_at, id
-          limit ${limit}
-          for update skip locked
-        )
-        update callback_deliveries d
-        set next_attempt_at = ${until.toISOString()}::timestamptz
-        from due where d.id = due.id
-        returning d.id`),
-    );
+  private async lease(exclude: readonly string[], limit: number): Promise<CallbackDeliveryRow[]> {
+    const now = this.clock.now().toISOString();
+    const until = new Date(this.clock.now().getTime() + this.leaseMs).toISOString();
+    // A delivery is leased by pushing its next attempt past the lease.
+    const claimed = await leaseDue(this.db, {
+      table: 'callback_deliveries',
+      due: sql`status = 'pending' and next_attempt_at <= ${now}::timestamptz`,
+      lease: sql`next_attempt_at = ${until}::timestamptz`,
+      orderBy: sql`next_attempt_at, id`,
+      limit,
+      exclude,
+    });
     if (claimed.length === 0) return [];
-    const ids = claimed.map((r) => r.id);
     return this.db
       .select()
       .from(callbackDeliveries)
-      .where(inArray(callbackDeliveries.id, ids))
+      .where(inArray(callbackDeliveries.id, claimed))
       .orderBy(asc(callbackDeliveries.createdAt), asc(callbackDeliveries.id));
   }
 

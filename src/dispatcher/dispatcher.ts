@@ -6,6 +6,7 @@ import { rowsOf, withTransaction, type Db, type Tx } from '../db/client.js';
 import { agents, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
 import { isAppError } from '../errors.js';
 import type { TaskLifecycle } from '../tasks/lifecycle.js';
+import { backoffMs, type WorkerLog } from '../queue/index.js';
 import type { AgentRuntime, RunOutcome, TaskBrief } from './runtime.js';
 import { Loop } from '../workers/loop.js';
 
@@ -20,11 +21,7 @@ import { Loop } from '../workers/loop.js';
  *   aborts the run and tells a remote agent.
  * Several dispatchers on one Postgres never run one task at the same time.
  */
-export interface DispatcherLog {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+export type DispatcherLog = WorkerLog;
 
 export interface DispatcherOptions {
   db: Db;
@@ -343,7 +340,7 @@ export class Dispatcher {
 
   /** Retry delay after the n-th attempt: base × 2^min(n−1, 10). */
   backoffMs(attempt: number): number {
-    return this.opts.backoffBaseMs * 2 ** Math.min(Math.max(attempt - 1, 0), 10);
+    return backoffMs(this.opts.backoffBaseMs, attempt);
   }
 
   private async requeue(taskId: string, delayMs: number, reason: string): Promise<void> {

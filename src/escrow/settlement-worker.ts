@@ -4,9 +4,10 @@ import { hostname } from 'node:os';
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { getAddress, type Hash, type Hex } from 'viem';
 import type { Clock } from '../clock.js';
-import { rowsOf, withTransaction, type Db, type Tx } from '../db/client.js';
+import { withTransaction, type Db, type Tx } from '../db/client.js';
 import { chainNonces, chainTransfers, type ChainTransferRow } from '../db/schema.js';
 import { recordRefundTransfer } from '../tasks/state-machine.js';
+import { backoffMs, leaseDue, type WorkerLog } from '../queue/index.js';
 import { EXTERNAL, PAYOUT_PENDING } from '../ledger/accounts.js';
 import { postMovement, transferEntries } from '../ledger/ledger.js';
 import { BroadcastRejectedError, describeChainError, type EscrowCustody, type TransferReceipt } from './custody.js';
@@ -23,11 +24,7 @@ import { BroadcastRejectedError, describeChainError, type EscrowCustody, type Tr
  * a row is claimed with `FOR UPDATE SKIP LOCKED` and leased (`lease_owner`, `lease_expires_at`);
  * every write is fenced on the lease owner and the expected status.
  */
-export interface SettlementWorkerLog {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+export type SettlementWorkerLog = WorkerLog;
 
 export interface SettlementWorkerOptions {
   db: Db;
@@ -53,7 +50,6 @@ export interface SettlementWorkerOptions {
 }
 
 export const ACTIVE_STATUSES = ['pending', 'signed', 'sent'] as const;
-export const MAX_BACKOFF_EXPONENT = 10;
 
 /** Our lease was taken over (or the row moved on): stop working on the row, write nothing. */
 class LeaseLostError extends Error {
@@ -130,34 +126,22 @@ export class SettlementWorker {
    * and an UPDATE that stamps the lease.
    */
   private async lease(exclude: readonly string[], limit: number): Promise<ChainTransferRow[]> {
-    const now = this.clock.now();
-    const until = new Date(now.getTime() + this.opts.leaseMs);
-    const claimed = rowsOf<{ id: string }>(
-      await this.db.execute(sql`
-        with due as (
-          select id from chain_transfers
-          where status in ('pending', 'signed', 'sent')
-            and next_attempt_at <= ${now.toISOString()}::timestamptz
-            and from_address = ${this.wallet}
-            and (lease_expires_at is null or lease_expires_at <= ${now.toISOString()}::timestamptz)
-            and id not in (select jsonb_array_elements_text(${JSON.stringify(exclude)}::jsonb))
-          order by next_attempt_at, id
-          limit ${limit}
-          for update skip locked
-        )
-        update chain_transfers t
-        set lease_owner = ${this.id}, lease_expires_at = ${until.toISOString()}::timestamptz
-        from due where t.id = due.id
-        returning t.id`),
-    );
+    const now = this.clock.now().toISOString();
+    const until = new Date(this.clock.now().getTime() + this.opts.leaseMs).toISOString();
+    const claimed = await leaseDue(this.db, {
+      table: 'chain_transfers',
+      due: sql`status in ('pending', 'signed', 'sent') and next_attempt_at <= ${now}::timestamptz
+        and from_address = ${this.wallet} and (lease_expires_at is null or lease_expires_at <= ${now}::timestamptz)`,
+      lease: sql`lease_owner = ${this.id}, lease_expires_at = ${until}::timestamptz`,
+      orderBy: sql`next_attempt_at, id`,
+      limit,
+      exclude,
+    });
     if (claimed.length === 0) return [];
     return this.db
       .select()
       .from(chainTransfers)
-      .where(inArray(
-        chainTransfers.id,
-        claimed.map((r) => r.id),
-      ))
+      .where(inArray(chainTransfers.id, claimed))
       .orderBy(asc(chainTransfers.nextAttemptAt), asc(chainTransfers.id));
   }
 
@@ -317,9 +301,7 @@ export class SettlementWorker {
 
   /** backoffBaseMs × 2^min(attempts − 1, 10), scaled by a random factor in [0.5, 1). */
   backoffMs(attempts: number): number {
-    const exponent = Math.min(Math.max(attempts - 1, 0), MAX_BACKOFF_EXPONENT);
-    const ceiling = this.opts.backoffBaseMs * 2 ** exponent;
-    return Math.round(ceiling * (0.5 + 0.5 * this.random()));
+    return backoffMs(this.opts.backoffBaseMs, attempts, this.random);
   }
 
   // ----------------------------------------------------------------------------- writes

@@ -7,6 +7,7 @@ import { AppError } from '../errors.js';
 import { enqueuePaymentRefund } from '../escrow/outbox.js';
 import { newId } from '../ids.js';
 import { postMovement } from '../ledger/ledger.js';
+import { leaseDue } from '../queue/index.js';
 import { EXTERNAL, TREASURY_CALL_FEES } from '../ledger/accounts.js';
 
 /**
@@ -217,21 +218,15 @@ export class PaymentLifecycle {
   /** Takes over payments still verified or settling after their lease: the sweep becomes their owner. */
   async takeAbandoned(owner: string, limit: number): Promise<PaymentRow[]> {
     const now = this.clock.now();
-    return withTransaction(this.db, async (tx) => {
-      const due = await tx
-        .select({ id: payments.id })
-        .from(payments)
-        .where(and(inArray(payments.status, ['verified', 'settling']), lt(payments.leaseExpiresAt, now)))
-        .orderBy(payments.leaseExpiresAt)
-        .limit(limit)
-        .for('update', { skipLocked: true });
-      if (due.length === 0) return [];
-      return tx
-        .update(payments)
-        .set({ leaseOwner: owner, leaseExpiresAt: new Date(now.getTime() + this.leaseMs), updatedAt: now })
-        .where(inArray(payments.id, due.map((d) => d.id)))
-        .returning();
+    const ids = await leaseDue(this.db, {
+      table: 'payments',
+      due: sql`status in ('verified', 'settling') and lease_expires_at < ${now.toISOString()}::timestamptz`,
+      lease: sql`lease_owner = ${owner}, lease_expires_at = ${new Date(now.getTime() + this.leaseMs).toISOString()}::timestamptz, updated_at = ${now.toISOString()}::timestamptz`,
+      orderBy: sql`lease_expires_at, id`,
+      limit,
     });
+    if (ids.length === 0) return [];
+    return this.db.select().from(payments).where(inArray(payments.id, ids)).orderBy(payments.leaseExpiresAt);
   }
 
   /** Payments the sweep has not resolved for longer than `olderThanMs` (for the operator). */

@@ -3,6 +3,7 @@ import type { PaymentPayload, PaymentRequirements } from '@x402/core/types';
 import { getAddress, type Hex } from 'viem';
 import type { PaymentRow } from '../db/schema.js';
 import { newId } from '../ids.js';
+import type { WorkerLog } from '../queue/index.js';
 import type { PaymentLifecycle } from './lifecycle.js';
 
 /** What the sweep asks the chain about one EIP-3009 authorization. */
@@ -11,11 +12,7 @@ export interface AuthorizationProbe {
   authorizationTx(authorizer: `0x${string}`, nonce: Hex): Promise<Hex | null>;
 }
 
-export interface RecoveryLog {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+export type RecoveryLog = WorkerLog;
 
 export interface RecoveryOutcome {
   /** Verified, never sent: forgotten, nothing charged. */
