@@ -100,7 +100,6 @@ export const tasks = pgTable(
     leaseExpiresAt: ts('lease_expires_at'),
     lastDispatchError: text('last_dispatch_error'),
     agentNotifiedAt: ts('agent_notified_at'),
-    version: integer('version').notNull().default(1),
     createdAt: ts('created_at').notNull(),
     updatedAt: ts('updated_at').notNull(),
   },

@@ -1,4 +1,4 @@
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { and, eq, inArray } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import type { Executor } from '../db/client.js';
 import { taskEvents, tasks, type TaskRow } from '../db/schema.js';
@@ -55,7 +55,7 @@ export interface TransitionRequest {
   escrowStatus?: EscrowStatus;
   /** Escrow must currently be in one of these (extra guard in the same UPDATE). */
   escrowFrom?: readonly EscrowStatus[];
-  set?: Partial<Omit<TaskRow, 'id' | 'status' | 'escrowStatus' | 'version' | 'createdAt'>>;
+  set?: Partial<Omit<TaskRow, 'id' | 'status' | 'escrowStatus' | 'createdAt'>>;
   actor: string;
   detail?: Record<string, unknown>;
 }
@@ -82,7 +82,6 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
       ...(req.escrowStatus ? { escrowStatus: req.escrowStatus } : {}),
       // A finished task is out of the dispatcher's hands: no queue entry, no lease.
       ...(req.to === 'completed' || isTerminal(req.to) ? { dispatchState: null, leaseOwner: null, leaseExpiresAt: null } : {}),
-      version: sql`${tasks.version} + 1`,
       updatedAt: now,
     })
     .where(and(...conditions))
@@ -131,7 +130,7 @@ export async function escrowTransition(tx: Executor, clock: Clock, req: EscrowTr
   const now = clock.now();
   const [row] = await tx
     .update(tasks)
-    .set({ ...req.set, escrowStatus: req.to, version: sql`${tasks.version} + 1`, updatedAt: now })
+    .set({ ...req.set, escrowStatus: req.to, updatedAt: now })
     .where(and(eq(tasks.id, req.taskId), inArray(tasks.escrowStatus, [...req.from])))
     .returning();
   if (!row) {
