@@ -2,7 +2,7 @@ import { and, eq, inArray, lt, sql } from 'drizzle-orm';
 import { getAddress, type Address } from 'viem';
 import type { Clock } from '../clock.js';
 import { isUniqueViolation, withTransaction, type Db, type Executor, type Tx } from '../db/client.js';
-import { payments, type PaymentRow } from '../db/schema.js';
+import { payments, tasks, type PaymentRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { enqueuePaymentRefund } from '../escrow/outbox.js';
 import { newId } from '../ids.js';
@@ -52,6 +52,10 @@ export interface PaymentWallets {
 /** Purposes that change a task: one of them at a time per task (payments_task_write_uq). */
 export const TASK_WRITES = ['fund_task', 'cancel_task', 'dispute_task', 'rate_agent'] as const;
 
+function isTaskWrite(purpose: string): boolean {
+  return (TASK_WRITES as readonly string[]).includes(purpose);
+}
+
 export class PaymentLifecycle {
   constructor(
     private readonly db: Db,
@@ -64,6 +68,9 @@ export class PaymentLifecycle {
   /** Records a verified authorization: it serves this request only, even concurrently. */
   async record(input: PaymentRecordInput): Promise<PaymentRow> {
     const now = this.clock.now();
+    // A paid write holds its task only when its payer owns the task: a stranger's request (refused
+    // by its check, never charged) must not keep the owner's own requests out.
+    const holdsTask = input.taskId !== undefined && isTaskWrite(input.purpose) && (await this.ownsTask(input.payer, input.taskId));
     try {
       const [row] = await this.db
         .insert(payments)
@@ -79,7 +86,7 @@ export class PaymentLifecycle {
           endpoint: input.endpoint,
           kind: input.kind,
           purpose: input.purpose,
-          taskId: input.taskId ?? null,
+          taskId: holdsTask || !isTaskWrite(input.purpose) ? (input.taskId ?? null) : null,
           headerHash: input.headerHash,
           payload: input.payload,
           validBefore: input.validBefore,
@@ -92,7 +99,7 @@ export class PaymentLifecycle {
       return row!;
     } catch (err) {
       if (!isUniqueViolation(err)) throw err;
-      if (input.taskId && (TASK_WRITES as readonly string[]).includes(input.purpose)) {
+      if (holdsTask) {
         const [same] = await this.db.select({ id: payments.id }).from(payments).where(this.authorizationOf(input));
         if (!same) {
           throw new AppError('state_conflict', `Another paid request on task ${input.taskId} is in flight; nothing was charged. Retry once it has answered.`, {
@@ -102,6 +109,11 @@ export class PaymentLifecycle {
       }
       throw new AppError('payment_replayed', 'This payment authorization has already been used; sign a new one');
     }
+  }
+
+  private async ownsTask(payer: Address, taskId: string): Promise<boolean> {
+    const [task] = await this.db.select({ payer: tasks.payerAddress }).from(tasks).where(eq(tasks.id, taskId));
+    return task?.payer === payer.toLowerCase();
   }
 
   private authorizationOf(input: PaymentRecordInput) {

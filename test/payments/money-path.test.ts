@@ -142,6 +142,41 @@ describe('concurrent fundings', () => {
   }, 60_000);
 });
 
+describe('one paid write per task, for its owner', () => {
+  it("a stranger's paid request on a task (refused, never charged) does not keep the owner's funding out", async () => {
+    const owner = await walletWith(FEE.create + BUDGET + FEE.fund);
+    const stranger = await walletWith(BUDGET + FEE.fund);
+    const taskId = await createTask(owner);
+    const path = `/v1/tasks/${taskId}/fund`;
+    const body = { amount: BUDGET.toString() };
+    // the stranger's request is in flight (verified, its check not yet run)
+    const header = await paymentHeader(stranger, path, body);
+    const decoded = JSON.parse(Buffer.from(header, 'base64').toString('utf8'));
+    const inFlight = await p.app.services.paymentLifecycle.record({
+      payer: stranger.address,
+      payTo: decoded.accepted.payTo,
+      amount: BigInt(decoded.accepted.amount),
+      asset: decoded.accepted.asset,
+      network: decoded.accepted.network,
+      authorizationNonce: decoded.payload.authorization.nonce,
+      endpoint: 'POST /v1/tasks/:id/fund',
+      kind: 'escrow_funding',
+      purpose: 'fund_task',
+      taskId,
+      headerHash: 'stranger-in-flight',
+      payload: { payload: decoded, requirements: decoded.accepted },
+      validBefore: null,
+      owner: 'req_stranger_in_flight',
+    });
+    const funded = await post(owner, path, body);
+    expect(funded.status).toBe(200);
+    const refused = await sendSigned(path, body, await paymentHeader(stranger, path, body));
+    expect(refused.status).toBe(403);
+    expect(await p.balance(stranger.address)).toBe(BUDGET + FEE.fund);
+    await p.app.services.paymentLifecycle.forget(inFlight.id, 'req_stranger_in_flight');
+  }, 30_000);
+});
+
 describe('no effect without payment', () => {
   it('a wallet holding one create fee sends five creates at once: one task, one fee', async () => {
     const payer = await walletWith(FEE.create);
