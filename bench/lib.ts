@@ -16,7 +16,7 @@ import type autocannon from 'autocannon';
 import Fastify, { type FastifyInstance } from 'fastify';
 import pg from 'pg';
 import type { Address } from 'viem';
-import { privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
+import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
 import { buildApp } from '../src/app.js';
 import { signInHeader } from '../src/auth/siwe-client.js';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from '../src/chain/constants.js';
@@ -70,11 +70,20 @@ export async function serveBare(): Promise<Served> {
 
 /**
  * The real app, logger off, limits out of the way; PGlite in a temp dir (`dirPrefix`) unless
- * BENCH_DB_URL is set. `config` adds settings to the bench's ones.
+ * BENCH_DB_URL is set. `config` adds settings to the bench's ones. `dataDir`: a PGlite directory
+ * the parent made (and removes), instead of one of the child's own. `logStream`: the app logs
+ * there at the configured LOG_LEVEL instead of not at all.
  */
-export async function serveApp(opts: { dirPrefix: string; config?: Record<string, string | undefined>; chainRpcUrl?: string }): Promise<Served> {
+export async function serveApp(opts: {
+  dirPrefix: string;
+  config?: Record<string, string | undefined>;
+  chainRpcUrl?: string;
+  dataDir?: string;
+  logStream?: { write(line: string): void };
+}): Promise<Served> {
   const url = process.env.BENCH_DB_URL || undefined;
-  const dataDir = url ? undefined : mkdtempSync(path.join(tmpdir(), opts.dirPrefix));
+  const ownDir = url || opts.dataDir ? undefined : mkdtempSync(path.join(tmpdir(), opts.dirPrefix));
+  const dataDir = url ? undefined : (opts.dataDir ?? ownDir);
   const config = loadConfig({
     NODE_ENV: 'production',
     LOG_LEVEL: 'silent',
@@ -88,13 +97,18 @@ export async function serveApp(opts: { dirPrefix: string; config?: Record<string
   });
   const database = await openDatabase({ url: config.DATABASE_URL, dataDir: config.DATA_DIR, poolMax: config.DB_POOL_MAX });
   await runMigrations(database);
-  const app = await buildApp({ config, database, logger: false, ...(opts.chainRpcUrl ? { chainRpcUrl: opts.chainRpcUrl } : {}) });
+  const app = await buildApp({
+    config,
+    database,
+    ...(opts.logStream ? { logStream: opts.logStream } : { logger: false }),
+    ...(opts.chainRpcUrl ? { chainRpcUrl: opts.chainRpcUrl } : {}),
+  });
   return {
     app,
     close: async () => {
       await app.close();
       await database.close();
-      if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+      if (ownDir) rmSync(ownDir, { recursive: true, force: true });
     },
   };
 }
@@ -374,6 +388,9 @@ export function autocannonFigures(r: autocannon.Result, cpu: NodeJS.CpuUsage) {
 
 // ---------------------------------------------------------------- report
 
+/** `n` with `digits` decimals; `-` for NaN or ±Infinity (a figure that was not measured). */
+export const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+
 /** A Markdown table: columns in `left` padded left-aligned, the others right-aligned. */
 export function printTable(head: string[], body: string[][], left: ReadonlySet<number> = new Set([0])): void {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
@@ -384,6 +401,9 @@ export function printTable(head: string[], body: string[][], left: ReadonlySet<n
 }
 
 // ---------------------------------------------------------------- wallets and fixtures
+
+/** The address of a new random key: an agent owner, payer or payout wallet nobody else uses. */
+export const freshAddress = (): Address => privateKeyToAccount(generatePrivateKey()).address;
 
 /** A demo wallet of the dev chain (index into DEV_ROLES.demo). */
 export const demo = (slot: number): PrivateKeyAccount => privateKeyToAccount(ANVIL_ACCOUNTS[DEV_ROLES.demo[slot]!]!.privateKey);

@@ -1,4 +1,5 @@
 import type { Address, Hex } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
 import { z } from 'zod';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from './chain/constants.js';
 import { llmPrices } from './dispatcher/runtimes/llm-prices.js';
@@ -50,6 +51,8 @@ const configObject = z.object({
   OPERATOR_PRIVATE_KEY: privateKey.optional(),
   /** The custodial escrow wallet: receives funding, sends releases and refunds. Required with CHAIN_RPC_URL; embedded chain default: anvil account 1. */
   ESCROW_PRIVATE_KEY: privateKey.optional(),
+  /** The fee wallet's key (optional): refunds of call fees are sent from it; without it they wait for an operator. */
+  FEE_PRIVATE_KEY: privateKey.optional(),
   /** Where per-call fees are paid. Required with CHAIN_RPC_URL; embedded chain default: anvil account 3. */
   FEE_ADDRESS: address.optional(),
   /** A hosted x402 facilitator instead of the in-process one. */
@@ -159,6 +162,12 @@ const CHAIN_SETTINGS = ['ESCROW_PRIVATE_KEY', 'FEE_ADDRESS', 'OPERATOR_PRIVATE_K
  * hold unparsed values, hence the plain string checks.
  */
 function requireRealChainSettings(env: ParsedEnv, ctx: z.RefinementCtx): void {
+  if (isSet(env.FEE_PRIVATE_KEY) && isSet(env.FEE_ADDRESS) && /^0x[0-9a-fA-F]{64}$/.test(env.FEE_PRIVATE_KEY)) {
+    const derived = privateKeyToAccount(env.FEE_PRIVATE_KEY as Hex).address.toLowerCase();
+    if (derived !== env.FEE_ADDRESS.toLowerCase()) {
+      ctx.addIssue({ code: 'custom', path: ['FEE_PRIVATE_KEY'], message: `is the key of ${derived}, not of FEE_ADDRESS` });
+    }
+  }
   if (!isSet(env.CHAIN_RPC_URL)) return;
   const why: Record<(typeof CHAIN_SETTINGS)[number], string> = {
     ESCROW_PRIVATE_KEY: "the custodial escrow wallet's key",
@@ -194,6 +203,7 @@ function resolveChainSettings(env: ParsedEnv): ResolvedEnv {
       ESCROW_PRIVATE_KEY: (env.ESCROW_PRIVATE_KEY ?? dev(DEV_ROLES.escrow).privateKey) as Hex,
       OPERATOR_PRIVATE_KEY: (env.OPERATOR_PRIVATE_KEY ?? dev(DEV_ROLES.operator).privateKey) as Hex,
       FEE_ADDRESS: (env.FEE_ADDRESS ?? dev(DEV_ROLES.feeTreasury).address) as Address,
+      FEE_PRIVATE_KEY: (env.FEE_PRIVATE_KEY ?? (env.FEE_ADDRESS ? undefined : dev(DEV_ROLES.feeTreasury).privateKey)) as Hex | undefined,
       CALLBACK_SIGNING_SECRET: env.CALLBACK_SIGNING_SECRET ?? DEV_CALLBACK_SIGNING_SECRET,
     };
   }

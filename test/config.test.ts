@@ -135,6 +135,7 @@ describe('configuration', () => {
         escrowAddress: ANVIL_ACCOUNTS[1]!.address,
         operatorKey: ANVIL_ACCOUNTS[2]!.privateKey,
         feeAddress: ANVIL_ACCOUNTS[3]!.address,
+        feeKey: ANVIL_ACCOUNTS[3]!.privateKey,
       });
     });
 
@@ -149,8 +150,18 @@ describe('configuration', () => {
         escrowKey: `0x${'3'.repeat(64)}`,
         operatorKey: `0x${'4'.repeat(64)}`,
         feeAddress: getAddress('0x000000000000000000000000000000000000fee1'),
+        feeKey: undefined, // another fee address: the dev fee key is not its key
       });
       expect(config.CALLBACK_SIGNING_SECRET).toBe('my-own-callback-signing-secret-0123456789');
+    });
+
+    it('refuses a FEE_PRIVATE_KEY that is not the key of FEE_ADDRESS', () => {
+      expect(() => loadConfig({ FEE_ADDRESS: ANVIL_ACCOUNTS[3]!.address, FEE_PRIVATE_KEY: ANVIL_ACCOUNTS[4]!.privateKey })).toThrow(
+        /FEE_PRIVATE_KEY: is the key of 0x[0-9a-f]{40}, not of FEE_ADDRESS/,
+      );
+      expect(resolveWallets(loadConfig({ FEE_ADDRESS: ANVIL_ACCOUNTS[3]!.address, FEE_PRIVATE_KEY: ANVIL_ACCOUNTS[3]!.privateKey })).feeKey).toBe(
+        ANVIL_ACCOUNTS[3]!.privateKey,
+      );
     });
   });
 });

@@ -9,6 +9,7 @@
  * Postgres = the file FAILS. SOAK_SEED / SOAK_ITERATIONS override the defaults; the full run is
  * `npm run soak -- --iterations 200`.
  */
+import { rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { POSTGRES_URL } from './helpers/service-process.js';
 import { formatReport } from '../bench/soak/report.js';
@@ -39,5 +40,6 @@ describe('crash-point soak', () => {
     expect(report.unpaidFinal, text).toBe(0n);
     expect(report.records.every((r) => r.quiesced && r.problems.length === 0), text).toBe(true);
     expect(report.requests.serverErrors, text).toEqual([]);
+    rmSync(report.logDir, { recursive: true, force: true }); // kept (and printed) when the soak failed
   });
 });

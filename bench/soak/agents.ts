@@ -28,7 +28,8 @@ export interface SoakAgent {
 }
 
 export interface AgentCallStats {
-  briefs: number;
+  /** Briefs (`task.assigned`) received, by agent kind. */
+  briefs: Record<string, number>;
   progressPosted: number;
   delivered: number;
   /** Deliveries refused for good, by status (409: the task had moved on, e.g. cancelled). */
@@ -47,7 +48,7 @@ const resultOf = (taskId: string, how: string) => ({
 
 export class SoakAgents {
   readonly byKind = new Map<AgentKind, SoakAgent>();
-  readonly stats: AgentCallStats = { briefs: 0, progressPosted: 0, delivered: 0, deliverRefused: {}, deliverGaveUp: 0, serverErrors: [] };
+  readonly stats: AgentCallStats = { briefs: {}, progressPosted: 0, delivered: 0, deliverRefused: {}, deliverGaveUp: 0, serverErrors: [] };
   private readonly pending = new Set<Promise<void>>();
   private readonly abort = new AbortController();
 
@@ -119,7 +120,7 @@ export class SoakAgents {
 
   private async answer(kind: AgentKind, owner: PrivateKeyAccount, r: Received): Promise<AgentReply> {
     if (r.type !== 'task.assigned') return { status: 200, body: {} };
-    this.stats.briefs++;
+    this.stats.briefs[kind] = (this.stats.briefs[kind] ?? 0) + 1;
     const rng = mulberry32(seedOf(this.seed, r.taskId, r.attempt, kind));
     const callbacks = (r.body as { callbacks?: { progress?: string; deliver?: string } }).callbacks ?? {};
     switch (kind) {

@@ -48,6 +48,8 @@ export class RequestStats {
     } catch (err) {
       this.failed++;
       this.outcomes[`${label} (no answer)`] = (this.outcomes[`${label} (no answer)`] ?? 0) + 1;
+      // the kill may land a moment before the soak hears of the exit: look again shortly after
+      await new Promise((r) => setTimeout(r, 300));
       if (alive()) {
         const message = describe(err);
         this.failedWhileAlive[message] = (this.failedWhileAlive[message] ?? 0) + 1;

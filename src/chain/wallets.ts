@@ -21,6 +21,8 @@ export interface Wallets {
   /** The in-process facilitator's key; undefined on a real chain with a hosted FACILITATOR_URL. */
   operatorKey: Hex | undefined;
   feeAddress: Address;
+  /** The fee wallet's key, when the service may send from it (refunds of call fees). */
+  feeKey: Hex | undefined;
 }
 
 export interface ChainTarget {
@@ -38,6 +40,7 @@ export function resolveWallets(config: Config): Wallets {
     escrowAddress: privateKeyToAccount(config.ESCROW_PRIVATE_KEY).address,
     operatorKey: config.OPERATOR_PRIVATE_KEY,
     feeAddress: getAddress(config.FEE_ADDRESS),
+    feeKey: config.FEE_PRIVATE_KEY as Hex | undefined,
   };
 }
 

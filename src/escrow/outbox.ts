@@ -1,11 +1,11 @@
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq, inArray, lt, or, sql } from 'drizzle-orm';
 import { isAddress } from 'viem';
 import type { Clock } from '../clock.js';
 import type { Executor, Tx } from '../db/client.js';
 import { chainTransfers, ledgerEntries, tasks, type ChainTransferRow, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
-import { ADVANCED_FOR_FEE, DUE_TO_ESCROW, EXTERNAL, PAYOUT_PENDING, TREASURY_PLATFORM_FEES, escrowAccount } from '../ledger/accounts.js';
+import { EXTERNAL, PAYOUT_PENDING, PAYOUT_PENDING_FEE, TREASURY_PLATFORM_FEES, escrowAccount } from '../ledger/accounts.js';
 import { accountBalance, postMovement, transferEntries } from '../ledger/ledger.js';
 import { BPS } from './rules.js';
 
@@ -109,19 +109,19 @@ export async function enqueueTransfer(tx: Tx, clock: Clock, input: EnqueueTransf
 export interface PaymentRefundInput {
   paymentId: string;
   taskId: string | null;
-  /** The escrow wallet, which sends every refund. */
+  /** The wallet the payment was paid into, which sends the refund back. */
   from: string;
   /** The payer. */
   to: string;
   amount: bigint;
-  /** Where the payment was paid: the escrow wallet itself, or the fee wallet (call fees). */
+  /** Which wallet that is: the escrow wallet (fundings) or the fee wallet (call fees). */
   paidInto: 'escrow' | 'fee';
 }
 
 /**
- * A settled payment whose effect did not happen goes back to its payer in full. The money came
- * in (from `external`) and is owed back (`payout_pending`); a call fee sits in the fee wallet, so
- * the escrow wallet advances the refund and the fee wallet owes it that much.
+ * A settled payment whose effect did not happen goes back to its payer in full, from the very
+ * wallet it was paid into: the money came in (from `external`) and is owed back (that wallet's
+ * pending payouts). No wallet ever pays out money another payment brought.
  */
 export async function enqueuePaymentRefund(tx: Tx, clock: Clock, input: PaymentRefundInput): Promise<EnqueuedTransfer> {
   const result = await insertTransfer(tx, clock, {
@@ -134,20 +134,12 @@ export async function enqueuePaymentRefund(tx: Tx, clock: Clock, input: PaymentR
     amount: input.amount,
   });
   if (!result.created) return result;
-  const refs = { taskId: input.taskId, paymentId: input.paymentId, transferId: result.transfer.id };
-  const x = input.amount;
   await postMovement(tx, clock, {
     kind: input.paidInto === 'escrow' ? 'payment_refund' : 'fee_refund',
-    entries:
-      input.paidInto === 'escrow'
-        ? transferEntries(EXTERNAL, PAYOUT_PENDING, x)
-        : [
-            { account: EXTERNAL, amount: -x },
-            { account: DUE_TO_ESCROW, amount: x },
-            { account: ADVANCED_FOR_FEE, amount: -x },
-            { account: PAYOUT_PENDING, amount: x },
-          ],
-    ...refs,
+    entries: transferEntries(EXTERNAL, input.paidInto === 'escrow' ? PAYOUT_PENDING : PAYOUT_PENDING_FEE, input.amount),
+    taskId: input.taskId,
+    paymentId: input.paymentId,
+    transferId: result.transfer.id,
   });
   return result;
 }
@@ -314,9 +306,18 @@ async function findByCause(exec: Executor, cause: string): Promise<ChainTransfer
   return row;
 }
 
-/** Transfers the settlement worker gave up on (for the operator). */
-export async function failedTransfers(exec: Executor): Promise<ChainTransferRow[]> {
-  return exec.select().from(chainTransfers).where(eq(chainTransfers.status, 'failed')).orderBy(chainTransfers.updatedAt).limit(100);
+/**
+ * Transfers an operator must look at: given up (`failed`), or still unsent or unconfirmed after
+ * `stalledAfterMs` (for instance a refund from a wallet whose key the service does not have).
+ */
+export async function transfersNeedingAttention(exec: Executor, now: Date, stalledAfterMs: number): Promise<ChainTransferRow[]> {
+  const stalled = new Date(now.getTime() - stalledAfterMs);
+  return exec
+    .select()
+    .from(chainTransfers)
+    .where(or(eq(chainTransfers.status, 'failed'), and(inArray(chainTransfers.status, ['pending', 'signed', 'sent']), lt(chainTransfers.createdAt, stalled))))
+    .orderBy(chainTransfers.createdAt)
+    .limit(100);
 }
 
 type TaskMoney = Pick<TaskRow, 'id' | 'payerAddress' | 'escrowAddress'>;

@@ -30,6 +30,8 @@ export interface SettlementWorkerOptions {
   db: Db;
   clock: Clock;
   custody: EscrowCustody;
+  /** The ledger account of this wallet's decided payouts (default `payout_pending`, the escrow wallet's). */
+  pendingAccount?: string;
   /** Blocks that must confirm a transfer before it counts as paid (1 = mined). */
   confirmations: number;
   /** How long a claim protects a row from other workers. Longer than one transfer's RPC calls. */
@@ -245,7 +247,7 @@ export class SettlementWorker {
       });
       await postMovement(tx, this.clock, {
         kind: 'payout_confirmed',
-        entries: transferEntries(PAYOUT_PENDING, EXTERNAL, row.amount),
+        entries: transferEntries(this.opts.pendingAccount ?? PAYOUT_PENDING, EXTERNAL, row.amount),
         taskId: row.taskId,
         transferId: row.id,
       });

@@ -9,8 +9,7 @@
  * | `treasury:fund_fees`      | fees taken when an escrow is funded                  | escrow wallet  |
  * | `treasury:platform_fees`  | the platform's cut of a release                      | escrow wallet  |
  * | `payout_pending`          | decided payouts not yet confirmed on chain           | escrow wallet  |
- * | `interwallet:due_to_escrow` | call fees the fee wallet holds for refunds the escrow wallet paid | fee wallet |
- * | `interwallet:advanced_for_fee` | refunds of call fees the escrow wallet paid (≤ 0) | escrow wallet  |
+ * | `payout_pending:fee`      | refunds of call fees decided, not yet confirmed      | fee wallet     |
  *
  * Sign convention: a positive amount adds to an account, a negative one takes from it. Money
  * that enters the service makes `external` negative, so the sum of every account is always 0.
@@ -22,9 +21,8 @@ export const TREASURY_CALL_FEES = 'treasury:call_fees';
 export const TREASURY_FUND_FEES = 'treasury:fund_fees';
 export const TREASURY_PLATFORM_FEES = 'treasury:platform_fees';
 export const ESCROW_PREFIX = 'escrow:';
-/** A refunded call fee: the fee wallet keeps the money, the escrow wallet pays the refund. */
-export const DUE_TO_ESCROW = 'interwallet:due_to_escrow';
-export const ADVANCED_FOR_FEE = 'interwallet:advanced_for_fee';
+/** Refunds of call fees, sent from the fee wallet that received them. */
+export const PAYOUT_PENDING_FEE = 'payout_pending:fee';
 
 /** The on-chain wallets the ledger's accounts live in. */
 export const wallets = ['escrow', 'fee'] as const;
@@ -37,8 +35,7 @@ const FIXED_ACCOUNTS: Readonly<Record<string, Wallet | null>> = {
   [TREASURY_CALL_FEES]: 'fee',
   [TREASURY_FUND_FEES]: 'escrow',
   [TREASURY_PLATFORM_FEES]: 'escrow',
-  [DUE_TO_ESCROW]: 'fee',
-  [ADVANCED_FOR_FEE]: 'escrow',
+  [PAYOUT_PENDING_FEE]: 'fee',
 };
 
 /** Task ids are prefixed random strings: letters, digits, `_` and `-` only. */

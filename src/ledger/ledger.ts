@@ -29,8 +29,7 @@ import {
  * - `payout_confirmed` payout_pending → external              a payout transfer is confirmed on chain
  * - `dispute_split`    escrow:<task> → payout_pending         a share decided by dispute resolution
  * - `payment_refund`   external → payout_pending              a payment into the escrow wallet whose effect did not happen, owed back
- * - `fee_refund`       external → interwallet:due_to_escrow, interwallet:advanced_for_fee → payout_pending
- *                      a call fee (in the fee wallet) whose effect did not happen, refunded from the escrow wallet
+ * - `fee_refund`       external → payout_pending:fee          a call fee whose effect did not happen, owed back from the fee wallet
  */
 export const movementKinds = [
   'call_fee',

@@ -200,13 +200,14 @@ export class PaymentLifecycle {
       .where(and(eq(payments.id, id), eq(payments.status, 'settling'), eq(payments.leaseOwner, owner)))
       .returning();
     if (!row) throw new PaymentFenceError(id, 'refund');
+    const paidInto = getAddress(row.payTo) === getAddress(this.wallets.escrow) ? 'escrow' : 'fee';
     await enqueuePaymentRefund(tx, this.clock, {
       paymentId: row.id,
       taskId: row.taskId,
-      from: this.wallets.escrow,
+      from: paidInto === 'escrow' ? this.wallets.escrow : this.wallets.fee,
       to: row.payerAddress,
       amount: row.amount,
-      paidInto: getAddress(row.payTo) === getAddress(this.wallets.escrow) ? 'escrow' : 'fee',
+      paidInto,
     });
     return row;
   }

@@ -29,8 +29,8 @@ export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}
     intervals.maintenanceMs ?? config.MAINTENANCE_INTERVAL_MS,
     app.log,
   );
-  const settlement = config.X402_ENABLED && app.escrow ? app.escrow.createWorker(app.db, app.clock, app.log) : undefined;
-  settlement?.start(intervals.settlementMs ?? config.SETTLEMENT_INTERVAL_MS);
+  const settlement = config.X402_ENABLED && app.escrow ? app.escrow.createWorkers(app.db, app.clock, app.log) : [];
+  for (const worker of settlement) worker.start(intervals.settlementMs ?? config.SETTLEMENT_INTERVAL_MS);
   const recovery =
     config.X402_ENABLED && app.escrow
       ? new PaymentRecovery({ lifecycle: app.services.paymentLifecycle, chain: app.escrow.usdc, facilitator: app.facilitator, log: app.log })
@@ -51,7 +51,7 @@ export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}
     await dispatcher.stop(config.SHUTDOWN_GRACE_MS / 2);
     await callbacks.stop();
     await recoveryLoop?.stop();
-    await settlement?.stop();
+    await Promise.all(settlement.map((worker) => worker.stop()));
     await stopMaintenance();
   };
 }

@@ -64,9 +64,9 @@ export async function startPaidApp(env: Record<string, string> = {}): Promise<Pa
     balance: (address) => usdcBalance(chain.rpcUrl, address),
     signIn: (account) => signInHeader(account, { domain: host, uri: baseUrl }),
     settleAll: async () => {
-      const worker = app.escrow!.createWorker(app.db, app.clock);
+      const workers = app.escrow!.createWorkers(app.db, app.clock);
       for (let i = 0; i < 40; i++) {
-        await worker.runOnce();
+        for (const worker of workers) await worker.runOnce();
         const active = await app.db.query.chainTransfers.findMany({ where: (t, { inArray }) => inArray(t.status, ['pending', 'signed', 'sent']) });
         if (active.length === 0) return;
         await new Promise((r) => setTimeout(r, 50));

@@ -68,6 +68,7 @@ export function serviceEnv(databaseUrl: string, rpcUrl: string, extra: Record<st
     ESCROW_PRIVATE_KEY: ANVIL_ACCOUNTS[DEV_ROLES.escrow]!.privateKey,
     OPERATOR_PRIVATE_KEY: ANVIL_ACCOUNTS[DEV_ROLES.operator]!.privateKey,
     FEE_ADDRESS: ANVIL_ACCOUNTS[DEV_ROLES.feeTreasury]!.address,
+    FEE_PRIVATE_KEY: ANVIL_ACCOUNTS[DEV_ROLES.feeTreasury]!.privateKey,
     CALLBACK_SIGNING_SECRET: 'service-process-callback-secret-0123456789',
     ALLOW_PRIVATE_URLS: 'true',
     RATE_LIMIT_MAX: '1000000',

@@ -309,6 +309,9 @@ describe('the recovery sweep', () => {
     expect(refunded).toMatchObject({ status: 'refunded' });
     expect(refunded!.txHash).toMatch(/^0x[0-9a-f]{64}$/);
     expect(await p.balance(payer.address)).toBe(FEE.create);
+    // the refund leaves from the wallet the fee was paid into, never from another payment's money
+    const [refund] = await p.app.db.select().from(chainTransfers).where(eq(chainTransfers.paymentId, midSettle.id));
+    expect(refund).toMatchObject({ kind: 'refund', fromAddress: p.wallets.feeAddress.toLowerCase(), amount: FEE.create });
     await settleAll();
     expect(await p.balance(payer.address)).toBe(2n * FEE.create);
     expect(await p.app.db.select().from(tasks).where(eq(tasks.payerAddress, payer.address.toLowerCase()))).toHaveLength(0);

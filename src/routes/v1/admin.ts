@@ -4,7 +4,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../errors.js';
 import { resolveDispute } from '../../escrow/disputes.js';
-import { failedTransfers } from '../../escrow/outbox.js';
+import { transfersNeedingAttention } from '../../escrow/outbox.js';
 import { getAddress } from 'viem';
 import type { EscrowRuntime } from '../../escrow/runtime.js';
 import { AtomicAmount, Timestamp, WalletAddress, errorResponses } from '../../http/schemas.js';
@@ -71,8 +71,18 @@ const Resolution = z
 const Attention = z
   .object({
     stuck_tasks: z.array(z.object({ task_id: z.string(), status: z.string(), escrow_status: z.string(), reason: z.string().nullable(), updated_at: Timestamp })),
-    failed_transfers: z.array(
-      z.object({ transfer_id: z.string(), cause: z.string(), kind: z.string(), to: WalletAddress, amount: AtomicAmount, reason: z.string().nullable(), updated_at: Timestamp }),
+    transfers: z.array(
+      z.object({
+        transfer_id: z.string(),
+        cause: z.string(),
+        kind: z.string(),
+        status: z.string(),
+        from: WalletAddress,
+        to: WalletAddress,
+        amount: AtomicAmount,
+        reason: z.string().nullable(),
+        updated_at: Timestamp,
+      }),
     ),
     unresolved_payments: z.array(
       z.object({ payment_id: z.string(), status: z.string(), purpose: z.string(), payer: WalletAddress, amount: AtomicAmount, created_at: Timestamp }),
@@ -81,7 +91,7 @@ const Attention = z
   .meta({
     id: 'Attention',
     description: 'Work that cannot proceed on its own and waits for an operator, each with its reason.',
-    examples: [{ stuck_tasks: [], failed_transfers: [], unresolved_payments: [] }],
+    examples: [{ stuck_tasks: [], transfers: [], unresolved_payments: [] }],
   });
 
 function keyDigest(key: string): Buffer {
@@ -135,14 +145,15 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
       summary: 'What needs an operator',
       description:
         'Tasks whose outcome could not be recorded (parked, never dispatched again), payouts the settlement worker gave up ' +
-        'on, and payments the recovery sweep has not resolved after two leases.',
+        'on or that stay unsent past two leases (e.g. a refund from a wallet whose key is not configured), and payments the ' +
+        'recovery sweep has not resolved after two leases.',
       security: adminKey,
       response: { 200: Attention, ...errorResponses(403) },
     },
     handler: async () => {
       const [stuck, transfers, unresolved] = await Promise.all([
         app.services.taskLifecycle.stuck(),
-        failedTransfers(app.db),
+        transfersNeedingAttention(app.db, app.clock.now(), 2 * app.config.SETTLEMENT_LEASE_MS),
         app.services.paymentLifecycle.unresolved(app.db, 2 * app.services.paymentLifecycle.leaseMs),
       ]);
       return {
@@ -153,10 +164,12 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
           reason: t.lastDispatchError,
           updated_at: t.updatedAt.toISOString(),
         })),
-        failed_transfers: transfers.map((x) => ({
+        transfers: transfers.map((x) => ({
           transfer_id: x.id,
           cause: x.cause,
           kind: x.kind,
+          status: x.status,
+          from: getAddress(x.fromAddress),
           to: getAddress(x.toAddress),
           amount: x.amount.toString(),
           reason: x.lastError,

@@ -1,0 +1,267 @@
+/**
+ * One iteration's seeded random workload: `lanes` concurrent payers (one wallet each, paying with
+ * the stock `@x402/fetch` client) that hire agents and poke at their tasks until the service is
+ * killed (or the workload's time is up). Every choice comes from the lane's own PRNG stream; what
+ * a lane acts on (its tasks and their states) is read from the database, since a request cut off
+ * by the kill may or may not have taken effect.
+ */
+import { and, desc, eq, inArray, sql } from 'drizzle-orm';
+import { rowsOf, type Db } from '../../src/db/client.js';
+import { tasks } from '../../src/db/schema.js';
+import type { AgentKind, SoakAgents } from './agents.js';
+import type { Rng } from './prng.js';
+import type { Answer, RequestStats } from './requests.js';
+import type { Payer } from './wallets.js';
+
+/** The paid routes, by the price name a failpoint is qualified with. */
+export const PURPOSES = ['create_task', 'fund_task', 'cancel_task', 'dispute_task', 'task_status', 'task_result'] as const;
+export type Purpose = (typeof PURPOSES)[number];
+
+export interface WorkloadSettings {
+  /** timeout_seconds of created tasks: [min, max]. */
+  taskTimeoutSeconds: readonly [number, number];
+  /** Budgets in atomic USDC: [min, max]. */
+  budget: readonly [number, number];
+  adminKey: string;
+}
+
+export interface LaneContext {
+  iteration: number;
+  baseUrl: string;
+  db: Db;
+  agents: SoakAgents;
+  stats: RequestStats;
+  settings: WorkloadSettings;
+  /** False once the kill landed (or the process died): stop at once. */
+  alive(): boolean;
+  /** No new operation starts after this (epoch ms). */
+  until: number;
+}
+
+interface TaskView {
+  id: string;
+  status: string;
+  escrowStatus: string;
+  agentId: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const REQUEST_TIMEOUT_MS = 20_000;
+
+type Op = 'hire' | 'poll' | 'result' | 'cancel' | 'dispute' | 'fund_old' | 'resolve';
+const OPS: readonly (readonly [Op, number])[] = [
+  ['hire', 4],
+  ['poll', 2],
+  ['result', 1],
+  ['cancel', 1.5],
+  ['dispute', 1],
+  ['fund_old', 0.7],
+  ['resolve', 0.5],
+];
+const HIRE_KINDS: readonly (readonly [AgentKind, number])[] = [
+  ['instant', 3],
+  ['slow', 3],
+  ['async', 2],
+  ['fail', 1.5],
+];
+
+export class Lane {
+  constructor(
+    private readonly ctx: LaneContext,
+    private readonly payer: Payer,
+    private readonly rng: Rng,
+  ) {}
+
+  /** Runs operations until the kill or the end; `first` (a failpoint's purpose) is aimed at first. */
+  async run(first?: Purpose): Promise<void> {
+    if (first) await this.aim(first);
+    while (this.ctx.alive() && Date.now() < this.ctx.until) {
+      const op = this.rng.weighted(OPS);
+      await this.operate(op);
+      if (!this.ctx.alive()) return;
+      await sleep(this.rng.int(0, 150));
+    }
+  }
+
+  private async operate(op: Op): Promise<void> {
+    switch (op) {
+      case 'hire':
+        return this.hire(this.rng.weighted(HIRE_KINDS));
+      case 'poll': {
+        const task = await this.someTask(['created', 'funded', 'in_progress', 'completed', 'failed', 'cancelled', 'disputed']);
+        return task ? void (await this.status(task.id)) : this.hire(this.rng.weighted(HIRE_KINDS));
+      }
+      case 'result': {
+        const task = (await this.someTask(['completed'])) ?? (await this.someTask(['in_progress', 'failed']));
+        if (task) await this.result(task.id);
+        return;
+      }
+      case 'cancel': {
+        const task = await this.someTask(['created', 'funded', 'in_progress']);
+        if (task) await this.cancel(task.id, this.rng.chance(0.5));
+        return;
+      }
+      case 'dispute': {
+        const task = await this.someTask(['in_progress']);
+        if (task) await this.dispute(task.id);
+        return;
+      }
+      case 'fund_old': {
+        const task = await this.someTask(['created']);
+        if (task) await this.fund(task.id, await this.budgetOf(task.id), 1);
+        return;
+      }
+      case 'resolve':
+        return this.resolveDispute();
+    }
+  }
+
+  /** The first operation of a failpoint iteration: one that settles a payment of `purpose`. */
+  private async aim(purpose: Purpose): Promise<void> {
+    switch (purpose) {
+      case 'create_task':
+      case 'fund_task':
+        return this.hire(this.rng.weighted(HIRE_KINDS), 'none');
+      case 'cancel_task': {
+        const task = await this.someTask(['created', 'funded', 'in_progress']);
+        if (task) return void (await this.cancel(task.id, true));
+        return this.hire('slow', 'cancel');
+      }
+      case 'dispute_task': {
+        const task = await this.someTask(['in_progress']);
+        if (task) return void (await this.dispute(task.id));
+        return this.hire('slow', 'dispute');
+      }
+      case 'task_status': {
+        const task = await this.someTask(['created', 'funded', 'in_progress', 'completed', 'failed', 'cancelled']);
+        if (task) return void (await this.status(task.id));
+        return this.hire('instant', 'poll');
+      }
+      case 'task_result': {
+        const task = await this.someTask(['completed']);
+        if (task) return void (await this.result(task.id));
+        return this.hire('instant', 'result');
+      }
+    }
+  }
+
+  // ── operations ────────────────────────────────────────────────────────────
+
+  private async hire(kind: AgentKind, followUp?: 'none' | 'poll' | 'cancel' | 'dispute' | 'result'): Promise<void> {
+    const [min, max] = this.ctx.settings.budget;
+    const budget = this.rng.int(min, max);
+    const [tmin, tmax] = this.ctx.settings.taskTimeoutSeconds;
+    const created = await this.post('create_task', '/v1/tasks', {
+      agent_id: this.ctx.agents.agent(kind).id,
+      description: `Soak iteration ${this.ctx.iteration}: a ${kind} job`,
+      budget: { amount: String(budget), currency: 'USDC', chain: 'base' },
+      timeout_seconds: this.rng.int(tmin, tmax),
+    });
+    const taskId = created?.status === 201 ? (created.body as { task_id: string }).task_id : undefined;
+    if (!taskId || !this.ctx.alive()) return;
+    if (this.rng.chance(0.1)) return; // left unfunded (funded, cancelled or expired later)
+    const amount = this.rng.chance(0.2) ? budget + this.rng.int(1, 5000) : budget;
+    const concurrent = this.rng.chance(0.3) ? this.rng.int(2, 3) : 1;
+    await this.fund(taskId, amount, concurrent);
+    if (!this.ctx.alive()) return;
+    const next =
+      followUp ??
+      this.rng.weighted<'none' | 'poll' | 'cancel' | 'dispute' | 'result'>([
+        ['none', 2],
+        ['poll', 2],
+        ['cancel', 1.5],
+        ['dispute', kind === 'slow' || kind === 'async' ? 1.5 : 0.2],
+        ['result', kind === 'instant' ? 1.5 : 0.3],
+      ]);
+    if (next === 'none') return;
+    await sleep(next === 'dispute' ? this.rng.int(250, 700) : this.rng.int(0, 600));
+    if (!this.ctx.alive()) return;
+    if (next === 'poll') await this.status(taskId);
+    else if (next === 'cancel') await this.cancel(taskId, this.rng.chance(0.5));
+    else if (next === 'dispute') await this.dispute(taskId);
+    else await this.result(taskId);
+  }
+
+  /** `concurrent` fundings of one task at once, each with its own authorization (one may win). */
+  private async fund(taskId: string, amount: number | bigint, concurrent: number): Promise<void> {
+    const body = { amount: String(amount) };
+    await Promise.all(Array.from({ length: concurrent }, () => this.post('fund_task', `/v1/tasks/${taskId}/fund`, body)));
+  }
+
+  private status(taskId: string): Promise<Answer | null> {
+    return this.get('task_status', `/v1/tasks/${taskId}/status`);
+  }
+
+  private result(taskId: string): Promise<Answer | null> {
+    return this.get('task_result', `/v1/tasks/${taskId}/result`);
+  }
+
+  private cancel(taskId: string, acceptPartialRefund: boolean): Promise<Answer | null> {
+    return this.post('cancel_task', `/v1/tasks/${taskId}/cancel`, {
+      reason: 'soak: changed my mind',
+      ...(acceptPartialRefund ? { accept_partial_refund: true } : {}),
+    });
+  }
+
+  private dispute(taskId: string): Promise<Answer | null> {
+    return this.post('dispute_task', `/v1/tasks/${taskId}/dispute`, { reason: 'soak: not what I asked for', evidence: ['soak'] });
+  }
+
+  /** An operator splits a frozen escrow (any payer's) at random between payer and agent. */
+  private async resolveDispute(): Promise<void> {
+    const open = rowsOf<{ id: string; held: string }>(
+      await this.ctx.db.execute(sql`
+        select d.id, (select coalesce(sum(amount), 0)::text from ledger_entries where account = 'escrow:' || t.id) as held
+        from disputes d join tasks t on t.id = d.task_id
+        where d.status = 'under_review' and t.escrow_status = 'frozen'
+        order by d.submitted_at limit 10`),
+    );
+    if (open.length === 0) return;
+    const dispute = this.rng.pick(open);
+    const held = BigInt(dispute.held);
+    const payerShare = (held * BigInt(this.rng.int(0, 100))) / 100n;
+    await this.ctx.stats.send(this.ctx.iteration, 'admin_resolve', this.ctx.alive, () =>
+      fetch(`${this.ctx.baseUrl}/v1/admin/disputes/${dispute.id}/resolve`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-admin-key': this.ctx.settings.adminKey },
+        body: JSON.stringify({ payer_amount: payerShare.toString(), agent_amount: (held - payerShare).toString() }),
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      }),
+    );
+  }
+
+  // ── helpers ───────────────────────────────────────────────────────────────
+
+  private post(label: Purpose, path: string, body: unknown): Promise<Answer | null> {
+    return this.ctx.stats.send(this.ctx.iteration, label, this.ctx.alive, () =>
+      this.payer.pay(`${this.ctx.baseUrl}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      }),
+    );
+  }
+
+  private get(label: Purpose, path: string): Promise<Answer | null> {
+    return this.ctx.stats.send(this.ctx.iteration, label, this.ctx.alive, () =>
+      this.payer.pay(`${this.ctx.baseUrl}${path}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }),
+    );
+  }
+
+  /** One of this payer's recent tasks in one of `statuses`, at random. */
+  private async someTask(statuses: string[]): Promise<TaskView | undefined> {
+    const rows = await this.ctx.db
+      .select({ id: tasks.id, status: tasks.status, escrowStatus: tasks.escrowStatus, agentId: tasks.agentId })
+      .from(tasks)
+      .where(and(eq(tasks.payerAddress, this.payer.address.toLowerCase()), inArray(tasks.status, statuses)))
+      .orderBy(desc(tasks.createdAt))
+      .limit(20);
+    return rows.length === 0 ? undefined : this.rng.pick(rows);
+  }
+
+  private async budgetOf(taskId: string): Promise<bigint> {
+    const [row] = await this.ctx.db.select({ budget: tasks.budgetAmount }).from(tasks).where(eq(tasks.id, taskId));
+    return row?.budget ?? 1000n;
+  }
+}
