@@ -6,7 +6,7 @@
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
 import path from 'node:path';
-import { serviceEnv, startService, type ServiceProcess } from '../../test/helpers/service-process.js';
+import { eachLine, serviceEnv, startService, type ServiceProcess } from '../../test/helpers/service-process.js';
 
 export interface ServiceSettings {
   databaseUrl: string;
@@ -83,15 +83,7 @@ export async function startSoakService(
     scanLine(line, figures);
   };
   seen.forEach(onLine);
-  for (const stream of [proc.proc.stdout!, proc.proc.stderr!]) {
-    let buffered = '';
-    stream.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString('utf8');
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
-      lines.forEach(onLine);
-    });
-  }
+  eachLine(proc.proc, onLine);
   const closed = proc.exited.then(async (exit) => {
     out.write(`# exited: ${JSON.stringify(exit)}\n`);
     await new Promise<void>((resolve) => out.end(resolve));

@@ -78,6 +78,19 @@ export function serviceEnv(databaseUrl: string, rpcUrl: string, extra: Record<st
   };
 }
 
+/** Calls `onLine` with every complete line the process writes to stdout or stderr. */
+export function eachLine(proc: ChildProcess, onLine: (line: string) => void): void {
+  for (const stream of [proc.stdout!, proc.stderr!]) {
+    let buffered = '';
+    stream.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      lines.forEach(onLine);
+    });
+  }
+}
+
 /** Starts the service and resolves once it listens (or, for ROLE=worker, once its workers run). */
 export async function startService(env: Record<string, string>, timeoutMs = 30_000): Promise<ServiceProcess> {
   const proc = spawn(process.execPath, ['--import', 'tsx', SERVER_ENTRY], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -100,15 +113,7 @@ export async function startService(env: Record<string, string>, timeoutMs = 30_0
         resolve(listening?.[1] ?? '');
       }
     };
-    for (const stream of [proc.stdout!, proc.stderr!]) {
-      let buffered = '';
-      stream.on('data', (chunk: Buffer) => {
-        buffered += chunk.toString('utf8');
-        const lines = buffered.split('\n');
-        buffered = lines.pop() ?? '';
-        lines.forEach(onLine);
-      });
-    }
+    eachLine(proc, onLine);
     void exited.then(({ code, signal }) => {
       clearTimeout(timer);
       reject(new Error(`service exited (${code ?? signal}) before it started:\n${output.slice(-20).join('\n')}`));
