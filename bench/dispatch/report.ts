@@ -112,7 +112,7 @@ export function printRatios(results: DbResult[], s: Settings): void {
 
 export function printIncluded(s: Settings): void {
   console.log(
-    `\nincluded: the dispatch figure runs from the dispatchers' start to the last finished_at: claim (candidates + per-agent count + markStarted), ` +
+    `\nincluded: the dispatch figure runs from the dispatchers' start to the last finished_at: claim (candidates + per-agent lock and count + markStarted), ` +
       `agent row read, SSRF check, the signed POST to the agent and its answer, markCompleted (transition, agent stats, release planned in the outbox with its ledger ` +
       `movements). Not included: funding (all ${s.tasks} were funded before, so funded→completed includes waiting in that backlog) and the chain ` +
       `(x402 off; the releases stay pending until the separate settlement row pays them on anvil, 1 worker, automine, 1 confirmation). ` +
