@@ -27,6 +27,7 @@ import { PAYOUT_PENDING, escrowAccount } from '../../src/ledger/accounts.js';
 import { accountBalance, checkLedger } from '../../src/ledger/ledger.js';
 import { reconcile } from '../../src/ledger/reconcile.js';
 import { ESCROW, chainClient, escrowCustody, fundedTask, minedNonce, randomAddress, transferRow } from './support.js';
+import { redactPassword, withDatabase } from '../helpers/global-setup.js';
 
 const BASE_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test';
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -181,27 +182,12 @@ async function connectAdmin(url: string): Promise<pg.Client> {
     await client.end().catch(() => undefined);
     throw new Error(
       `worker-kill.test.ts needs Postgres (a worker process and this test share one database; PGlite cannot be shared ` +
-        `between processes), but ${redact(url)} is unreachable: ${err instanceof Error ? err.message : String(err)}. ` +
+        `between processes), but ${redactPassword(url)} is unreachable: ${err instanceof Error ? err.message : String(err)}. ` +
         `Start Postgres there or set DATABASE_URL.`,
     );
   }
 }
 
-function withDatabase(url: string, name: string): string {
-  const u = new URL(url);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
-
-function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '<invalid DATABASE_URL>';
-  }
-}
 
 // ------------------------------------------------------------------------------- the child
 

@@ -25,6 +25,7 @@ import { runMigrations } from '../../src/db/migrate.js';
 import { TEST_DOMAIN, wallet } from '../helpers/app.js';
 import { openPgliteDatabase } from '../helpers/pglite.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { redactPassword, withDatabase } from '../helpers/global-setup.js';
 
 const BASE_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test';
 /** Put in the app's connection string: it must never appear in a response or a log line. */
@@ -353,24 +354,9 @@ async function connectAdmin(url: string): Promise<pg.Client> {
   } catch (err) {
     await client.end().catch(() => undefined);
     throw new Error(
-      `outage.test.ts needs Postgres (it cuts a real connection), but ${redact(url)} is unreachable: ` +
+      `outage.test.ts needs Postgres (it cuts a real connection), but ${redactPassword(url)} is unreachable: ` +
         `${err instanceof Error ? err.message : String(err)}. Start Postgres there or set DATABASE_URL.`,
     );
   }
 }
 
-function withDatabase(url: string, name: string): string {
-  const u = new URL(url);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
-
-function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '<invalid DATABASE_URL>';
-  }
-}
