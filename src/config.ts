@@ -78,8 +78,8 @@ const configObject = z.object({
   /** Dispatcher: runs per worker, runs per agent, lease and heartbeat, retries. */
   DISPATCH_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(8),
   DISPATCH_PER_AGENT_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(4),
-  DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).default(30_000),
-  DISPATCH_HEARTBEAT_MS: z.coerce.number().int().min(100).default(5000),
+  DISPATCH_LEASE_MS: z.coerce.number().int().min(1000).default(4000),
+  DISPATCH_HEARTBEAT_MS: z.coerce.number().int().min(100).default(1000),
   DISPATCH_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(3),
   DISPATCH_BACKOFF_MS: z.coerce.number().int().min(10).default(2000),
   DISPATCH_INTERVAL_MS: z.coerce.number().int().min(10).default(500),
@@ -247,6 +247,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   const cfg = parsed.data;
+  if (cfg.DISPATCH_HEARTBEAT_MS * 2 > cfg.DISPATCH_LEASE_MS) {
+    throw new ConfigError('Invalid configuration:\n  DISPATCH_HEARTBEAT_MS: must be at most half of DISPATCH_LEASE_MS, so that one late heartbeat does not lose a lease');
+  }
   if (cfg.TASK_TIMEOUT_MIN_SECONDS > cfg.TASK_TIMEOUT_MAX_SECONDS) {
     throw new ConfigError('Invalid configuration:\n  TASK_TIMEOUT_MIN_SECONDS: must not exceed TASK_TIMEOUT_MAX_SECONDS');
   }

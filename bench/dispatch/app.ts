@@ -5,7 +5,7 @@
 import { and, eq, sql } from 'drizzle-orm';
 import { RegisterAgentBody } from '../../src/agents/schemas.js';
 import { resolveWallets } from '../../src/chain/wallets.js';
-import { chainTransfers, payments, taskEvents, tasks } from '../../src/db/schema.js';
+import { chainTransfers, dispatchJobs, payments, taskEvents, tasks } from '../../src/db/schema.js';
 import { newId } from '../../src/ids.js';
 import { freshAddress, serveApp, type Served } from '../lib.js';
 import { AGENT_SECRET, BUDGET, type Request, type TaskReport } from './protocol.js';
@@ -96,16 +96,22 @@ export async function insertTasks(s: ChildApp, agentId: string, n: number, queue
         expiresAt: new Date(now.getTime() + 3_600_000),
         createdAt: now,
         updatedAt: now,
-        ...(queued ? { fundedAmount: BUDGET, fundedAt: now, dispatchState: 'queued', dispatchNextAt: now } : {}),
+        ...(queued ? { fundedAmount: BUDGET, fundedAt: now } : {}),
       };
     });
     await s.app.db.insert(tasks).values(rows);
+    if (queued) {
+      await s.app.db
+        .insert(dispatchJobs)
+        .values(rows.map((r) => ({ taskId: r.id, agentId, state: 'queued' as const, nextAt: now, createdAt: now, updatedAt: now })));
+    }
   }
   return ids;
 }
 
 export async function vacuum(s: ChildApp): Promise<void> {
   await s.app.db.execute(sql`vacuum analyze tasks`);
+  await s.app.db.execute(sql`vacuum analyze dispatch_jobs`);
 }
 
 /** N tasks created (bulk), then funded one by one through the tasks service (x402 off, no chain). */
@@ -128,13 +134,14 @@ export async function report(s: ChildApp, agentId: string): Promise<TaskReport[]
       fundedAt: tasks.fundedAt,
       startedAt: tasks.startedAt,
       finishedAt: tasks.finishedAt,
-      attempts: tasks.dispatchAttempts,
-      lastError: tasks.lastDispatchError,
+      attempts: dispatchJobs.attempts,
+      lastError: dispatchJobs.lastError,
       releaseStatus: chainTransfers.status,
       releaseAmount: chainTransfers.amount,
       releaseConfirmedAt: chainTransfers.confirmedAt,
     })
     .from(tasks)
+    .leftJoin(dispatchJobs, eq(dispatchJobs.taskId, tasks.id))
     .leftJoin(chainTransfers, and(eq(chainTransfers.taskId, tasks.id), eq(chainTransfers.kind, 'release')))
     .where(eq(tasks.agentId, agentId));
   const events = await s.app.db
@@ -150,7 +157,7 @@ export async function report(s: ChildApp, agentId: string): Promise<TaskReport[]
     fundedAt: ms(r.fundedAt),
     startedAt: ms(r.startedAt),
     finishedAt: ms(r.finishedAt),
-    attempts: r.attempts,
+    attempts: r.attempts ?? 0,
     lastError: r.lastError,
     completedEvents: completed.get(r.id) ?? 0,
     releaseStatus: r.releaseStatus,

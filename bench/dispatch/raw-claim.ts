@@ -4,7 +4,7 @@
  * round, checks that every row was claimed exactly once (`rawRound`) and makes the table row.
  */
 import { inArray, sql } from 'drizzle-orm';
-import { rowsOf, withTransaction } from '../../src/db/client.js';
+import { leaseDue } from '../../src/queue/index.js';
 import { tasks } from '../../src/db/schema.js';
 import { cpuMsSince, fmt } from '../lib.js';
 import { insertTasks, vacuum, type ChildApp } from './app.js';
@@ -41,30 +41,16 @@ async function rawClaimOnce(s: ChildApp, req: RawClaimRequest): Promise<RawClaim
     Array.from({ length: CLAIMERS }, async (_, c) => {
       const owner = `raw-claimer-${c}`;
       for (;;) {
-        const got = await withTransaction(s.app.db, async (tx) => {
-          const now = new Date();
-          const candidates = rowsOf<{ id: string; agent_id: string; status: string }>(
-            await tx.execute(sql`
-              select id, agent_id, status from tasks
-              where (dispatch_state = 'queued' and dispatch_next_at <= ${now})
-                 or (dispatch_state = 'running' and lease_expires_at < ${now})
-              order by coalesce(dispatch_next_at, lease_expires_at)
-              limit ${req.batch}
-              for update skip locked`),
-          );
-          if (candidates.length === 0) return [];
-          const taken = candidates.map((r) => r.id);
-          await tx
-            .update(tasks)
-            .set({
-              dispatchState: 'running',
-              leaseOwner: owner,
-              leaseExpiresAt: new Date(now.getTime() + RAW_LEASE_MS),
-              dispatchAttempts: sql`${tasks.dispatchAttempts} + 1`,
-              updatedAt: now,
-            })
-            .where(inArray(tasks.id, taken));
-          return taken;
+        // the queue's one lease statement (queue/index.ts) on the dispatcher's table
+        const got = await leaseDue(s.app.db, {
+          table: 'dispatch_jobs',
+          key: 'task_id',
+          due: sql`state in ('queued', 'running') and next_at <= ${new Date().toISOString()}::timestamptz`,
+          orderBy: sql`next_at`,
+          limit: req.batch,
+          owner,
+          leaseMs: RAW_LEASE_MS,
+          set: sql`state = 'running', attempts = attempts + 1`,
         });
         transactions++;
         if (got.length === 0) return;

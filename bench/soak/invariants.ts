@@ -41,7 +41,8 @@ export async function inFlight(db: Db): Promise<InFlight> {
     sql`select
       (select count(*) from payments where status in ('verified', 'settling'))::text as p,
       (select count(*) from chain_transfers where status in ('pending', 'signed', 'sent'))::text as x,
-      (select count(*) from tasks where status in ('funded', 'in_progress') and dispatch_state is distinct from 'stuck')::text as t`,
+      (select count(*) from tasks t where status in ('funded', 'in_progress')
+         and not exists (select 1 from dispatch_jobs j where j.task_id = t.id and j.state = 'stuck'))::text as t`,
   );
   return { payments: Number(row!.p), transfers: Number(row!.x), tasks: Number(row!.t) };
 }
@@ -80,9 +81,10 @@ export async function describeInFlight(db: Db): Promise<string[]> {
     )),
     ...(await query<object>(
       db,
-      sql`select 'task' as row, id, status, escrow_status, dispatch_state, dispatch_attempts, lease_owner, lease_expires_at, deadline_at,
-                 dispatch_next_at, last_dispatch_error
-          from tasks where status in ('funded', 'in_progress') order by created_at limit 20`,
+      sql`select 'task' as row, t.id, t.status, t.escrow_status, j.state, j.attempts, j.lost_runs, j.lease_owner, j.lease_expires_at, t.deadline_at,
+                 j.next_at, j.last_error
+          from tasks t left join dispatch_jobs j on j.task_id = t.id
+          where t.status in ('funded', 'in_progress') order by t.created_at limit 20`,
     )),
   ];
   return rows.map((r) => JSON.stringify(r));
@@ -208,8 +210,9 @@ export async function checkInvariants(db: Db, parties: Parties): Promise<Invaria
         select 'transfer', id, status, kind, cause, amount::text, lease_owner, lease_expires_at, last_error
           from chain_transfers where status in ('pending', 'signed', 'sent', 'failed')
         union all
-        select 'task', id, status, escrow_status, dispatch_state, coalesce(funded_amount, 0)::text, lease_owner, lease_expires_at, last_dispatch_error
-          from tasks where status in ('funded', 'in_progress') or dispatch_state = 'stuck'`,
+        select 'task', t.id, t.status, t.escrow_status, j.state, coalesce(t.funded_amount, 0)::text, j.lease_owner, j.lease_expires_at, j.last_error
+          from tasks t left join dispatch_jobs j on j.task_id = t.id
+          where t.status in ('funded', 'in_progress') or j.state = 'stuck'`,
   );
   for (const r of stranded.slice(0, 30)) problems.push(`left intermediate (or failed/stuck): ${JSON.stringify(r)}`);
   if (stranded.length > 30) problems.push(`… and ${stranded.length - 30} more rows left intermediate`);

@@ -7,7 +7,7 @@ import { describeError } from '../net/redact.js';
 import { postSigned } from '../net/signed-post.js';
 import { unixSeconds } from '../net/signing.js';
 import { UnsafeUrlError, type Resolver } from '../net/ssrf.js';
-import { backoffMs, leaseDue, type WorkerLog } from '../queue/index.js';
+import { backoffMs, leaseDue, workerId, type WorkerLog } from '../queue/index.js';
 import { Loop } from '../workers/loop.js';
 import { callbackBody } from './enqueue.js';
 
@@ -84,6 +84,8 @@ function originOf(url: string): string {
 }
 
 export class CallbackSender {
+  /** The lease holder's name. */
+  readonly id = workerId();
   private readonly db: Db;
   private readonly clock: Clock;
   private readonly log: CallbackSenderLog;
@@ -136,15 +138,14 @@ export class CallbackSender {
     await this.loop.stop();
   }
 
-  /** Leases up to `limit` due deliveries no other sender holds (SKIP LOCKED), by pushing next_attempt_at. */
+  /** Leases up to `limit` due deliveries no other sender holds (SKIP LOCKED). */
   private async lease(exclude: readonly string[], limit: number): Promise<CallbackDeliveryRow[]> {
     const now = this.clock.now().toISOString();
-    const until = new Date(this.clock.now().getTime() + this.leaseMs).toISOString();
-    // A delivery is leased by pushing its next attempt past the lease.
     const claimed = await leaseDue(this.db, {
       table: 'callback_deliveries',
       due: sql`status = 'pending' and next_attempt_at <= ${now}::timestamptz`,
-      lease: sql`next_attempt_at = ${until}::timestamptz`,
+      owner: this.id,
+      leaseMs: this.leaseMs,
       orderBy: sql`next_attempt_at, id`,
       limit,
       exclude,
@@ -220,8 +221,17 @@ export class CallbackSender {
           lastStatusCode: result.statusCode,
           lastError: result.error,
           deliveredAt: result.delivered ? now : null,
+          leaseOwner: null,
+          leaseExpiresAt: null,
         })
-        .where(and(eq(callbackDeliveries.id, row.id), eq(callbackDeliveries.attempts, row.attempts), eq(callbackDeliveries.status, 'pending')))
+        .where(
+          and(
+            eq(callbackDeliveries.id, row.id),
+            eq(callbackDeliveries.attempts, row.attempts),
+            eq(callbackDeliveries.status, 'pending'),
+            eq(callbackDeliveries.leaseOwner, this.id),
+          ),
+        )
         .returning({ id: callbackDeliveries.id });
       if (updated.length === 0) return false;
       await tx.insert(callbackAttempts).values({ deliveryId: row.id, attempt, statusCode: result.statusCode, error: result.error, at: now });

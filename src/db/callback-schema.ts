@@ -25,8 +25,11 @@ export const callbackDeliveries = pgTable(
     payload: jsonb('payload').$type<unknown>().notNull(),
     status: text('status').$type<CallbackStatus>().notNull().default('pending'),
     attempts: integer('attempts').notNull().default(0),
-    /** When the next attempt is due; a sender that claims the row moves it forward (a lease). */
+    /** When the next attempt is due (application clock; backoff). */
     nextAttemptAt: ts('next_attempt_at').notNull(),
+    /** The sender making an attempt now, until `lease_expires_at` (database clock, queue/index.ts). */
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: ts('lease_expires_at'),
     lastStatusCode: integer('last_status_code'),
     lastError: text('last_error'),
     createdAt: ts('created_at').notNull(),

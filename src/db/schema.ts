@@ -92,20 +92,10 @@ export const tasks = pgTable(
     refundAmount: money('refund_amount'),
     refundStatus: text('refund_status'),
     refundTxHash: text('refund_tx_hash'),
-    /** Dispatcher: queued (claimable at dispatch_next_at), running (leased), awaiting_delivery (async agent). */
-    dispatchState: text('dispatch_state'),
-    dispatchAttempts: integer('dispatch_attempts').notNull().default(0),
-    dispatchNextAt: ts('dispatch_next_at'),
-    leaseOwner: text('lease_owner'),
-    leaseExpiresAt: ts('lease_expires_at'),
-    lastDispatchError: text('last_dispatch_error'),
-    agentNotifiedAt: ts('agent_notified_at'),
     createdAt: ts('created_at').notNull(),
     updatedAt: ts('updated_at').notNull(),
   },
   (t) => [
-    index('tasks_dispatch_due_idx').on(t.dispatchNextAt).where(sql`dispatch_state = 'queued'`),
-    index('tasks_dispatch_lease_idx').on(t.leaseExpiresAt).where(sql`dispatch_state = 'running'`),
     index('tasks_running_deadline_idx').on(t.deadlineAt).where(sql`status = 'in_progress'`),
     index('tasks_payer_idx').on(t.payerAddress, t.createdAt),
     index('tasks_agent_idx').on(t.agentId, t.createdAt),
@@ -123,6 +113,48 @@ export const tasks = pgTable(
     ),
   ],
 );
+
+/**
+ * The dispatcher's queue: one job per funded task, owned by `dispatcher/jobs.ts` (the only writer).
+ * Re-exported from schema.ts.
+ */
+
+export const dispatchStates = ['queued', 'running', 'awaiting_delivery', 'stuck', 'done'] as const;
+export type DispatchState = (typeof dispatchStates)[number];
+
+export const dispatchJobs = pgTable(
+  'dispatch_jobs',
+  {
+    taskId: text('task_id')
+      .primaryKey()
+      .references(() => tasks.id, { onDelete: 'cascade' }),
+    agentId: text('agent_id').notNull(),
+    /** queued (due at next_at), running (leased), awaiting_delivery (async agent), stuck (for an operator), done. */
+    state: text('state').$type<DispatchState>().notNull(),
+    /** Runs the agent was given; a run lost to a dying worker is not one of them. */
+    attempts: integer('attempts').notNull().default(0),
+    /** Runs lost because their worker stopped (crash or lease lost), bounded apart from attempts. */
+    lostRuns: integer('lost_runs').notNull().default(0),
+    nextAt: ts('next_at').notNull(),
+    leaseOwner: text('lease_owner'),
+    /** On the database's clock (queue/index.ts). */
+    leaseExpiresAt: ts('lease_expires_at'),
+    lastError: text('last_error'),
+    /** When the agent accepted or answered the brief. */
+    notifiedAt: ts('notified_at'),
+    createdAt: ts('created_at').notNull(),
+    updatedAt: ts('updated_at').notNull(),
+  },
+  (t) => [
+    index('dispatch_jobs_due_idx').on(t.nextAt).where(sql`state = 'queued'`),
+    index('dispatch_jobs_lease_idx').on(t.leaseExpiresAt).where(sql`state = 'running'`),
+    index('dispatch_jobs_agent_running_idx').on(t.agentId).where(sql`state = 'running'`),
+    check('dispatch_jobs_state_chk', sql`${t.state} in ('queued','running','awaiting_delivery','stuck','done')`),
+    check('dispatch_jobs_counts_nonneg', sql`${t.attempts} >= 0 and ${t.lostRuns} >= 0`),
+  ],
+);
+
+export type DispatchJobRow = typeof dispatchJobs.$inferSelect;
 
 /** Append-only trail of every task transition. */
 export const taskEvents = pgTable(

@@ -1,21 +1,22 @@
-import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
-import { and, eq, sql } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import { rowsOf, withTransaction, type Db, type Tx } from '../db/client.js';
 import { agents, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
 import { isAppError } from '../errors.js';
 import type { TaskLifecycle } from '../tasks/lifecycle.js';
-import { backoffMs, type WorkerLog } from '../queue/index.js';
+import { backoffMs, workerId, type WorkerLog } from '../queue/index.js';
 import type { AgentRuntime, RunOutcome, TaskBrief } from './runtime.js';
 import { Loop } from '../workers/loop.js';
+import { closeDispatch, DispatchJobs, type DispatchCandidate } from './jobs.js';
 
 /**
- * Runs the hired agent of every funded task, the way pg-boss / graphile-worker run jobs:
- * - claim: `… FOR UPDATE SKIP LOCKED` over the queued rows (and rows whose lease expired: a
- *   crashed worker's), a lease with an expiry, kept alive by a heartbeat;
+ * Runs the hired agent of every funded task, from its queue (`dispatch_jobs`, see jobs.ts):
+ * - claim: `… FOR UPDATE SKIP LOCKED` over the queued jobs (and jobs whose lease expired: a
+ *   crashed worker's), a lease on the database's clock, kept alive by one heartbeat statement
+ *   for all of this worker's runs, so a dead worker's runs are taken over within one lease;
  * - concurrency per worker (slots) and per agent (running tasks of one agent);
- * - transient failures retried with exponential backoff up to `maxAttempts`, then `failed`;
+ * - transient failures retried with exponential backoff up to `maxAttempts`, then `failed`; a run
+ *   lost with its worker does not use an attempt (bounded apart, `maxLostRuns`);
  * - the deadline (timeout_seconds) aborts the run: `failed`, escrow refunded;
  * - cancellation reaches a running agent: the heartbeat sees the task is no longer in_progress,
  *   aborts the run and tells a remote agent.
@@ -35,6 +36,8 @@ export interface DispatcherOptions {
   leaseMs: number;
   heartbeatMs: number;
   maxAttempts: number;
+  /** Runs lost with their workers before the task is failed (default 3). */
+  maxLostRuns?: number;
   backoffBaseMs: number;
   workerId?: string;
   log?: DispatcherLog;
@@ -43,19 +46,14 @@ export interface DispatcherOptions {
 /** Advisory-lock namespace of per-agent dispatch claims (the second key is hashtext(agent_id)). */
 const AGENT_LOCK_SPACE = 727_002;
 
-interface Candidate {
-  id: string;
-  agent_id: string;
-  status: string;
-  dispatch_attempts: number | string;
-}
-
 const silent: DispatcherLog = { info: () => {}, warn: () => {}, error: () => {} };
 
 interface Running {
   taskId: string;
   controller: AbortController;
   done: Promise<void>;
+  /** Tells a remote agent its task was cancelled (set once the run knows its runtime). */
+  onCancelled: (() => Promise<void> | undefined) | undefined;
 }
 
 export class Dispatcher {
@@ -66,16 +64,25 @@ export class Dispatcher {
   private readonly runtimes: Map<string, AgentRuntime<unknown>>;
   private readonly log: DispatcherLog;
   private readonly loop: Loop;
+  private readonly heartbeat: Loop;
+  private readonly jobs: DispatchJobs;
+  private readonly maxLostRuns: number;
   private stopping = false;
 
   constructor(private readonly opts: DispatcherOptions) {
-    this.id = opts.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    this.id = opts.workerId ?? workerId();
     this.runtimes = new Map(opts.runtimes.map((r) => [r.kind, r]));
     this.log = opts.log ?? silent;
     this.loop = new Loop(
       () => this.runOnce(),
       (err) => this.log.error({ err }, 'dispatcher: claim failed'),
     );
+    this.heartbeat = new Loop(
+      () => this.beat(),
+      (err) => this.log.warn({ err }, 'dispatcher: heartbeat failed'),
+    );
+    this.jobs = new DispatchJobs(opts.db, opts.clock);
+    this.maxLostRuns = opts.maxLostRuns ?? 3;
   }
 
   /** Tasks currently run by this dispatcher. */
@@ -118,50 +125,33 @@ export class Dispatcher {
 
   // ── claim ──────────────────────────────────────────────────────────────────
 
-  private async lease(limit: number): Promise<TaskRow[]> {
+  private async lease(limit: number): Promise<Leased[]> {
     return withTransaction(this.opts.db, async (tx) => {
-      const now = this.opts.clock.now();
-      // Two index-ordered scans (each on its partial index) rather than one OR that sorts every due row.
-      const queued = rowsOf<Candidate>(
-        await tx.execute(sql`
-          select id, agent_id, status, dispatch_attempts from tasks
-          where dispatch_state = 'queued' and dispatch_next_at <= ${now}
-          order by dispatch_next_at
-          limit ${limit * 4}
-          for update skip locked`),
-      );
-      const orphaned =
-        queued.length >= limit * 4
-          ? []
-          : rowsOf<Candidate>(
-              await tx.execute(sql`
-                select id, agent_id, status, dispatch_attempts from tasks
-                where dispatch_state = 'running' and lease_expires_at < ${now}
-                order by lease_expires_at
-                limit ${limit * 4 - queued.length}
-                for update skip locked`),
-            );
-      const found = [...orphaned, ...queued];
+      const found = await this.jobs.candidates(tx, limit * 4);
       if (found.length === 0) return [];
       // The per-agent cap holds across workers: a claim counts an agent's runs only while it holds
       // that agent's lock (until commit), so two workers never both see room for the same slot.
       const locked = await this.lockAgents(tx, [...new Set(found.map((c) => c.agent_id))]);
       const candidates = found.filter((c) => locked.has(c.agent_id));
       if (candidates.length === 0) return [];
-      const busy = await this.runningPerAgent(tx, now);
-      const chosen: TaskRow[] = [];
+      const busy = await this.jobs.runningPerAgent(tx, [...locked]);
+      const chosen: Leased[] = [];
       for (const c of candidates) {
         if (chosen.length >= limit) break;
-        if (c.status !== 'funded' && Number(c.dispatch_attempts) >= this.opts.maxAttempts) {
-          // Its runs kept dying (crashed workers): no further brief; fail it (and refund) after this claim.
-          this.exhausted.add(c.id);
-          await tx.update(tasks).set({ leaseOwner: this.id, leaseExpiresAt: new Date(now.getTime() + this.opts.leaseMs) }).where(eq(tasks.id, c.id));
+        if (c.status !== 'funded' && c.status !== 'in_progress') {
+          await closeDispatch(tx, this.opts.clock, c.task_id); // ended without its transition closing the job
+          continue;
+        }
+        if (c.state === 'running' && c.lost_runs >= this.maxLostRuns) {
+          // Its runs kept dying with their workers: no further brief; fail it (and refund) after this claim.
+          this.exhausted.add(c.task_id);
+          await this.jobs.hold(tx, c.task_id, this.id, this.opts.leaseMs);
           continue;
         }
         const load = busy.get(c.agent_id) ?? 0;
         if (load >= this.opts.perAgentConcurrency) continue;
         busy.set(c.agent_id, load + 1);
-        chosen.push(await this.take(tx, c.id, c.status, now));
+        chosen.push(await this.take(tx, c));
       }
       return chosen;
     });
@@ -177,59 +167,42 @@ export class Dispatcher {
     return locked;
   }
 
-  private async runningPerAgent(tx: Tx, now: Date): Promise<Map<string, number>> {
-    const rows = rowsOf<{ agent_id: string; n: string | number }>(
-      await tx.execute(sql`
-        select agent_id, count(*) as n from tasks
-        where dispatch_state = 'running' and lease_expires_at >= ${now}
-        group by agent_id`),
-    );
-    return new Map(rows.map((r) => [r.agent_id, Number(r.n)]));
-  }
-
-  /** The claimed row becomes this worker's: started (first run) or re-leased (retry, reclaim). */
-  private async take(tx: Tx, id: string, status: string, now: Date): Promise<TaskRow> {
-    const lease = { owner: this.id, expiresAt: new Date(now.getTime() + this.opts.leaseMs) };
-    if (status === 'funded') {
-      const estimatedCompletion = await this.estimateCompletion(tx, id, now);
-      return this.opts.tasks.markStarted(id, `dispatcher:${this.id}`, { ...lease, estimatedCompletion }, tx);
-    }
-    const [row] = await tx
-      .update(tasks)
-      .set({
-        dispatchState: 'running',
-        leaseOwner: lease.owner,
-        leaseExpiresAt: lease.expiresAt,
-        dispatchAttempts: sql`${tasks.dispatchAttempts} + 1`,
-        updatedAt: now,
-      })
-      .where(eq(tasks.id, id))
-      .returning();
-    return row!;
+  /** The job becomes this worker's run; a funded task starts (its first run). */
+  private async take(tx: Tx, c: DispatchCandidate): Promise<Leased> {
+    const job = await this.jobs.run(tx, c, this.id, this.opts.leaseMs);
+    const task =
+      c.status === 'funded'
+        ? await this.opts.tasks.markStarted(c.task_id, `dispatcher:${this.id}`, { estimatedCompletion: await this.estimateCompletion(tx, c.task_id) }, tx)
+        : (await tx.select().from(tasks).where(eq(tasks.id, c.task_id)))[0]!;
+    return { ...task, attempt: job.attempts };
   }
 
   /** From the agent's mean response time, when it has finished tasks before. */
-  private async estimateCompletion(tx: Tx, taskId: string, now: Date): Promise<Date | null> {
+  private async estimateCompletion(tx: Tx, taskId: string): Promise<Date | null> {
     const [row] = await tx
       .select({ done: agents.tasksCompleted, total: agents.responseTimeTotalSeconds })
       .from(tasks)
       .innerJoin(agents, eq(agents.id, tasks.agentId))
       .where(eq(tasks.id, taskId));
     if (!row || row.done === 0) return null;
-    return new Date(now.getTime() + (row.total / row.done) * 1000);
+    return new Date(this.opts.clock.now().getTime() + (row.total / row.done) * 1000);
   }
 
   // ── run ────────────────────────────────────────────────────────────────────
 
-  private launch(task: TaskRow): void {
+  private launch(task: Leased): void {
     const controller = new AbortController();
     const done = this.execute(task, controller)
       .catch((err: unknown) => this.log.error({ err, task: task.id }, 'dispatcher: run crashed'))
-      .finally(() => this.running.delete(task.id));
-    this.running.set(task.id, { taskId: task.id, controller, done });
+      .finally(() => {
+        this.running.delete(task.id);
+        if (this.running.size === 0) this.heartbeat.stop();
+      });
+    this.running.set(task.id, { taskId: task.id, controller, done, onCancelled: undefined });
+    this.heartbeat.start(this.opts.heartbeatMs);
   }
 
-  private async execute(task: TaskRow, controller: AbortController): Promise<void> {
+  private async execute(task: Leased, controller: AbortController): Promise<void> {
     const [agent] = await this.opts.db.select().from(agents).where(eq(agents.id, task.agentId));
     const runtime = agent ? this.runtimes.get(String(agent.runtime.kind ?? '')) : undefined;
     if (!agent || !runtime) {
@@ -242,7 +215,10 @@ export class Dispatcher {
       return;
     }
     const brief = this.briefOf(task);
-    const stopWatching = this.watch(task, brief, controller, () => runtime.notifyCancelled?.(brief, config.data, 'cancelled'));
+    const run = this.running.get(task.id);
+    if (run) run.onCancelled = () => runtime.notifyCancelled?.(brief, config.data, 'cancelled');
+    const untilDeadline = Math.max(0, brief.deadline.getTime() - this.opts.clock.now().getTime());
+    const deadline = setTimeout(() => controller.abort(new DeadlineAbort()), untilDeadline);
     let outcome: RunOutcome;
     try {
       outcome = await runtime.run(brief, config.data, {
@@ -254,12 +230,12 @@ export class Dispatcher {
     } catch (err) {
       outcome = { kind: 'failed', reason: err instanceof Error ? err.message : String(err), retryable: true };
     } finally {
-      stopWatching();
+      clearTimeout(deadline);
     }
     await this.conclude(task, agent, brief, controller.signal, outcome, () => runtime.notifyCancelled?.(brief, config.data, 'timed out'));
   }
 
-  private briefOf(task: TaskRow): TaskBrief {
+  private briefOf(task: Leased): TaskBrief {
     const base = this.opts.publicBaseUrl.replace(/\/$/, '');
     return {
       taskId: task.id,
@@ -268,47 +244,35 @@ export class Dispatcher {
       requirements: task.requirements ?? null,
       budget: { amount: (task.fundedAmount ?? task.budgetAmount).toString(), currency: 'USDC' },
       deadline: task.deadlineAt ?? new Date(this.opts.clock.now().getTime() + task.timeoutSeconds * 1000),
-      attempt: task.dispatchAttempts,
+      attempt: task.attempt,
       callbacks: { progress: `${base}/v1/tasks/${task.id}/progress`, deliver: `${base}/v1/tasks/${task.id}/deliver` },
     };
   }
 
   /**
-   * While the agent runs: renew the lease, and abort when the deadline passes, the lease is lost
-   * or the task stopped being in_progress (cancelled, disputed, delivered through the API).
+   * The heartbeat of all this worker's runs: one statement renews every lease it holds. A run whose
+   * lease is gone is aborted: its task was cancelled (the agent is told) or another worker took it.
    */
-  private watch(task: TaskRow, brief: TaskBrief, controller: AbortController, onCancelled: () => Promise<void> | undefined): () => void {
-    const untilDeadline = Math.max(0, brief.deadline.getTime() - this.opts.clock.now().getTime());
-    const deadline = setTimeout(() => controller.abort(new DeadlineAbort()), untilDeadline);
-    const beat = setInterval(() => {
-      void this.heartbeat(task.id).then((state) => {
-        if (state === 'ok' || controller.signal.aborted) return;
-        controller.abort(new LeaseLostAbort(state));
-        if (state === 'cancelled') void Promise.resolve(onCancelled()).catch(() => undefined);
-      });
-    }, this.opts.heartbeatMs);
-    return () => {
-      clearTimeout(deadline);
-      clearInterval(beat);
-    };
-  }
-
-  private async heartbeat(taskId: string): Promise<'ok' | 'cancelled' | 'lost'> {
-    const now = this.opts.clock.now();
-    const [row] = await this.opts.db
-      .update(tasks)
-      .set({ leaseExpiresAt: new Date(now.getTime() + this.opts.leaseMs) })
-      .where(and(eq(tasks.id, taskId), eq(tasks.leaseOwner, this.id), eq(tasks.status, 'in_progress'), eq(tasks.dispatchState, 'running')))
-      .returning({ id: tasks.id });
-    if (row) return 'ok';
-    const [current] = await this.opts.db.select({ status: tasks.status }).from(tasks).where(eq(tasks.id, taskId));
-    return current && current.status !== 'in_progress' && current.status !== 'completed' ? 'cancelled' : 'lost';
+  private async beat(): Promise<void> {
+    const ids = [...this.running.keys()];
+    const held = await this.jobs.renew(this.id, this.opts.leaseMs, ids);
+    const lost = ids.filter((id) => !held.has(id) && !this.running.get(id)?.controller.signal.aborted);
+    if (lost.length === 0) return;
+    const statuses = await this.jobs.statuses(lost);
+    for (const id of lost) {
+      const run = this.running.get(id);
+      if (!run || run.controller.signal.aborted) continue;
+      const status = statuses.get(id);
+      const cancelled = status !== undefined && status !== 'in_progress' && status !== 'completed';
+      run.controller.abort(new LeaseLostAbort(cancelled ? 'cancelled' : 'lost'));
+      if (cancelled) void Promise.resolve(run.onCancelled?.()).catch(() => undefined);
+    }
   }
 
   // ── outcome ────────────────────────────────────────────────────────────────
 
   private async conclude(
-    task: TaskRow,
+    task: Leased,
     agent: AgentRow,
     brief: TaskBrief,
     signal: AbortSignal,
@@ -317,7 +281,7 @@ export class Dispatcher {
   ): Promise<void> {
     const why = signal.aborted ? signal.reason : null;
     if (why instanceof LeaseLostAbort) return; // someone else owns the task now, or it was cancelled
-    if (why instanceof ShutdownAbort) return this.requeue(task.id, 0, 'worker shut down');
+    if (why instanceof ShutdownAbort) return this.requeue(task.id, 0, 'worker shut down', true);
     if (why instanceof DeadlineAbort) {
       void Promise.resolve(onTimeout()).catch(() => undefined);
       return this.fail(task.id, `Timed out after ${task.timeoutSeconds} s`);
@@ -326,13 +290,7 @@ export class Dispatcher {
       await this.ignoreConflict(task.id, () => this.opts.tasks.markCompleted(task.id, outcome.result, `agent:${agent.id}`));
       return;
     }
-    if (outcome.kind === 'accepted') {
-      await this.opts.db
-        .update(tasks)
-        .set({ dispatchState: 'awaiting_delivery', leaseOwner: null, leaseExpiresAt: null, agentNotifiedAt: this.opts.clock.now() })
-        .where(and(eq(tasks.id, task.id), eq(tasks.leaseOwner, this.id), eq(tasks.status, 'in_progress')));
-      return;
-    }
+    if (outcome.kind === 'accepted') return this.jobs.awaitDelivery(task.id, this.id);
     const attempts = brief.attempt;
     if (outcome.retryable && attempts < this.opts.maxAttempts) return this.requeue(task.id, this.backoffMs(attempts), outcome.reason);
     return this.fail(task.id, outcome.reason);
@@ -343,20 +301,10 @@ export class Dispatcher {
     return backoffMs(this.opts.backoffBaseMs, attempt);
   }
 
-  private async requeue(taskId: string, delayMs: number, reason: string): Promise<void> {
-    const now = this.opts.clock.now();
-    await this.opts.db
-      .update(tasks)
-      .set({
-        dispatchState: 'queued',
-        dispatchNextAt: new Date(now.getTime() + delayMs),
-        leaseOwner: null,
-        leaseExpiresAt: null,
-        lastDispatchError: reason.slice(0, 1000),
-        updatedAt: now,
-      })
-      .where(and(eq(tasks.id, taskId), eq(tasks.leaseOwner, this.id), eq(tasks.status, 'in_progress')));
-    this.log.warn({ task: taskId, delayMs, reason }, 'dispatcher: run failed, retrying');
+  private async requeue(taskId: string, delayMs: number, reason: string, lost = false): Promise<void> {
+    if (await this.jobs.requeue(taskId, this.id, delayMs, reason, lost)) {
+      this.log.warn({ task: taskId, delayMs, reason }, lost ? 'dispatcher: run stopped, handed back' : 'dispatcher: run failed, retrying');
+    }
   }
 
   private async fail(taskId: string, reason: string): Promise<void> {
@@ -367,7 +315,7 @@ export class Dispatcher {
   private async failExhausted(): Promise<void> {
     const ids = [...this.exhausted];
     this.exhausted.clear();
-    for (const id of ids) await this.fail(id, `Gave up after ${this.opts.maxAttempts} attempts whose workers stopped`).catch(() => undefined);
+    for (const id of ids) await this.fail(id, `Gave up after ${this.maxLostRuns} runs whose workers stopped`).catch(() => undefined);
   }
 
   /**
@@ -382,13 +330,13 @@ export class Dispatcher {
       if (isAppError(err) && (err.code === 'state_conflict' || err.code === 'task_not_found')) return;
       const reason = err instanceof Error ? err.message : String(err);
       this.log.error({ err, task: taskId }, 'dispatcher: the outcome could not be recorded; task parked as stuck');
-      await this.opts.db
-        .update(tasks)
-        .set({ dispatchState: 'stuck', leaseOwner: null, leaseExpiresAt: null, lastDispatchError: `stuck: ${reason}`.slice(0, 1000) })
-        .where(eq(tasks.id, taskId));
+      await this.jobs.park(taskId, reason);
     }
   }
 }
+
+/** A task leased for a run, with the attempt this run is. */
+type Leased = TaskRow & { attempt: number };
 
 class DeadlineAbort extends Error {}
 class ShutdownAbort extends Error {}

@@ -1,13 +1,12 @@
-import { randomBytes } from 'node:crypto';
 import { Loop } from '../workers/loop.js';
-import { hostname } from 'node:os';
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { getAddress, type Hash, type Hex } from 'viem';
 import type { Clock } from '../clock.js';
 import { withTransaction, type Db, type Tx } from '../db/client.js';
-import { chainNonces, chainTransfers, type ChainTransferRow } from '../db/schema.js';
+import { chainTransfers, type ChainTransferRow } from '../db/schema.js';
+import { allocateNonce } from '../chain/nonces.js';
 import { recordRefundTransfer } from '../tasks/state-machine.js';
-import { backoffMs, leaseDue, type WorkerLog } from '../queue/index.js';
+import { backoffMs, leaseDue, leaseUntil, workerId, type WorkerLog } from '../queue/index.js';
 import { EXTERNAL, PAYOUT_PENDING } from '../ledger/accounts.js';
 import { postMovement, transferEntries } from '../ledger/ledger.js';
 import { BroadcastRejectedError, describeChainError, type EscrowCustody, type TransferReceipt } from './custody.js';
@@ -83,7 +82,7 @@ export class SettlementWorker {
     if (!Number.isInteger(opts.confirmations) || opts.confirmations < 1) throw new Error('settlement: confirmations must be ≥ 1');
     if (!(opts.leaseMs > 0) || !(opts.backoffBaseMs >= 0)) throw new Error('settlement: leaseMs > 0 and backoffBaseMs ≥ 0');
     if (!Number.isInteger(opts.maxAttempts) || opts.maxAttempts < 1) throw new Error('settlement: maxAttempts must be ≥ 1');
-    this.id = opts.workerId ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+    this.id = opts.workerId ?? workerId();
     this.db = opts.db;
     this.clock = opts.clock;
     this.custody = opts.custody;
@@ -98,7 +97,7 @@ export class SettlementWorker {
     const maxPerRun = this.opts.maxPerRun ?? 100;
     let advanced = 0;
     while (seen.length < maxPerRun) {
-      const claimedAt = this.clock.now().getTime();
+      const claimedAt = performance.now();
       const batch = await this.lease(seen, Math.min(this.opts.batchSize ?? 5, maxPerRun - seen.length));
       if (batch.length === 0) break;
       for (const row of batch) {
@@ -129,12 +128,11 @@ export class SettlementWorker {
    */
   private async lease(exclude: readonly string[], limit: number): Promise<ChainTransferRow[]> {
     const now = this.clock.now().toISOString();
-    const until = new Date(this.clock.now().getTime() + this.opts.leaseMs).toISOString();
     const claimed = await leaseDue(this.db, {
       table: 'chain_transfers',
-      due: sql`status in ('pending', 'signed', 'sent') and next_attempt_at <= ${now}::timestamptz
-        and from_address = ${this.wallet} and (lease_expires_at is null or lease_expires_at <= ${now}::timestamptz)`,
-      lease: sql`lease_owner = ${this.id}, lease_expires_at = ${until}::timestamptz`,
+      due: sql`status in ('pending', 'signed', 'sent') and next_attempt_at <= ${now}::timestamptz and from_address = ${this.wallet}`,
+      owner: this.id,
+      leaseMs: this.opts.leaseMs,
       orderBy: sql`next_attempt_at, id`,
       limit,
       exclude,
@@ -149,11 +147,10 @@ export class SettlementWorker {
 
   /** Renews the lease of a row that waited in the batch for more than half of it; false if lost. */
   private async holdLease(row: ChainTransferRow, claimedAt: number): Promise<boolean> {
-    const now = this.clock.now().getTime();
-    if (now - claimedAt < this.opts.leaseMs / 2) return true;
+    if (performance.now() - claimedAt < this.opts.leaseMs / 2) return true;
     const renewed = await this.db
       .update(chainTransfers)
-      .set({ leaseExpiresAt: new Date(now + this.opts.leaseMs) })
+      .set({ leaseExpiresAt: leaseUntil(this.opts.leaseMs) })
       .where(this.fence(row))
       .returning({ id: chainTransfers.id });
     return renewed.length === 1;
@@ -355,14 +352,3 @@ function describe(row: ChainTransferRow): Record<string, unknown> {
   return { transferId: row.id, kind: row.kind, taskId: row.taskId, amount: row.amount.toString() };
 }
 
-/**
- * The wallet's next nonce, under the chain_nonces row lock: max(what we allocated, the chain's
- * pending count), so a transaction sent from the wallet outside the service does not wedge us.
- */
-export async function allocateNonce(tx: Tx, wallet: string, chainPendingNonce: number): Promise<number> {
-  await tx.insert(chainNonces).values({ address: wallet, nextNonce: chainPendingNonce }).onConflictDoNothing();
-  const [row] = await tx.select().from(chainNonces).where(eq(chainNonces.address, wallet)).for('update');
-  const nonce = Math.max(row!.nextNonce, chainPendingNonce);
-  await tx.update(chainNonces).set({ nextNonce: nonce + 1 }).where(eq(chainNonces.address, wallet));
-  return nonce;
-}

@@ -7,7 +7,7 @@ import { AppError } from '../errors.js';
 import { enqueuePaymentRefund } from '../escrow/outbox.js';
 import { newId } from '../ids.js';
 import { postMovement } from '../ledger/ledger.js';
-import { leaseDue } from '../queue/index.js';
+import { leaseDue, leaseUntil } from '../queue/index.js';
 import { EXTERNAL, TREASURY_CALL_FEES } from '../ledger/accounts.js';
 
 /**
@@ -91,7 +91,7 @@ export class PaymentLifecycle {
           payload: input.payload,
           validBefore: input.validBefore,
           leaseOwner: input.owner,
-          leaseExpiresAt: new Date(now.getTime() + this.leaseMs),
+          leaseExpiresAt: leaseUntil(this.leaseMs),
           createdAt: now,
           updatedAt: now,
         })
@@ -141,7 +141,7 @@ export class PaymentLifecycle {
     const now = this.clock.now();
     const [row] = await this.db
       .update(payments)
-      .set({ status: 'settling', leaseExpiresAt: new Date(now.getTime() + this.leaseMs), updatedAt: now })
+      .set({ status: 'settling', leaseExpiresAt: leaseUntil(this.leaseMs), updatedAt: now })
       .where(and(eq(payments.id, id), eq(payments.status, 'verified'), eq(payments.leaseOwner, owner)))
       .returning({ id: payments.id });
     if (!row) {
@@ -221,6 +221,17 @@ export class PaymentLifecycle {
       .where(and(eq(payments.id, id), eq(payments.status, 'settling'), eq(payments.leaseOwner, owner)));
   }
 
+  /**
+   * The settlement failed on the service's side, so whether money moved is unknown here: the
+   * payment stays `settling` and its lease ends now, for the recovery sweep to resolve on chain.
+   */
+  async handOver(id: string, owner: string): Promise<void> {
+    await this.db
+      .update(payments)
+      .set({ leaseExpiresAt: sql`now() - interval '1 millisecond'`, updatedAt: this.clock.now() })
+      .where(and(eq(payments.id, id), eq(payments.status, 'settling'), eq(payments.leaseOwner, owner)));
+  }
+
   /** Refunds in its own transaction (the effect's transaction rolled back). */
   async refundNow(id: string, owner: string, settled: { txHash: string | null; reason: string }): Promise<PaymentRow> {
     return withTransaction(this.db, (tx) => this.refund(tx, id, owner, settled));
@@ -233,8 +244,10 @@ export class PaymentLifecycle {
     const now = this.clock.now();
     const ids = await leaseDue(this.db, {
       table: 'payments',
-      due: sql`status in ('verified', 'settling') and lease_expires_at < ${now.toISOString()}::timestamptz`,
-      lease: sql`lease_owner = ${owner}, lease_expires_at = ${new Date(now.getTime() + this.leaseMs).toISOString()}::timestamptz, updated_at = ${now.toISOString()}::timestamptz`,
+      due: sql`status in ('verified', 'settling')`,
+      owner,
+      leaseMs: this.leaseMs,
+      set: sql`updated_at = ${now.toISOString()}::timestamptz`,
       orderBy: sql`lease_expires_at, id`,
       limit,
     });

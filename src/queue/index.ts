@@ -1,12 +1,16 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { sql, type SQL } from 'drizzle-orm';
 import { rowsOf, type Executor } from '../db/client.js';
 
 /**
- * What every background worker shares (the dispatcher, the settlement worker, the callback
- * sender, the payment recovery sweep): one lease statement, one backoff, one logger shape.
+ * The one queue every background worker leases from (the dispatcher, the settlement worker, the
+ * callback sender, the payment recovery sweep): one lease statement, one heartbeat, one backoff,
+ * one logger shape.
  *
- * Leases are stamped with the application clock (`Clock`), the one clock tests move; workers
- * and the database run on NTP-synchronised hosts and leases are seconds long.
+ * Leases are fenced on the database's clock: a lease is stamped `now() + leaseMs` and expires when
+ * the database's `now()` passes it, so workers on hosts whose clocks drift still agree on who holds
+ * a row. Due times (`next_at`, backoff) stay on the application clock (`Clock`), the clock tests move.
  */
 
 export interface WorkerLog {
@@ -27,39 +31,77 @@ export function backoffMs(baseMs: number, attempt: number, random?: () => number
   return random ? Math.round(ceiling * (0.5 + 0.5 * random())) : ceiling;
 }
 
+/** `now() + ms` on the database's clock: the expiry of a lease taken or renewed now. */
+export function leaseUntil(ms: number): SQL {
+  return sql`now() + (${Math.round(ms)}::integer * interval '1 millisecond')`;
+}
+
+/** True when a lease column has run out (or was never taken), on the database's clock. */
+export function leaseFree(column: SQL = sql.raw('lease_expires_at')): SQL {
+  return sql`(${column} is null or ${column} < now())`;
+}
+
 export interface LeaseQuery {
-  /** The table (its primary key is `id`). */
+  /** The table (its primary key is `id`, or `key` when given), with `lease_owner` and `lease_expires_at`. */
   table: string;
-  /** Which rows are due (and not held by a live lease). */
+  key?: string;
+  /** Which rows are due. Rows held by a live lease are skipped by the query itself. */
   due: SQL;
-  /** The columns that stamp the lease, e.g. sql`lease_owner = ${me}, lease_expires_at = ${until}`. */
-  lease: SQL;
   orderBy: SQL;
   limit: number;
+  /** The lease: its holder and length. */
+  owner: string;
+  leaseMs: number;
+  /** More columns stamped with the lease, e.g. sql`attempts = attempts + 1`. */
+  set?: SQL;
   /** Ids this run already worked on. */
   exclude?: readonly string[];
 }
 
 /**
- * Leases up to `limit` due rows nobody else holds, in one statement: a CTE picks them with
+ * Leases up to `limit` due rows nobody holds, in one statement: a CTE picks them with
  * `FOR UPDATE SKIP LOCKED` (concurrent workers never pick the same row) and an UPDATE stamps the
  * lease. Returns the leased ids, in `orderBy` order.
  */
 export async function leaseDue(exec: Executor, q: LeaseQuery): Promise<string[]> {
   const table = sql.identifier(q.table);
+  const key = sql.identifier(q.key ?? 'id');
   const rows = rowsOf<{ id: string }>(
     await exec.execute(sql`
       with due as (
-        select id from ${table}
+        select ${key} as id from ${table}
         where ${q.due}
-          and id not in (select jsonb_array_elements_text(${JSON.stringify(q.exclude ?? [])}::jsonb))
+          and ${leaseFree()}
+          and ${key} not in (select jsonb_array_elements_text(${JSON.stringify(q.exclude ?? [])}::jsonb))
         order by ${q.orderBy}
         limit ${q.limit}
         for update skip locked
       )
-      update ${table} as leased set ${q.lease}
-      from due where leased.id = due.id
-      returning leased.id`),
+      update ${table} as leased
+      set lease_owner = ${q.owner}, lease_expires_at = ${leaseUntil(q.leaseMs)}${q.set ? sql`, ${q.set}` : sql``}
+      from due where leased.${key} = due.id
+      returning leased.${key} as id`),
   );
   return rows.map((r) => r.id);
+}
+
+/**
+ * The heartbeat: renews, in one statement, the leases `owner` still holds on `ids`. Returns the
+ * ids it renewed; an id missing from the answer was lost (taken over, or released by its state change).
+ */
+export async function renewLeases(exec: Executor, table: string, owner: string, leaseMs: number, ids: readonly string[], key = 'id'): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = rowsOf<{ id: string }>(
+    await exec.execute(sql`
+      update ${sql.identifier(table)} set lease_expires_at = ${leaseUntil(leaseMs)}
+      where lease_owner = ${owner}
+        and ${sql.identifier(key)} in (select jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))
+      returning ${sql.identifier(key)} as id`),
+  );
+  return new Set(rows.map((r) => r.id));
+}
+
+/** A lease holder's name: host, process and a random suffix (unique per worker object). */
+export function workerId(): string {
+  return `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
 }

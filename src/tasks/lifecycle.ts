@@ -3,6 +3,7 @@ import { withTransaction, type Tx } from '../db/client.js';
 import { agents, tasks, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { planRefund, planRelease } from '../escrow/outbox.js';
+import { closeDispatch, enqueueDispatch, stuckDispatches } from '../dispatcher/jobs.js';
 import { recordEscrowFunding } from '../ledger/ledger.js';
 import { TaskModule } from './access.js';
 import { resultHash } from './result-hash.js';
@@ -46,17 +47,11 @@ export class TaskLifecycle extends TaskModule {
         from: ['created'],
         escrowFrom: ['none'],
         escrowStatus: 'held',
-        // Queued for the dispatcher at once.
-        set: {
-          fundedAmount: funding.amount,
-          fundTxHash: funding.txHash,
-          fundedAt: this.clock.now(),
-          dispatchState: 'queued',
-          dispatchNextAt: this.clock.now(),
-        },
+        set: { fundedAmount: funding.amount, fundTxHash: funding.txHash, fundedAt: this.clock.now() },
         actor: funding.actor,
         detail: { amount: funding.amount.toString(), tx_hash: funding.txHash },
       });
+      await enqueueDispatch(tx, this.clock, { taskId: id, agentId: row.agentId }); // the dispatcher runs it next
       const fee = funding.fee ?? 0n;
       await recordEscrowFunding(tx, this.clock, { taskId: id, amount: funding.amount + fee, fundFee: fee, paymentId: funding.paymentId ?? null });
       return row;
@@ -64,13 +59,14 @@ export class TaskLifecycle extends TaskModule {
   }
 
   /**
-   * Work starts: the deadline is set from timeout_seconds. With a lease the dispatcher runs it;
-   * without one the task is out of the dispatcher's queue (an external runner, or tests).
+   * Work starts: the deadline is set from timeout_seconds. `run` is the dispatcher's run (it
+   * holds the task's job); without one an outside runner took the task out of the dispatcher's queue.
    */
-  async markStarted(id: string, actor = 'dispatcher', lease?: { owner: string; expiresAt: Date; estimatedCompletion: Date | null }, exec?: Tx): Promise<TaskRow> {
+  async markStarted(id: string, actor = 'dispatcher', run?: { estimatedCompletion: Date | null }, exec?: Tx): Promise<TaskRow> {
     return this.inTransaction(exec, async (tx) => {
       const task = await this.require(tx, id);
       const now = this.clock.now();
+      if (!run) await closeDispatch(tx, this.clock, id);
       return transition(tx, this.clock, {
         taskId: id,
         to: 'in_progress',
@@ -78,11 +74,7 @@ export class TaskLifecycle extends TaskModule {
         set: {
           startedAt: now,
           deadlineAt: new Date(now.getTime() + task.timeoutSeconds * 1000),
-          dispatchState: lease ? 'running' : null,
-          leaseOwner: lease?.owner ?? null,
-          leaseExpiresAt: lease?.expiresAt ?? null,
-          dispatchAttempts: lease ? 1 : task.dispatchAttempts,
-          estimatedCompletion: lease?.estimatedCompletion ?? null,
+          estimatedCompletion: run?.estimatedCompletion ?? null,
         },
         actor,
       });
@@ -167,8 +159,9 @@ export class TaskLifecycle extends TaskModule {
         and(
           eq(tasks.status, 'in_progress'),
           lte(tasks.deadlineAt, now),
-          sql`(${tasks.dispatchState} is distinct from 'running' or ${tasks.leaseExpiresAt} < ${now})`,
-          sql`${tasks.dispatchState} is distinct from 'stuck'`,
+          // not held by a live run, nor parked for an operator
+          sql`not exists (select 1 from dispatch_jobs j where j.task_id = ${tasks.id}
+                and ((j.state = 'running' and j.lease_expires_at >= now()) or j.state = 'stuck'))`,
         ),
       )
       .limit(limit);
@@ -218,8 +211,8 @@ export class TaskLifecycle extends TaskModule {
   }
 
   /** Tasks the dispatcher parked because their outcome could not be recorded (for the operator). */
-  async stuck(): Promise<TaskRow[]> {
-    return this.db.select().from(tasks).where(eq(tasks.dispatchState, 'stuck')).orderBy(tasks.updatedAt).limit(100);
+  stuck(): Promise<{ task: TaskRow; reason: string | null }[]> {
+    return stuckDispatches(this.db);
   }
 
 }

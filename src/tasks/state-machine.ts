@@ -5,6 +5,7 @@ import { taskEvents, tasks, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import type { EscrowStatus } from '../escrow/rules.js';
 import { enqueueCallback } from '../callbacks/enqueue.js';
+import { closeDispatch } from '../dispatcher/jobs.js';
 import { publicStatus, publicStatuses, taskStatuses, type PublicStatus, type TaskStatus } from './statuses.js';
 
 export { publicStatus, publicStatuses, taskStatuses, type PublicStatus, type TaskStatus };
@@ -80,8 +81,6 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
       ...req.set,
       status: req.to,
       ...(req.escrowStatus ? { escrowStatus: req.escrowStatus } : {}),
-      // A finished task is out of the dispatcher's hands: no queue entry, no lease.
-      ...(req.to === 'completed' || isTerminal(req.to) ? { dispatchState: null, leaseOwner: null, leaseExpiresAt: null } : {}),
       updatedAt: now,
     })
     .where(and(...conditions))
@@ -91,6 +90,8 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
       details: { status: before.status, escrow_status: before.escrowStatus },
     });
   }
+  // A finished task is out of the dispatcher's hands: its job is closed.
+  if (req.to === 'completed' || isTerminal(req.to)) await closeDispatch(tx, clock, row.id);
   if (row.callbackUrl && (req.to === 'completed' || isTerminal(req.to))) {
     await enqueueCallback(tx, clock, {
       taskId: row.id,

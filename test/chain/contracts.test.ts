@@ -93,6 +93,7 @@ describe('the dev chain stays apart from production code', () => {
     const chainFiles = sourceFiles(join(REPO_ROOT, 'src', 'chain')).sort();
     expect(chainFiles.filter((f) => !f.startsWith('src/chain/dev/'))).toEqual([
       'src/chain/constants.ts',
+      'src/chain/nonces.ts',
       'src/chain/usdc.ts',
       'src/chain/wallets.ts',
     ]);

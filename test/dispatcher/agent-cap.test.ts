@@ -94,8 +94,8 @@ describe('the per-agent cap across two worker processes', () => {
       await scratch.connect();
       await scratch.query(`create function slow_claim() returns trigger language plpgsql as $$ begin perform pg_sleep(0.3); return new; end $$`);
       await scratch.query(
-        `create trigger slow_claim before update on tasks for each row
-         when (new.dispatch_state = 'running' and old.dispatch_state is distinct from 'running') execute function slow_claim()`,
+        `create trigger slow_claim before update on dispatch_jobs for each row
+         when (new.state = 'running' and old.state is distinct from 'running') execute function slow_claim()`,
       );
       await scratch.end();
 

@@ -9,7 +9,7 @@ import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { openDatabase, type Database } from '../../src/db/client.js';
 import { runMigrations } from '../../src/db/migrate.js';
-import { agents, chainTransfers, taskEvents, tasks } from '../../src/db/schema.js';
+import { agents, chainTransfers, dispatchJobs, taskEvents, tasks } from '../../src/db/schema.js';
 import { createDispatcher } from '../../src/dispatcher/index.js';
 import type { FastifyInstance } from 'fastify';
 import { AgentServer } from '../helpers/agent-server.js';
@@ -65,9 +65,10 @@ async function until(what: () => Promise<boolean> | boolean, ms = 20_000): Promi
 }
 
 describe('a dispatcher process killed mid-task (SIGKILL)', () => {
-  it('another dispatcher finishes the task exactly once', { timeout: 60_000 }, async () => {
-    const agentServer = await new AgentServer(SECRET, (r) =>
-      r.attempt === 1 ? 'hang' : { status: 200, body: { result: { type: 'text', content: 'done after the crash', metadata: {} } } },
+  it('another dispatcher finishes the task exactly once, and the crash costs the task no attempt', { timeout: 60_000 }, async () => {
+    let briefs = 0;
+    const agentServer = await new AgentServer(SECRET, () =>
+      ++briefs === 1 ? 'hang' : { status: 200, body: { result: { type: 'text', content: 'done after the crash', metadata: {} } } },
     ).start();
     try {
       const owner = wallet(1);
@@ -94,7 +95,9 @@ describe('a dispatcher process killed mid-task (SIGKILL)', () => {
       });
       await until(() => agentServer.requestsFor(taskId).length === 1);
       const [leased] = await app.db.select().from(tasks).where(eq(tasks.id, taskId));
-      expect(leased).toMatchObject({ status: 'in_progress', dispatchState: 'running', leaseOwner: 'doomed' });
+      expect(leased).toMatchObject({ status: 'in_progress' });
+      const [job] = await app.db.select().from(dispatchJobs).where(eq(dispatchJobs.taskId, taskId));
+      expect(job).toMatchObject({ state: 'running', leaseOwner: 'doomed', attempts: 1, lostRuns: 0 });
       const exited = new Promise<NodeJS.Signals | null>((resolve) => child!.once('exit', (_code, signal) => resolve(signal)));
       child.kill('SIGKILL');
       expect(await exited).toBe('SIGKILL');
@@ -107,7 +110,10 @@ describe('a dispatcher process killed mid-task (SIGKILL)', () => {
       });
       await survivor.stop(0);
 
-      expect(agentServer.requestsFor(taskId).map((r) => r.attempt)).toEqual([1, 2]);
+      // the run lost with its worker is not an attempt: the survivor's brief is attempt 1 again
+      expect(agentServer.requestsFor(taskId).map((r) => r.attempt)).toEqual([1, 1]);
+      const [after] = await app.db.select().from(dispatchJobs).where(eq(dispatchJobs.taskId, taskId));
+      expect(after).toMatchObject({ state: 'done', attempts: 1, lostRuns: 1 });
       // transitions into completed (an escrow-only event, such as the release, keeps the status)
       const completions = await app.db
         .select()

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
-import { tasks } from '../../src/db/schema.js';
+import { dispatchJobs, tasks } from '../../src/db/schema.js';
 import { createDispatcher } from '../../src/dispatcher/index.js';
 import type { Dispatcher } from '../../src/dispatcher/dispatcher.js';
 import { AgentServer, type AgentReply, type Received } from '../helpers/agent-server.js';
@@ -65,6 +65,11 @@ async function until(what: () => Promise<boolean>, timeoutMs = 10_000): Promise<
   }
 }
 
+async function jobOf(id: string) {
+  const [job] = await t.app.db.select().from(dispatchJobs).where(eq(dispatchJobs.taskId, id));
+  return job!;
+}
+
 async function statusOf(id: string) {
   return (await call(t, payer, 'GET', `/v1/tasks/${id}/status`)).body;
 }
@@ -103,7 +108,7 @@ describe('dispatcher with webhook agents', () => {
     const d = dispatcher();
     await until(async () => (await d.runOnce()) > 0 || server.requestsFor(id).length > 0);
     await d.drain();
-    await until(async () => (await t.app.db.select().from(tasks).where(eq(tasks.id, id)))[0]!.dispatchState === 'awaiting_delivery');
+    await until(async () => (await jobOf(id)).state === 'awaiting_delivery');
 
     // a stranger or a garbage signature cannot report for the agent
     expectError(await call(t, payer, 'POST', `/v1/tasks/${id}/progress`, { progress_percent: 50 }), 403, 'forbidden');
@@ -174,24 +179,26 @@ describe('dispatcher with webhook agents', () => {
   });
 
   it('a dispatcher that dies mid-task: another reclaims the lease and finishes it exactly once', async () => {
-    const { server, agent } = await agentWith((r) => (r.attempt === 1 ? 'hang' : { status: 200, body: result('finished by B') }));
+    let briefs = 0;
+    const { server, agent } = await agentWith(() => (++briefs === 1 ? 'hang' : { status: 200, body: result('finished by B') }));
     const id = await fundedTask(agent.id);
     // A claims, then goes silent: no heartbeat reaches the database any more.
     const a = dispatcher('worker-a');
-    (a as unknown as { heartbeat: () => Promise<string> }).heartbeat = async () => 'ok';
+    (a as unknown as { beat: () => Promise<void> }).beat = async () => {};
     await until(async () => {
       await a.runOnce();
       return server.requestsFor(id).length === 1;
     });
-    const [leased] = await t.app.db.select().from(tasks).where(eq(tasks.id, id));
-    expect(leased).toMatchObject({ leaseOwner: 'worker-a', dispatchState: 'running' });
+    expect(await jobOf(id)).toMatchObject({ leaseOwner: 'worker-a', state: 'running', attempts: 1 });
     // B cannot take it while the lease holds, then does once it expired.
     const b = dispatcher('worker-b');
     expect(await b.runOnce()).toBe(0);
     const s = await runUntilDone(b, id);
     expect(s.status).toBe('completed');
     expect((await call(t, payer, 'GET', `/v1/tasks/${id}/result`)).body.result.content).toBe('finished by B');
-    expect(server.requestsFor(id).map((r) => r.attempt)).toEqual([1, 2]);
+    // the lost run used no attempt: B's brief is attempt 1 again
+    expect(server.requestsFor(id).map((r) => r.attempt)).toEqual([1, 1]);
+    expect(await jobOf(id)).toMatchObject({ state: 'done', attempts: 1, lostRuns: 1 });
     const [agentRow] = await t.app.db.query.agents.findMany({ where: (x, { eq: e }) => e(x.id, agent.id) });
     expect(agentRow!.tasksCompleted).toBe(1);
   });
@@ -238,15 +245,15 @@ describe('two dispatchers racing', () => {
 });
 
 describe('no endless retries', () => {
-  it('a task whose runs keep dying is failed and refunded after DISPATCH_MAX_ATTEMPTS, without another brief', async () => {
+  it('a task whose runs keep dying with their workers is failed and refunded after 3 lost runs, without another brief', async () => {
     const { server, agent } = await agentWith(() => ({ status: 200, body: result('never asked') }));
     const id = await fundedTask(agent.id);
     await t.app.services.taskLifecycle.markStarted(id);
     // three workers took it and died (their leases ran out)
     await t.app.db
-      .update(tasks)
-      .set({ dispatchState: 'running', leaseOwner: 'dead-worker', leaseExpiresAt: new Date(Date.now() - 1000), dispatchAttempts: 3 })
-      .where(eq(tasks.id, id));
+      .update(dispatchJobs)
+      .set({ state: 'running', leaseOwner: 'dead-worker', leaseExpiresAt: new Date(Date.now() - 60_000), attempts: 1, lostRuns: 3 })
+      .where(eq(dispatchJobs.taskId, id));
     const d = dispatcher();
     await until(async () => {
       await d.runOnce();
@@ -267,8 +274,7 @@ describe('no endless retries', () => {
     await until(async () => {
       await d.runOnce();
       await d.drain();
-      const [row] = await t.app.db.select().from(tasks).where(eq(tasks.id, id));
-      return row!.dispatchState === 'stuck';
+      return (await jobOf(id)).state === 'stuck';
     });
     for (let i = 0; i < 5; i++) {
       await d.runOnce();
@@ -276,7 +282,8 @@ describe('no endless retries', () => {
     }
     expect(server.requestsFor(id)).toHaveLength(1);
     const [row] = await t.app.db.select().from(tasks).where(eq(tasks.id, id));
-    expect(row).toMatchObject({ status: 'in_progress', escrowStatus: 'held', dispatchState: 'stuck', leaseOwner: null });
+    expect(row).toMatchObject({ status: 'in_progress', escrowStatus: 'held' });
+    expect(await jobOf(id)).toMatchObject({ state: 'stuck', leaseOwner: null });
     const attention = await t.app.inject({ method: 'GET', url: '/v1/admin/attention', headers: { 'x-admin-key': ADMIN_KEY } });
     expect(attention.statusCode).toBe(200);
     const stuck = attention.json().stuck_tasks.find((x: { task_id: string }) => x.task_id === id);

@@ -95,7 +95,7 @@ describe(`two settlement workers racing (${backend})`, () => {
   });
 
   it('a slow batch renews its leases: another worker cannot take a row still waiting in it', async () => {
-    const leaseMs = 10_000;
+    const leaseMs = 500;
     const ids: string[] = [];
     for (let i = 0; i < 2; i++) {
       const task = await fundedTask(db, clock, 1_000n, chain);
@@ -104,11 +104,12 @@ describe(`two settlement workers racing (${backend})`, () => {
     }
     const other = worker(db, clock, custody, { workerId: 'other', leaseMs });
     const takenByOther: number[] = [];
-    // every fee quote of the slow worker takes 0.6 lease; meanwhile the other worker tries to claim
+    // every fee quote of the slow worker takes 0.6 lease (real time: leases run on the database's
+    // clock); meanwhile the other worker tries to claim
     const slowCustody: EscrowCustody = {
       ...countingCustody(custody, []),
       feeQuote: async () => {
-        clock.advance(leaseMs * 0.6);
+        await new Promise((r) => setTimeout(r, leaseMs * 0.6));
         takenByOther.push(await other.runOnce());
         return custody.feeQuote();
       },

@@ -66,6 +66,8 @@ function captureLog(): SettlementWorkerLog & { lines: { level: string; obj: obje
   return { lines, info: at('info'), warn: at('warn'), error: at('error') };
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 describe('settlement on a real chain', () => {
   it('a release lands: agent paid amount − fee, fee kept in the wallet, ledger balanced and reconciled', async () => {
     const task = await fundedTask(db, clock, 2_000_000n, chain);
@@ -118,17 +120,17 @@ describe('settlement on a real chain', () => {
     const nonceBefore = await minedNonce(chain.rpcUrl);
 
     const crashing = new CrashingCustody(custody, 'before-broadcast');
-    const dead = worker(db, clock, crashing, { workerId: 'dead', leaseMs: 10_000 });
+    const dead = worker(db, clock, crashing, { workerId: 'dead', leaseMs: 600 });
     const deadRun = dead.runOnce(); // hangs in broadcast, like a process that died there
     const signed = await waitForStatus(transfer.id, 'signed');
     expect(crashing.broadcasts).toEqual([signed.rawTx]);
     expect(await usdcBalance(chain.rpcUrl, agent)).toBe(0n);
 
-    // the lease protects the row until it expires
-    const next = worker(db, clock, custody, { workerId: 'next', leaseMs: 10_000 });
+    // the lease protects the row until it expires (on the database's clock)
+    const next = worker(db, clock, custody, { workerId: 'next', leaseMs: 600 });
     expect(await next.runOnce()).toBe(0);
     expect((await transferRow(db, transfer.id)).status).toBe('signed');
-    clock.advance(10_001);
+    await sleep(650);
     expect(await next.runOnce()).toBe(1); // signed → sent (→ confirmed once the receipt is there)
     await runUntilSettled(next, db);
 
@@ -151,13 +153,13 @@ describe('settlement on a real chain', () => {
     const nonceBefore = await minedNonce(chain.rpcUrl);
 
     const crashing = new CrashingCustody(custody, 'after-broadcast');
-    const deadRun = worker(db, clock, crashing, { workerId: 'dead2', leaseMs: 5_000 }).runOnce();
+    const deadRun = worker(db, clock, crashing, { workerId: 'dead2', leaseMs: 600 }).runOnce();
     await waitFor(async () => (await usdcBalance(chain.rpcUrl, agent)) === 400_000n);
     const signed = await transferRow(db, transfer.id);
     expect(signed.status).toBe('signed'); // on chain, but the DB never heard
     await waitForReceipt(custody, signed.txHash as Hash);
 
-    clock.advance(5_001);
+    await waitFor(async () => (await transferRow(db, transfer.id)).leaseExpiresAt! < new Date(Date.now() - 50));
     expect(await worker(db, clock, custody, { workerId: 'next2' }).runOnce()).toBe(1); // signed → sent → confirmed
     expect(await transferRow(db, transfer.id)).toMatchObject({ status: 'confirmed' });
     expect(await usdcBalance(chain.rpcUrl, agent)).toBe(400_000n);

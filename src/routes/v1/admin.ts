@@ -157,11 +157,11 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
         app.services.paymentLifecycle.unresolved(app.db, 2 * app.services.paymentLifecycle.leaseMs),
       ]);
       return {
-        stuck_tasks: stuck.map((t) => ({
+        stuck_tasks: stuck.map(({ task: t, reason }) => ({
           task_id: t.id,
           status: t.status,
           escrow_status: t.escrowStatus,
-          reason: t.lastDispatchError,
+          reason,
           updated_at: t.updatedAt.toISOString(),
         })),
         transfers: transfers.map((x) => ({
