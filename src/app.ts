@@ -1,4 +1,4 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { AgentsService } from './agents/service.js';
 import { payoutRules } from './agents/payout.js';
@@ -123,7 +123,7 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
 }
 
 /** x402 on the priced routes: in-process facilitator (or a hosted one), prices from configuration. */
-function x402Options(config: Config, deps: AppDeps, services: Services): X402Options & { facilitator: FacilitatorClient } {
+function x402Options(config: Config, deps: AppDeps, services: Services, log: FastifyBaseLogger): X402Options & { facilitator: FacilitatorClient } {
   const target = chainTarget(config);
   const wallets = resolveWallets(config);
   const facilitator = createFacilitatorClient({
@@ -131,6 +131,8 @@ function x402Options(config: Config, deps: AppDeps, services: Services): X402Opt
     rpcUrl: deps.chainRpcUrl ?? config.CHAIN_RPC_URL,
     operatorKey: wallets.operatorKey,
     facilitatorUrl: config.FACILITATOR_URL,
+    db: deps.database.db,
+    log,
   });
   const resourceServer = new x402ResourceServer(facilitator);
   registerExactEvmServerScheme(resourceServer, { networks: [target.network] });
@@ -166,7 +168,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   };
   const app = Fastify(options);
   const services = createServices(config, database.db, clock);
-  const x402 = config.X402_ENABLED ? x402Options(config, deps, services) : null;
+  const x402 = config.X402_ENABLED ? x402Options(config, deps, services, app.log) : null;
   const rpcUrl = deps.chainRpcUrl ?? config.CHAIN_RPC_URL;
   const escrow = rpcUrl ? createEscrowRuntime(config, rpcUrl) : undefined;
   app.decorate('escrow', escrow);

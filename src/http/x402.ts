@@ -15,7 +15,9 @@ import { createHash } from 'node:crypto';
 import type { PaymentRow } from '../db/schema.js';
 import { withTransaction } from '../db/client.js';
 import type { PaymentLifecycle } from '../payments/lifecycle.js';
-import type { PaidCall, SettleResult } from '../payments/paid-write.js';
+import { settlementFailed, type PaidCall, type SettleResult } from '../payments/paid-write.js';
+import { settlementFault } from '../payments/settlement-fault.js';
+import { describeError } from '../net/redact.js';
 import { replayStored, requestHash, storedResponse } from './idempotency.js';
 import type { PriceBook, PriceName } from '../payments/prices.js';
 import { errorBody } from './error-handler.js';
@@ -90,10 +92,8 @@ function adapterFor(request: FastifyRequest): HTTPAdapter {
 export function paymentErrorCode(reason: string | undefined): ErrorCode {
   const r = (reason ?? '').toLowerCase();
   if (!r || r === 'payment required') return 'payment_required';
-  if (r.includes('insufficient')) return 'insufficient_funds';
-  if (r.includes('nonce') && (r.includes('used') || r.includes('already'))) return 'payment_replayed';
-  if (r.includes('no matching') || r.includes('amount') || r.includes('value')) return 'amount_mismatch';
-  return 'payment_invalid';
+  const fault = settlementFault(r);
+  return fault.by === 'payer' ? fault.code : 'payment_invalid';
 }
 
 function decodeChallenge(headers: Record<string, string>): { error?: string; [k: string]: unknown } | undefined {
@@ -127,12 +127,24 @@ function sendChallenge(request: FastifyRequest, reply: FastifyReply, response: H
 }
 
 async function settleVerified(payment: VerifiedPayment, reply: FastifyReply): Promise<SettleResult> {
-  const result = await payment.server.processSettlement(payment.payload, payment.requirements, payment.declaredExtensions, {
-    request: payment.context,
-  });
-  for (const [k, v] of Object.entries(result.headers)) reply.header(k, v);
-  if (!result.success) return { ok: false, reason: result.errorReason ?? 'settlement failed', code: paymentErrorCode(result.errorReason) };
-  return { ok: true, txHash: result.transaction };
+  const result = await payment.server
+    .processSettlement(payment.payload, payment.requirements, payment.declaredExtensions, { request: payment.context })
+    .catch((err: unknown) => ({ success: false as const, errorReason: err instanceof Error ? err.message : String(err), headers: {} }));
+  if (result.success) {
+    for (const [k, v] of Object.entries(result.headers)) reply.header(k, v);
+    return { ok: true, txHash: result.transaction };
+  }
+  const reason = result.errorReason ?? 'settlement failed';
+  const fault = settlementFault(reason);
+  if (fault.by === 'service') {
+    reply.request.log.error(
+      { payment: payment.row.id, authorization: payment.row.authorizationNonce, reason: describeError(reason) },
+      'x402: settlement failed on our side; the payment goes to the recovery sweep',
+    );
+  } else {
+    for (const [k, v] of Object.entries(result.headers)) reply.header(k, v);
+  }
+  return { ok: false, reason, fault };
 }
 
 /**
@@ -297,10 +309,7 @@ export const x402Plugin = fp(
         return replaceWithError(request, reply, err);
       }
       const settled = await settleVerified(payment, reply);
-      if (!settled.ok) {
-        await opts.lifecycle.fail(id, request.id, settled.reason);
-        return replaceWithError(request, reply, new AppError(settled.code, `Payment settlement failed: ${settled.reason}`));
-      }
+      if (!settled.ok) return replaceWithError(request, reply, await settlementFailed(opts.lifecycle, id, request.id, settled));
       failpoint('payment:after-settle', payment.row.purpose);
       try {
         await withTransaction(app.db, (tx) => opts.lifecycle.book(tx, id, request.id, { txHash: settled.txHash }));

@@ -3,11 +3,13 @@ import type { SupportedResponse } from '@x402/core/types';
 import { x402Facilitator } from '@x402/core/facilitator';
 import { toFacilitatorEvmSigner } from '@x402/evm';
 import { registerExactEvmScheme } from '@x402/evm/exact/facilitator';
-import { createNonceManager, createWalletClient, http, publicActions, type Chain, type Hex } from 'viem';
-import { jsonRpc } from 'viem/nonce';
+import { createWalletClient, http, publicActions, type Chain, type Hex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { base, baseSepolia } from 'viem/chains';
+import { SendLane } from '../chain/nonces.js';
 import type { ChainTarget } from '../chain/wallets.js';
+import type { Db } from '../db/client.js';
+import { describeError } from '../net/redact.js';
 
 export function viemChain(target: ChainTarget): Chain {
   return target.chainId === baseSepolia.id ? baseSepolia : base;
@@ -16,8 +18,12 @@ export function viemChain(target: ChainTarget): Chain {
 export interface FacilitatorOptions {
   target: ChainTarget;
   rpcUrl?: string | undefined;
-  /** Settles in-process with this key (viem nonce manager: concurrent settlements never collide). */
+  /** Settles in-process with this key; its sends go through one lane per wallet across all processes. */
   operatorKey?: Hex | undefined;
+  /** Where the lane allocates the operator wallet's nonces (shared by every API process). */
+  db: Db;
+  /** Where a failed send is logged with its cause (the facilitator itself reports only a reason code). */
+  log?: { error(obj: object, msg: string): void };
   /** A hosted facilitator instead. */
   facilitatorUrl?: string | undefined;
 }
@@ -30,18 +36,28 @@ export function createFacilitatorClient(opts: FacilitatorOptions): FacilitatorCl
   if (opts.facilitatorUrl) return new HTTPFacilitatorClient({ url: opts.facilitatorUrl });
   if (!opts.rpcUrl || !opts.operatorKey) throw new Error('An in-process facilitator needs a chain RPC URL and OPERATOR_PRIVATE_KEY');
   const client = createWalletClient({
-    // Its own nonce manager (not viem's process-wide one): concurrent settlements never collide,
-    // and a second facilitator in the process (another chain, a restarted dev chain) starts clean.
-    account: privateKeyToAccount(opts.operatorKey, { nonceManager: createNonceManager({ source: jsonRpc() }) }),
+    account: privateKeyToAccount(opts.operatorKey),
     chain: viemChain(opts.target),
     transport: http(opts.rpcUrl),
   }).extend(publicActions);
+  // Every API process settles from this one key: nonces come from the database, one send at a
+  // time per wallet across processes (chain/nonces.ts), never from a per-process counter.
+  const lane = new SendLane(opts.db, client.account.address.toLowerCase(), () =>
+    client.getTransactionCount({ address: client.account.address, blockTag: 'pending' }),
+  );
+  // The facilitator turns a send's exception into a reason code; the cause is logged here, with the
+  // authorization's nonce, which the request's own error line carries too.
+  const send = <T>(args: unknown, run: (nonce: number) => Promise<T>): Promise<T> =>
+    lane.send(run).catch((err: unknown) => {
+      opts.log?.error({ authorization: authorizationNonce(args), cause: describeError(err) }, 'x402 facilitator: the operator wallet could not send a settlement');
+      throw err;
+    });
   const signer = toFacilitatorEvmSigner({
     address: client.account.address,
     readContract: (a) => client.readContract(a as Parameters<typeof client.readContract>[0]),
     verifyTypedData: (a) => client.verifyTypedData(a as Parameters<typeof client.verifyTypedData>[0]),
-    writeContract: (a) => client.writeContract(a as Parameters<typeof client.writeContract>[0]),
-    sendTransaction: (a) => client.sendTransaction(a),
+    writeContract: (a) => send(a, (nonce) => client.writeContract({ ...(a as Parameters<typeof client.writeContract>[0]), nonce })),
+    sendTransaction: (a) => send(a, (nonce) => client.sendTransaction({ ...a, nonce })),
     waitForTransactionReceipt: (a) => client.waitForTransactionReceipt(a),
     getCode: (a) => client.getCode(a),
   });
@@ -53,4 +69,10 @@ export function createFacilitatorClient(opts: FacilitatorOptions): FacilitatorCl
     // The facilitator types `network` as string; the resource server wants CAIP-2 (`a:b`), which it is.
     getSupported: async () => facilitator.getSupported() as unknown as SupportedResponse,
   };
+}
+
+/** The EIP-3009 nonce among a transferWithAuthorization call's arguments (bytes32), if any. */
+function authorizationNonce(args: unknown): string | undefined {
+  const list = (args as { args?: unknown[] } | undefined)?.args;
+  return list?.find((a): a is string => typeof a === 'string' && /^0x[0-9a-fA-F]{64}$/.test(a));
 }

@@ -1,16 +1,18 @@
 import { withTransaction, type Db, type Tx } from '../db/client.js';
 import type { PaymentRow } from '../db/schema.js';
-import { AppError, isAppError, type ErrorCode } from '../errors.js';
+import { AppError, isAppError } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { PaymentFenceError, type PaymentLifecycle } from './lifecycle.js';
+import { SERVICE_SETTLEMENT_MESSAGE, type SettlementFault } from './settlement-fault.js';
 
 /**
  * The rule for every priced route that changes state: **settle first, then commit the effect
  * together with the payment's booking**.
  *
  *  1. `check` the request against the current state: a refusal here moves no money;
- *  2. the payment becomes `settling` and is settled on chain: if that fails, nothing happened
- *     and nothing was charged;
+ *  2. the payment becomes `settling` and is settled on chain. If the payer's authorization is at
+ *     fault, nothing happened and nothing was charged (402). If the failure is ours (the node, a
+ *     nonce, gas), the recovery sweep takes the payment over at once and refunds whatever moved (503);
  *  3. one transaction applies the effect and books the payment. If the effect is refused now
  *     (the state changed since the check), the payment is refunded in full in its own
  *     transaction and the request fails with the effect's error.
@@ -19,7 +21,7 @@ import { PaymentFenceError, type PaymentLifecycle } from './lifecycle.js';
  * and refunds it. So a payer ends either served (effect + booking committed together) or
  * refunded, and an effect never exists without its payment.
  */
-export type SettleResult = { ok: true; txHash: string } | { ok: false; reason: string; code: ErrorCode };
+export type SettleResult = { ok: true; txHash: string } | { ok: false; reason: string; fault: SettlementFault };
 
 /** One verified, recorded payment of a request, and the way to settle it (no HTTP types here). */
 export interface PaidCall {
@@ -48,10 +50,7 @@ export async function payThen<T>(deps: PaidWriteDeps, paid: PaidCall | null, wri
   const { payment, owner } = paid;
   await deps.lifecycle.beginSettling(payment.id, owner);
   const settled = await paid.settle();
-  if (!settled.ok) {
-    await deps.lifecycle.fail(payment.id, owner, settled.reason);
-    throw new AppError(settled.code, `Payment settlement failed: ${settled.reason}`, { details: { reason: settled.reason } });
-  }
+  if (!settled.ok) throw await settlementFailed(deps.lifecycle, payment.id, owner, settled);
   const { txHash } = settled;
   failpoint('payment:after-settle', payment.purpose);
   try {
@@ -77,4 +76,23 @@ export async function payThen<T>(deps: PaidWriteDeps, paid: PaidCall | null, wri
 /** The same write without a payment (x402 off, or a caller inside the service): check, then apply. */
 export async function runUnpaid<T>(db: Db, write: PaidWrite<T>): Promise<T> {
   return payThen({ db, lifecycle: undefined as never }, null, write);
+}
+
+/**
+ * A settlement that failed. The payer's fault: the payment failed, nothing was charged, 402 with
+ * the reason. Ours: the payment is handed to the recovery sweep at once (it finds out on chain
+ * whether money moved, and refunds it if so), 503 retryable.
+ */
+export async function settlementFailed(
+  lifecycle: PaymentLifecycle,
+  paymentId: string,
+  owner: string,
+  settled: { reason: string; fault: SettlementFault },
+): Promise<AppError> {
+  if (settled.fault.by === 'payer') {
+    await lifecycle.fail(paymentId, owner, settled.reason);
+    return new AppError(settled.fault.code, `Payment settlement failed: ${settled.reason}`, { details: { reason: settled.reason } });
+  }
+  await lifecycle.handOver(paymentId, owner);
+  return new AppError('service_unavailable', SERVICE_SETTLEMENT_MESSAGE, { details: { payment_id: paymentId } });
 }

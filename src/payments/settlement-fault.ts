@@ -1,0 +1,34 @@
+import type { ErrorCode } from '../errors.js';
+
+/**
+ * Whose fault a failed settlement is. The facilitator re-verifies an authorization before it
+ * sends it, and names the payer's own faults (signature, amount, balance, validity window,
+ * replay, wrong network or token). Anything else (a reverted or unsent transaction, a nonce or gas
+ * problem, an unreachable node) happened on the service's side: the payer is not to blame and
+ * must not be told its payment was invalid.
+ */
+const PAYER_FAULTS: ReadonlyArray<[RegExp, ErrorCode]> = [
+  [/insufficient/, 'insufficient_funds'],
+  [/nonce_already_used|nonce.*(used|already)/, 'payment_replayed'],
+  [/value_mismatch|authorization_value|amount|no matching|value/, 'amount_mismatch'],
+  [/signature|valid_before|valid_after|recipient_mismatch|network_mismatch|scheme|token_name|token_version|unsupported_payload|simulation_failed/, 'payment_invalid'],
+];
+
+export type SettlementFault = { by: 'payer'; code: ErrorCode } | { by: 'service'; code: 'service_unavailable' };
+
+/**
+ * Only a reason code of the facilitator's (`invalid_exact_evm_…`, `insufficient_funds`) can name a
+ * payer's fault; free text is an exception from the node or the wallet ("insufficient funds for
+ * gas" is the operator wallet's, not the payer's).
+ */
+export function settlementFault(reason: string | undefined): SettlementFault {
+  const r = (reason ?? '').toLowerCase();
+  if (/^[a-z0-9_]+$/.test(r)) {
+    for (const [pattern, code] of PAYER_FAULTS) if (pattern.test(r)) return { by: 'payer', code };
+  }
+  return { by: 'service', code: 'service_unavailable' };
+}
+
+/** What the client is told when a settlement failed on our side. */
+export const SERVICE_SETTLEMENT_MESSAGE =
+  'The payment could not be settled because of a problem on our side. If any money moved it is refunded in full; retry with a new payment.';
