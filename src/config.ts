@@ -191,6 +191,29 @@ function requireRealChainSettings(env: ParsedEnv, ctx: z.RefinementCtx): void {
 const isSet = (value: unknown): value is string => typeof value === 'string' && value.length > 0;
 
 /**
+ * Roles run apart (`api`, `worker`) are several processes sharing one database and one chain, so
+ * neither may be the embedded one (a PGlite file and an anvil belong to one process); a worker
+ * also has no listener to learn the public address agents call back from.
+ */
+function requireRoleSettings(env: ParsedEnv, ctx: z.RefinementCtx): void {
+  if (env.ROLE === 'all') return;
+  const role = `ROLE=${env.ROLE}`;
+  if (!isSet(env.DATABASE_URL)) {
+    ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: `required with ${role}: API and worker processes share one Postgres database (the embedded PGlite file belongs to one process)` });
+  }
+  if (!isSet(env.CHAIN_RPC_URL)) {
+    ctx.addIssue({ code: 'custom', path: ['CHAIN_RPC_URL'], message: `required with ${role}: every process must use the same chain (the embedded anvil belongs to one process)` });
+  }
+  if (env.ROLE === 'worker' && !isSet(env.PUBLIC_BASE_URL)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['PUBLIC_BASE_URL'],
+      message: 'required with ROLE=worker: the public URL of the API, which agents call back (progress, deliver); a worker has no listener to learn it from',
+    });
+  }
+}
+
+/**
  * The resolved wallets and secret. Without CHAIN_RPC_URL (the embedded chain) anvil's well-known
  * dev accounts (escrow 1, operator 2, fees 3; chain/constants.ts) and a dev callback secret fill
  * what is not set; with it, requireRealChainSettings has made sure everything is set.
@@ -223,6 +246,7 @@ function resolveChainSettings(env: ParsedEnv): ResolvedEnv {
 /** The environment's schema: each variable's own rules, the real chain's requirements, then the resolved wallets. */
 export const configSchema = configObject
   .superRefine(requireRealChainSettings, { when: () => true })
+  .superRefine(requireRoleSettings, { when: () => true })
   .transform(resolveChainSettings);
 
 export type Config = z.output<typeof configSchema>;

@@ -164,4 +164,20 @@ describe('configuration', () => {
       );
     });
   });
+
+  it('refuses roles run apart without a shared database and chain, and a worker without its public URL, naming each', () => {
+    expect(() => loadConfig({ ROLE: 'api' })).toThrow(/DATABASE_URL: required with ROLE=api[\s\S]*CHAIN_RPC_URL: required with ROLE=api/);
+    const shared = {
+      DATABASE_URL: 'postgres://u@db:5432/escrow',
+      CHAIN_RPC_URL: 'https://base.example',
+      ESCROW_PRIVATE_KEY: `0x${'11'.repeat(32)}`,
+      OPERATOR_PRIVATE_KEY: `0x${'22'.repeat(32)}`,
+      FEE_ADDRESS: `0x${'33'.repeat(20)}`,
+      CALLBACK_SIGNING_SECRET: 'a-callback-secret-of-at-least-32-characters',
+    };
+    expect(loadConfig({ ...shared, ROLE: 'api' }).ROLE).toBe('api');
+    expect(() => loadConfig({ ...shared, ROLE: 'worker' })).toThrow(/PUBLIC_BASE_URL: required with ROLE=worker/);
+    expect(loadConfig({ ...shared, ROLE: 'worker', PUBLIC_BASE_URL: 'https://api.example.com' }).ROLE).toBe('worker');
+    expect(() => loadConfig({ DISPATCH_LEASE_MS: '4000', DISPATCH_HEARTBEAT_MS: '3000' })).toThrow(/DISPATCH_HEARTBEAT_MS: must be at most half/);
+  });
 });

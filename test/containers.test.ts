@@ -119,6 +119,35 @@ describe('docker-compose.yml', () => {
   });
 });
 
+describe('docker-compose.yml scale-out profile', () => {
+  const compose = loadCompose();
+  const chain = {
+    CHAIN_RPC_URL: 'https://base.example',
+    ESCROW_PRIVATE_KEY: `0x${'11'.repeat(32)}`,
+    OPERATOR_PRIVATE_KEY: `0x${'22'.repeat(32)}`,
+    FEE_ADDRESS: `0x${'33'.repeat(20)}`,
+    CALLBACK_SIGNING_SECRET: 'a-callback-secret-of-at-least-32-characters',
+  };
+  const roleOf = (s: ComposeService & { command?: string[] }) => s.command?.[s.command.indexOf('--role') + 1];
+
+  it('runs api and worker replicas of the same image and environment, each with its --role', () => {
+    for (const [name, role] of [['api', 'api'], ['worker', 'worker']] as const) {
+      const s = service(compose, name) as ComposeService & { command?: string[]; deploy?: { replicas?: number }; profiles?: string[] };
+      expect(roleOf(s)).toBe(role);
+      expect(s.deploy?.replicas).toBeGreaterThanOrEqual(2);
+      expect(s.profiles).toEqual(['scale-out']);
+      expect(serviceEnv(s)).toEqual(serviceEnv(service(compose, 'app')));
+      const config = loadConfig({ ...serviceEnv(s, chain), ROLE: role });
+      expect(config.ROLE).toBe(role);
+    }
+  });
+
+  it('a worker refuses to start without a real chain, naming the setting', () => {
+    const worker = service(compose, 'worker');
+    expect(() => loadConfig({ ...serviceEnv(worker), ROLE: 'worker' })).toThrow(/CHAIN_RPC_URL: required with ROLE=worker/);
+  });
+});
+
 describe('compose interpolation (as used above)', () => {
   it('resolves defaults, set values and escapes', () => {
     expect(interpolate('a${X:-d}b')).toBe('adb');

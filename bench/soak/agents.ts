@@ -9,6 +9,11 @@
  *   a kill lands, re-run by the restarted dispatcher once the lease expires;
  * - `async`: answers 202, then delivers through `POST /v1/tasks/{id}/deliver` signed by its
  *   owner (SIWE), retrying while the service is down.
+ *
+ * Other benches pass their own roster (kinds may repeat) and may use two more kinds the soak does
+ * not hire (bench/scale-out.ts):
+ * - `steady`: answers 200 with the result after 0.2–0.8 s of "work";
+ * - `flaky`: answers 503 to 20 % of its briefs (the dispatcher retries), otherwise as `steady`.
  */
 import type { Address } from 'viem';
 import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
@@ -16,8 +21,10 @@ import { signInHeader } from '../../src/auth/siwe-client.js';
 import { AgentServer, type AgentReply, type Received } from '../../test/helpers/agent-server.js';
 import { mulberry32, seedOf } from './prng.js';
 
+/** The soak's roster: one agent of each. */
 export const AGENT_KINDS = ['instant', 'fail', 'slow', 'async'] as const;
-export type AgentKind = (typeof AGENT_KINDS)[number];
+export const EXTRA_KINDS = ['steady', 'flaky'] as const;
+export type AgentKind = (typeof AGENT_KINDS)[number] | (typeof EXTRA_KINDS)[number];
 
 export interface SoakAgent {
   kind: AgentKind;
@@ -47,7 +54,9 @@ const resultOf = (taskId: string, how: string) => ({
 });
 
 export class SoakAgents {
+  /** The first agent of each kind in the roster. */
   readonly byKind = new Map<AgentKind, SoakAgent>();
+  private readonly agents: SoakAgent[] = [];
   readonly stats: AgentCallStats = { briefs: {}, progressPosted: 0, delivered: 0, deliverRefused: {}, deliverGaveUp: 0, serverErrors: [] };
   private readonly pending = new Set<Promise<void>>();
   private readonly abort = new AbortController();
@@ -56,20 +65,24 @@ export class SoakAgents {
     private readonly seed: number,
     /** The service's origin and SIWE domain (fixed for the whole run). */
     private readonly service: { baseUrl: string; domain: string },
+    /** One agent per entry, in this order (default: the soak's AGENT_KINDS). */
+    private readonly roster: readonly AgentKind[] = AGENT_KINDS,
   ) {}
 
   async start(): Promise<this> {
-    for (const kind of AGENT_KINDS) {
+    for (const kind of this.roster) {
       const owner = privateKeyToAccount(generatePrivateKey());
       const payout = privateKeyToAccount(generatePrivateKey()).address;
       const server = await new AgentServer(SECRET, (r) => this.answer(kind, owner, r)).start();
-      this.byKind.set(kind, { kind, id: '', owner, payout, server });
+      const agent: SoakAgent = { kind, id: '', owner, payout, server };
+      this.agents.push(agent);
+      if (!this.byKind.has(kind)) this.byKind.set(kind, agent);
     }
     return this;
   }
 
   get all(): SoakAgent[] {
-    return [...this.byKind.values()];
+    return [...this.agents];
   }
 
   agent(kind: AgentKind): SoakAgent {
@@ -82,12 +95,13 @@ export class SoakAgents {
 
   /** Registers every agent (signed by its owner); throws unless each gets 201. */
   async register(): Promise<void> {
-    for (const agent of this.all) {
+    for (const [i, agent] of this.all.entries()) {
+      const nth = this.all.filter((a) => a.kind === agent.kind).length > 1 ? ` ${i + 1}` : '';
       const res = await fetch(`${this.service.baseUrl}/v1/agents`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: await this.signIn(agent.owner) },
         body: JSON.stringify({
-          name: `Soak ${agent.kind}`,
+          name: `Soak ${agent.kind}${nth}`,
           description: `A ${agent.kind} webhook agent of the crash-point soak`,
           capabilities: ['soak', agent.kind],
           pricing: { base_rate: '1000' },
@@ -140,6 +154,11 @@ export class SoakAgents {
         }
         return { status: 202, body: {} };
       }
+      case 'steady':
+      case 'flaky':
+        if (kind === 'flaky' && rng.chance(0.2)) return { status: 503, body: { error: 'flaky: try again' } };
+        await sleep(rng.int(200, 800));
+        return { status: 200, body: resultOf(r.taskId, kind) };
     }
   }
 

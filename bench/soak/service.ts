@@ -73,10 +73,23 @@ export async function startSoakService(
   figures: LogFigures,
   timeoutMs = 60_000,
 ): Promise<SoakService> {
-  const proc = await startService(soakEnv(s, failpoints), timeoutMs);
-  const logFile = path.join(s.logDir, `${name}.log`);
+  return startLoggedService(soakEnv(s, failpoints), path.join(s.logDir, `${name}.log`), failpoints ? `# FAILPOINTS=${failpoints}` : undefined, figures, timeoutMs);
+}
+
+/**
+ * Starts a service process on `env` (any role) whose output goes to `logFile` (after `header`, if
+ * given); `figures` accumulates what its log says. Also used by bench/scale-out.
+ */
+export async function startLoggedService(
+  env: Record<string, string>,
+  logFile: string,
+  header: string | undefined,
+  figures: LogFigures,
+  timeoutMs = 60_000,
+): Promise<SoakService> {
+  const proc = await startService(env, timeoutMs);
   const out: WriteStream = createWriteStream(logFile);
-  if (failpoints) out.write(`# FAILPOINTS=${failpoints}\n`);
+  if (header) out.write(`${header}\n`);
   const seen = proc.output.slice();
   const onLine = (line: string) => {
     out.write(`${line}\n`);

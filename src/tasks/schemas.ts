@@ -251,7 +251,10 @@ export const TaskFunded = z
     escrow_address: WalletAddress,
     tx_hash: z.string().meta({ description: 'The settlement transaction that moved the USDC into escrow' }),
     status: TaskStatusEnum,
-    agent_notified: z.boolean().meta({ description: 'Whether the agent has been handed the task yet' }),
+    agent_notified: z.boolean().meta({
+      description:
+        'Whether the agent has been handed the task yet: false in this answer, since the dispatcher briefs the agent right after the funding commits; the task status shows when it runs',
+    }),
   })
   .meta({
     id: 'TaskFunded',
