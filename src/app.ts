@@ -168,9 +168,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   };
   const app = Fastify(options);
   const services = createServices(config, database.db, clock);
-  const x402 = config.X402_ENABLED ? x402Options(config, deps, services, app.log) : null;
   const rpcUrl = deps.chainRpcUrl ?? config.CHAIN_RPC_URL;
   const escrow = rpcUrl ? createEscrowRuntime(config, rpcUrl) : undefined;
+  const x402 = config.X402_ENABLED ? { ...x402Options(config, deps, services, app.log), chain: escrow?.usdc } : null;
   app.decorate('escrow', escrow);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

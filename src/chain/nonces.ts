@@ -38,15 +38,19 @@ export class SendLane {
     private readonly db: Db,
     /** Lower-case address of the sending wallet. */
     readonly wallet: string,
-    /** The chain's pending transaction count of the wallet. */
-    private readonly pendingNonce: () => Promise<number>,
   ) {}
 
-  /** Runs `send(nonce)` alone among all senders of this wallet; resolves with what it returns. */
-  send<T>(send: (nonce: number) => Promise<T>): Promise<T> {
+  /**
+   * Runs `send(nonce)` alone among all senders of this wallet; resolves with what it returns.
+   * `chainPending` is the chain's pending transaction count of the wallet, read before the turn
+   * (a count a little stale only defers to the stored nonce). Keep `send` to signing and one
+   * broadcast: everything slower (gas estimation, fees) belongs before the turn.
+   */
+  send<T>(chainPending: Promise<number>, send: (nonce: number) => Promise<T>): Promise<T> {
+    chainPending.catch(() => undefined); // awaited in the turn; never an unhandled rejection meanwhile
     const run = this.tail.then(() =>
       // No retry of the transaction: `send` may already have reached the node.
-      withTransaction(this.db, async (tx) => send(await allocateNonce(tx, this.wallet, await this.pendingNonce())), 0),
+      withTransaction(this.db, async (tx) => send(await allocateNonce(tx, this.wallet, await chainPending)), 0),
     );
     this.tail = run.catch(() => undefined);
     return run;

@@ -8,7 +8,8 @@ import {
   type x402ResourceServer,
 } from '@x402/core/server';
 import type { PaymentPayload, PaymentRequirements } from '@x402/core/types';
-import { getAddress, type Address } from 'viem';
+import { getAddress, type Address, type Hex } from 'viem';
+import type { AuthorizationProbe } from '../payments/recovery.js';
 import type { ChainTarget } from '../chain/wallets.js';
 import { AppError, type ErrorCode } from '../errors.js';
 import { createHash } from 'node:crypto';
@@ -16,7 +17,7 @@ import type { PaymentRow } from '../db/schema.js';
 import { withTransaction } from '../db/client.js';
 import type { PaymentLifecycle } from '../payments/lifecycle.js';
 import { settlementFailed, type PaidCall, type SettleResult } from '../payments/paid-write.js';
-import { settlementFault } from '../payments/settlement-fault.js';
+import { judgeSettlement, settlementFault, type SettlementProbe } from '../payments/settlement-fault.js';
 import { describeError } from '../net/redact.js';
 import { replayStored, requestHash, storedResponse } from './idempotency.js';
 import type { PriceBook, PriceName } from '../payments/prices.js';
@@ -45,6 +46,8 @@ export interface X402Options {
   prices: PriceBook;
   maxTimeoutSeconds: number;
   lifecycle: PaymentLifecycle;
+  /** Reads authorizations on chain (absent without a chain: a failed settlement is then ours). */
+  chain?: Pick<AuthorizationProbe, 'authorizationState'> | undefined;
   /** Dynamic terms of a route (funding: the escrow amount plus the fee, paid to the escrow wallet). */
   dynamic?: Partial<Record<PriceName, (request: FastifyRequest) => { amount: bigint; payTo: Address }>>;
 }
@@ -55,6 +58,8 @@ export interface VerifiedPayment {
   payload: PaymentPayload;
   requirements: PaymentRequirements;
   declaredExtensions: Record<string, unknown> | undefined;
+  /** Asks the chain and the facilitator about this payment when its settlement failed. */
+  probe: SettlementProbe;
   row: PaymentRow;
   /** The handler took the payment over (paidCall): onSend does not settle it. */
   handled: boolean;
@@ -135,7 +140,7 @@ async function settleVerified(payment: VerifiedPayment, reply: FastifyReply): Pr
     return { ok: true, txHash: result.transaction };
   }
   const reason = result.errorReason ?? 'settlement failed';
-  const fault = settlementFault(reason);
+  const fault = await judgeSettlement(reason, payment.probe);
   if (fault.by === 'service') {
     reply.request.log.error(
       { payment: payment.row.id, authorization: payment.row.authorizationNonce, reason: describeError(reason) },
@@ -261,6 +266,13 @@ export const x402Plugin = fp(
         payload: result.paymentPayload,
         requirements: result.paymentRequirements,
         declaredExtensions: result.declaredExtensions,
+        probe: {
+          authorizationUsed: () => (opts.chain ? opts.chain.authorizationState(payer, authorization.nonce as Hex) : Promise.reject(new Error('no chain reader'))),
+          reverify: async () => {
+            const now = await opts.resourceServer.verifyPayment(result.paymentPayload, result.paymentRequirements);
+            return now.isValid ? null : (now.invalidReason ?? 'invalid');
+          },
+        },
         row,
         handled: false,
       };

@@ -3,7 +3,18 @@ import type { SupportedResponse } from '@x402/core/types';
 import { x402Facilitator } from '@x402/core/facilitator';
 import { toFacilitatorEvmSigner } from '@x402/evm';
 import { registerExactEvmScheme } from '@x402/evm/exact/facilitator';
-import { createWalletClient, http, publicActions, type Chain, type Hex } from 'viem';
+import {
+  BaseError,
+  ContractFunctionRevertedError,
+  createWalletClient,
+  encodeFunctionData,
+  ExecutionRevertedError,
+  http,
+  publicActions,
+  type Address,
+  type Chain,
+  type Hex,
+} from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { base, baseSepolia } from 'viem/chains';
 import { SendLane } from '../chain/nonces.js';
@@ -41,23 +52,33 @@ export function createFacilitatorClient(opts: FacilitatorOptions): FacilitatorCl
     transport: http(opts.rpcUrl),
   }).extend(publicActions);
   // Every API process settles from this one key: nonces come from the database, one send at a
-  // time per wallet across processes (chain/nonces.ts), never from a per-process counter.
-  const lane = new SendLane(opts.db, client.account.address.toLowerCase(), () =>
-    client.getTransactionCount({ address: client.account.address, blockTag: 'pending' }),
-  );
-  // The facilitator turns a send's exception into a reason code; the cause is logged here, with the
-  // authorization's nonce, which the request's own error line carries too.
-  const send = <T>(args: unknown, run: (nonce: number) => Promise<T>): Promise<T> =>
-    lane.send(run).catch((err: unknown) => {
+  // time per wallet across processes (chain/nonces.ts), never from a per-process counter. Gas and
+  // fees are prepared before the turn; a turn only signs and broadcasts.
+  const lane = new SendLane(opts.db, client.account.address.toLowerCase());
+  const send = async (call: { to: Address; data?: Hex | undefined; value?: bigint | undefined }, args: unknown): Promise<Hex> => {
+    const pending = client.getTransactionCount({ address: client.account.address, blockTag: 'pending' });
+    try {
+      const request = await client.prepareTransactionRequest({ ...call, parameters: ['fees', 'gas', 'type', 'chainId'] });
+      return await lane.send(pending, async (nonce) =>
+        client.sendRawTransaction({ serializedTransaction: await client.signTransaction({ ...request, nonce } as Parameters<typeof client.signTransaction>[0]) }),
+      );
+    } catch (err) {
+      // The facilitator turns a send's exception into a reason code; the cause is logged here, with
+      // the authorization's nonce, which the request's own error line carries too.
       opts.log?.error({ authorization: authorizationNonce(args), cause: describeError(err) }, 'x402 facilitator: the operator wallet could not send a settlement');
-      throw err;
-    });
+      // A revert names the authorization's fault (used, expired, the payer's balance): the
+      // facilitator reads it. Anything else is the operator wallet's or the node's, and must not
+      // read like the payer's ("insufficient funds for gas" is ours).
+      if (err instanceof BaseError && err.walk((e) => e instanceof ExecutionRevertedError || e instanceof ContractFunctionRevertedError)) throw err;
+      throw new Error('The operator wallet could not send the settlement');
+    }
+  };
   const signer = toFacilitatorEvmSigner({
     address: client.account.address,
     readContract: (a) => client.readContract(a as Parameters<typeof client.readContract>[0]),
     verifyTypedData: (a) => client.verifyTypedData(a as Parameters<typeof client.verifyTypedData>[0]),
-    writeContract: (a) => send(a, (nonce) => client.writeContract({ ...(a as Parameters<typeof client.writeContract>[0]), nonce })),
-    sendTransaction: (a) => send(a, (nonce) => client.sendTransaction({ ...a, nonce })),
+    writeContract: (a) => send({ to: a.address, data: encodeFunctionData({ abi: a.abi, functionName: a.functionName, args: a.args } as Parameters<typeof encodeFunctionData>[0]) }, a),
+    sendTransaction: (a) => send({ to: a.to, data: a.data }, a),
     waitForTransactionReceipt: (a) => client.waitForTransactionReceipt(a),
     getCode: (a) => client.getCode(a),
   });

@@ -29,6 +29,35 @@ export function settlementFault(reason: string | undefined): SettlementFault {
   return { by: 'service', code: 'service_unavailable' };
 }
 
+/** What `judgeSettlement` may ask about the failed payment. */
+export interface SettlementProbe {
+  /** Whether the payment's EIP-3009 authorization is used on chain (its money moved). */
+  authorizationUsed(): Promise<boolean>;
+  /** The facilitator's verification of the payment now: null when it passes, else its reason. */
+  reverify(): Promise<string | null>;
+}
+
+/**
+ * Whose fault a failed settlement is, asking the chain when the facilitator's reason does not say.
+ * A reverted or unsent transaction may still be the payer's doing (its balance spent by a
+ * concurrent payment): when the authorization did not move money and re-verifying it now names a
+ * payer's fault, the payer is told (402). Money that moved, a probe that fails, or a payment that
+ * still verifies: ours (503, the sweep resolves it).
+ */
+export async function judgeSettlement(reason: string, probe: SettlementProbe): Promise<SettlementFault> {
+  const first = settlementFault(reason);
+  if (first.by === 'payer') return first;
+  try {
+    if (await probe.authorizationUsed()) return first;
+    const now = await probe.reverify();
+    const fault = now === null ? null : settlementFault(now);
+    if (fault?.by === 'payer' && fault.code !== 'payment_replayed') return fault;
+  } catch {
+    // the chain cannot be asked now: the sweep will
+  }
+  return first;
+}
+
 /** What the client is told when a settlement failed on our side. */
 export const SERVICE_SETTLEMENT_MESSAGE =
   'The payment could not be settled because of a problem on our side. If any money moved it is refunded in full; retry with a new payment.';

@@ -17,7 +17,7 @@ import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../../src/c
 import { loadConfig } from '../../src/config.js';
 import { payments } from '../../src/db/schema.js';
 import { PaymentRecovery } from '../../src/payments/recovery.js';
-import { settlementFault } from '../../src/payments/settlement-fault.js';
+import { judgeSettlement, settlementFault } from '../../src/payments/settlement-fault.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { x402ClientFor } from '../helpers/paid.js';
 
@@ -37,6 +37,23 @@ describe('whose fault a failed settlement is', () => {
     ['HTTP request failed. URL: http://127.0.0.1:8545', 'service', 'service_unavailable'],
   ])('%s → %s', (reason, by, code) => {
     expect(settlementFault(reason)).toEqual({ by, code });
+  });
+});
+
+describe('judging a settlement the facilitator blames on the transaction', () => {
+  const reverted = 'invalid_exact_evm_transaction_failed';
+  it('the payer, when nothing moved and the payment no longer verifies for the payer’s reason (its balance was spent meanwhile)', async () => {
+    const fault = await judgeSettlement(reverted, { authorizationUsed: async () => false, reverify: async () => 'invalid_exact_evm_insufficient_balance' });
+    expect(fault).toEqual({ by: 'payer', code: 'insufficient_funds' });
+  });
+  it('ours, when the money moved, when it still verifies, when the chain cannot be asked, or for a replay seen only now', async () => {
+    const cases = [
+      { authorizationUsed: async () => true, reverify: async () => 'invalid_exact_evm_insufficient_balance' },
+      { authorizationUsed: async () => false, reverify: async () => null },
+      { authorizationUsed: async () => Promise.reject(new Error('rpc down')), reverify: async () => null },
+      { authorizationUsed: async () => false, reverify: async () => 'invalid_exact_evm_nonce_already_used' },
+    ];
+    for (const probe of cases) expect(await judgeSettlement(reverted, probe)).toEqual({ by: 'service', code: 'service_unavailable' });
   });
 });
 
