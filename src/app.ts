@@ -3,12 +3,14 @@ import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod
 import { AgentsService } from './agents/service.js';
 import { payoutRules } from './agents/payout.js';
 import { SiweVerifier, siweDomain } from './auth/siwe.js';
+import { bearerToken, SessionService, sessionKey } from './auth/session.js';
 import { chainTarget, resolveWallets } from './chain/wallets.js';
 import { x402ResourceServer, type FacilitatorClient } from '@x402/core/server';
 import { PaymentLifecycle } from './payments/lifecycle.js';
 import type { PaidWriteDeps } from './payments/paid-write.js';
 import { registerExactEvmScheme as registerExactEvmServerScheme } from '@x402/evm/exact/server';
 import { x402Plugin, type X402Options } from './http/x402.js';
+import { taskEventRoutes } from './routes/v1/task-events.js';
 import { createFacilitatorClient } from './payments/facilitator.js';
 import { fundingPrice, priceBook, type PriceBook } from './payments/prices.js';
 import { PaymentsService } from './payments/service.js';
@@ -28,6 +30,7 @@ import { healthRoutes } from './routes/health.js';
 import { agentRoutes } from './routes/v1/agents.js';
 import { taskRoutes } from './routes/v1/tasks.js';
 import { receiptRoutes } from './routes/v1/receipts.js';
+import { sessionRoutes } from './routes/v1/sessions.js';
 import { devRoutes, type DevFaucet } from './routes/dev.js';
 import { adminRoutes } from './routes/v1/admin.js';
 import { createEscrowRuntime, type EscrowRuntime } from './escrow/runtime.js';
@@ -59,6 +62,8 @@ export interface Services {
   /** What the service itself does to tasks (funding effect, dispatcher, maintenance). */
   taskLifecycle: TaskLifecycle;
   siwe: SiweVerifier;
+  /** Session tokens started from a SIWE sign-in (auth/session.ts). */
+  sessions: SessionService;
   /** Receipts. */
   payments: PaymentsService;
   paymentLifecycle: PaymentLifecycle;
@@ -103,19 +108,29 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
     },
   };
   const taskLifecycle = new TaskLifecycle(taskDeps);
-  return {
-    agents,
-    tasks: new TaskClient(taskDeps, taskLifecycle),
-    provider: new TaskProvider(taskDeps, taskLifecycle),
-    taskLifecycle,
-    siwe: new SiweVerifier({
+  const signInVerifier = (maxAgeSeconds: number) =>
+    new SiweVerifier({
       db,
       clock,
       // From configuration only (AUTH_DOMAIN, PUBLIC_BASE_URL, or the dev listening origin), never from a request.
       domain: signIn.domain,
       domainFromListener: signIn.source === 'listener',
       chainId: chainTarget(config).chainId,
-      maxAgeSeconds: config.AUTH_MAX_AGE_SECONDS,
+      maxAgeSeconds,
+    });
+  return {
+    agents,
+    tasks: new TaskClient(taskDeps, taskLifecycle),
+    provider: new TaskProvider(taskDeps, taskLifecycle),
+    taskLifecycle,
+    siwe: signInVerifier(config.AUTH_MAX_AGE_SECONDS),
+    sessions: new SessionService({
+      db,
+      clock,
+      key: sessionKey(config),
+      ttlSeconds: config.SESSION_TTL_SECONDS,
+      // A message that starts a session may be valid as long as the session it asks for (SESSION_TTL_SECONDS).
+      signIn: signInVerifier(Math.max(config.AUTH_MAX_AGE_SECONDS, config.SESSION_TTL_SECONDS)),
     }),
     payments: new PaymentsService(db),
     paymentLifecycle: new PaymentLifecycle(db, clock, { escrow: wallets.escrowAddress, fee: wallets.feeAddress }, config.PAYMENT_LEASE_MS),
@@ -221,10 +236,23 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return { address: signIn.address, via: 'siwe' };
     },
   });
+  app.addCallerSource({
+    name: 'session',
+    resolve: async (request) => {
+      const token = bearerToken(request.headers.authorization);
+      if (token === null) return null;
+      const session = await app.services.sessions.authenticate(token);
+      return { address: session.address, via: 'session' };
+    },
+  });
   // Dev-mode default domain (the listening origin): with PORT=0 the port is known only now.
   app.addHook('onListen', async () => {
     const address = app.server.address();
-    if (address && typeof address === 'object') app.services.siwe.listeningOn(publicBaseUrl({ ...config, PORT: address.port }));
+    if (address && typeof address === 'object') {
+      const origin = publicBaseUrl({ ...config, PORT: address.port });
+      app.services.siwe.listeningOn(origin);
+      app.services.sessions.listeningOn(origin);
+    }
   });
   if (x402) await app.register(x402Plugin, x402);
   await app.register(idempotencyPlugin, { db: database.db, clock, ttlSeconds: config.IDEMPOTENCY_TTL_SECONDS });
@@ -232,7 +260,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(healthRoutes);
   await app.register(agentRoutes);
   await app.register(taskRoutes);
+  await app.register(taskEventRoutes);
   await app.register(receiptRoutes);
+  await app.register(sessionRoutes);
   if (deps.devFaucet) await app.register(devRoutes, { faucet: deps.devFaucet });
   if (config.ADMIN_API_KEY) await app.register(adminRoutes, { apiKey: config.ADMIN_API_KEY, escrow });
   return app;

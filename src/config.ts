@@ -31,6 +31,13 @@ const configObject = z.object({
   AUTH_DOMAIN: z.string().min(1).optional(),
   /** Longest lifetime a signed sign-in message may have, in seconds. */
   AUTH_MAX_AGE_SECONDS: z.coerce.number().int().min(10).max(86_400).default(600),
+  /**
+   * HMAC key (HS256) of session tokens (POST /v1/auth/session), at least 32 characters, the same in
+   * every process. Required with CHAIN_RPC_URL; dev mode without it: a random key per process.
+   */
+  SESSION_SECRET: z.string().min(32).optional(),
+  /** Longest lifetime of a session token, in seconds (never past its sign-in message's expiration time). */
+  SESSION_TTL_SECONDS: z.coerce.number().int().min(60).max(86_400).default(900),
 
   /** How long a created task may stay unfunded before it expires. */
   TASK_FUNDING_WINDOW_SECONDS: z.coerce.number().int().min(60).max(30 * 86_400).default(3600),
@@ -121,6 +128,12 @@ const configObject = z.object({
   PRICE_CANCEL_TASK: atomic.default(2000n),
   PRICE_DISPUTE_TASK: atomic.default(5000n),
   PRICE_CLAIM_TASK: atomic.default(2000n),
+  /** One task's event stream, paid once (a poll costs PRICE_TASK_STATUS). */
+  PRICE_TASK_EVENTS: atomic.default(5000n),
+  /** A comment line on every open event stream this often, so proxies keep it open. */
+  EVENT_STREAM_HEARTBEAT_MS: z.coerce.number().int().min(50).max(120_000).default(15_000),
+  /** A dropped stream resumes with Last-Event-ID, without paying again, within this long of its last event. */
+  EVENT_STREAM_RESUME_SECONDS: z.coerce.number().int().min(10).max(86_400).default(600),
 
   RATE_LIMIT_MAX: z.coerce.number().int().min(1).default(600),
   RATE_LIMIT_WINDOW_MS: z.coerce.number().int().min(1000).default(60_000),
@@ -186,6 +199,24 @@ function requireRealChainSettings(env: ParsedEnv, ctx: z.RefinementCtx): void {
   if (isSet(env.CALLBACK_SIGNING_SECRET) && env.CALLBACK_SIGNING_SECRET.startsWith('dev-')) {
     ctx.addIssue({ code: 'custom', path: ['CALLBACK_SIGNING_SECRET'], message: 'set your own secret (at least 32 characters) with a real chain, not a dev value' });
   }
+  // Session tokens are verified by whichever API replica a request reaches: one key for all, never a per-process one.
+  if (!isSet(env.SESSION_SECRET)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['SESSION_SECRET'],
+      message: 'required with CHAIN_RPC_URL (a real chain): the key of session tokens (at least 32 characters), the same in every API replica',
+    });
+  }
+}
+
+/**
+ * Callback receivers know CALLBACK_SIGNING_SECRET (they verify with it): as the session key it would
+ * let any of them mint session tokens for any wallet.
+ */
+function requireDistinctSessionSecret(env: ParsedEnv, ctx: z.RefinementCtx): void {
+  if (isSet(env.SESSION_SECRET) && env.SESSION_SECRET === env.CALLBACK_SIGNING_SECRET) {
+    ctx.addIssue({ code: 'custom', path: ['SESSION_SECRET'], message: 'must differ from CALLBACK_SIGNING_SECRET (callback receivers know that one)' });
+  }
 }
 
 const isSet = (value: unknown): value is string => typeof value === 'string' && value.length > 0;
@@ -247,6 +278,7 @@ function resolveChainSettings(env: ParsedEnv): ResolvedEnv {
 export const configSchema = configObject
   .superRefine(requireRealChainSettings, { when: () => true })
   .superRefine(requireRoleSettings, { when: () => true })
+  .superRefine(requireDistinctSessionSecret)
   .transform(resolveChainSettings);
 
 export type Config = z.output<typeof configSchema>;
@@ -271,6 +303,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   const cfg = parsed.data;
+  if (cfg.EVENT_STREAM_HEARTBEAT_MS >= cfg.REQUEST_TIMEOUT_MS) {
+    throw new ConfigError('Invalid configuration:\n  EVENT_STREAM_HEARTBEAT_MS: must be below REQUEST_TIMEOUT_MS, or idle event streams are cut');
+  }
   if (cfg.DISPATCH_HEARTBEAT_MS * 2 > cfg.DISPATCH_LEASE_MS) {
     throw new ConfigError('Invalid configuration:\n  DISPATCH_HEARTBEAT_MS: must be at most half of DISPATCH_LEASE_MS, so that one late heartbeat does not lose a lease');
   }

@@ -49,6 +49,9 @@ export const errorCodes = {
   invalid_signature: { status: 401, type: 'authentication_error', retryable: false },
   signature_expired: { status: 401, type: 'authentication_error', retryable: false },
   signature_replayed: { status: 401, type: 'authentication_error', retryable: false },
+  // session tokens (auth/session.ts): sign in again
+  session_expired: { status: 401, type: 'authentication_error', retryable: false },
+  session_revoked: { status: 401, type: 'authentication_error', retryable: false },
   forbidden: { status: 403, type: 'permission_error', retryable: false },
   // resources and state
   not_found: { status: 404, type: 'not_found_error', retryable: false },

@@ -36,7 +36,8 @@ export async function runMaintenance(db: Db, clock: Clock, services: Services): 
   }
   const timedOutTasks = await services.taskLifecycle.failOverdue();
   const releasedEscrows = await services.taskLifecycle.releaseDue();
-  const purgedNonces = await services.siwe.purgeExpired();
+  // Spent sign-in nonces and the ids of revoked session tokens, once they can no longer be used.
+  const purgedNonces = (await services.siwe.purgeExpired()) + (await services.sessions.purgeExpired());
   const purged = await db.delete(idempotencyKeys).where(lt(idempotencyKeys.expiresAt, now)).returning({ key: idempotencyKeys.key });
   return { expiredTasks, timedOutTasks, releasedEscrows, purgedNonces, purgedIdempotencyKeys: purged.length };
 }

@@ -42,6 +42,7 @@ describe('configuration', () => {
       OPERATOR_PRIVATE_KEY: `0x${'2'.repeat(64)}`,
       FEE_ADDRESS: '0x000000000000000000000000000000000000fEE0',
       CALLBACK_SIGNING_SECRET: 'a-production-callback-secret-0123456789',
+      SESSION_SECRET: 'a-production-session-secret-0123456789',
     });
     expect(chainTarget(config)).toEqual({ chainId: 84532, network: 'eip155:84532', usdc: BASE_SEPOLIA_USDC, usdcDomain: { name: 'USDC', version: '2' } });
     expect(chainTarget(loadConfig({})).usdc).toBe(BASE_USDC);
@@ -59,6 +60,7 @@ describe('configuration', () => {
       OPERATOR_PRIVATE_KEY: `0x${'2'.repeat(64)}`,
       FEE_ADDRESS: '0x000000000000000000000000000000000000fEE0',
       CALLBACK_SIGNING_SECRET: 'a-production-callback-secret-0123456789',
+      SESSION_SECRET: 'a-production-session-secret-0123456789',
     } as const;
     const without = (name: keyof typeof realChain, extra: Record<string, string> = {}) => {
       const env: Record<string, string> = { ...realChain, ...extra };
@@ -75,7 +77,7 @@ describe('configuration', () => {
       throw new Error('loadConfig accepted the environment');
     };
 
-    it.each(['ESCROW_PRIVATE_KEY', 'FEE_ADDRESS', 'OPERATOR_PRIVATE_KEY', 'CALLBACK_SIGNING_SECRET'] as const)(
+    it.each(['ESCROW_PRIVATE_KEY', 'FEE_ADDRESS', 'OPERATOR_PRIVATE_KEY', 'CALLBACK_SIGNING_SECRET', 'SESSION_SECRET'] as const)(
       'refuses to start without %s, naming it and only it',
       (name) => {
         const message = configError(without(name));
@@ -93,7 +95,7 @@ describe('configuration', () => {
       for (const env of envs) {
         const message = configError(env);
         if (env.PORT) expect(message).toMatch(/^  PORT:/m);
-        for (const name of ['ESCROW_PRIVATE_KEY', 'FEE_ADDRESS', 'OPERATOR_PRIVATE_KEY', 'CALLBACK_SIGNING_SECRET']) {
+        for (const name of ['ESCROW_PRIVATE_KEY', 'FEE_ADDRESS', 'OPERATOR_PRIVATE_KEY', 'CALLBACK_SIGNING_SECRET', 'SESSION_SECRET']) {
           expect(message).toMatch(new RegExp(`^  ${name}: required with CHAIN_RPC_URL`, 'm'));
         }
       }
@@ -103,6 +105,14 @@ describe('configuration', () => {
       const config = loadConfig(without('OPERATOR_PRIVATE_KEY', { FACILITATOR_URL: 'https://facilitator.example' }));
       expect(config.OPERATOR_PRIVATE_KEY).toBeUndefined();
       expect(resolveWallets(config).operatorKey).toBeUndefined();
+    });
+
+    it('refuses a session secret that is the callback secret (callback receivers know that one), or shorter than 32 characters', () => {
+      expect(configError({ ...realChain, SESSION_SECRET: realChain.CALLBACK_SIGNING_SECRET })).toMatch(/^  SESSION_SECRET: must differ from CALLBACK_SIGNING_SECRET/m);
+      const short = configError({ ...realChain, SESSION_SECRET: 'short-secret' });
+      expect(short).toMatch(/^  SESSION_SECRET:/m);
+      expect(short).not.toContain('short-secret');
+      expect(loadConfig(realChain).SESSION_SECRET).toBe(realChain.SESSION_SECRET);
     });
 
     it('refuses the dev callback secret', () => {
@@ -120,6 +130,16 @@ describe('configuration', () => {
       const devKeys = new Set(ANVIL_ACCOUNTS.map((a) => a.privateKey));
       expect(devKeys.has(wallets.escrowKey)).toBe(false);
       expect(devKeys.has(wallets.operatorKey!)).toBe(false);
+    });
+  });
+
+  describe('sessions', () => {
+    it('default to 900 s tokens, bounded 60 s to a day, and need no secret in dev mode (each process makes its own)', () => {
+      const config = loadConfig({});
+      expect(config.SESSION_TTL_SECONDS).toBe(900);
+      expect(config.SESSION_SECRET).toBeUndefined();
+      expect(loadConfig({ SESSION_TTL_SECONDS: '86400' }).SESSION_TTL_SECONDS).toBe(86_400);
+      for (const bad of ['59', '86401', 'soon']) expect(() => loadConfig({ SESSION_TTL_SECONDS: bad })).toThrow(/SESSION_TTL_SECONDS/);
     });
   });
 
@@ -174,10 +194,12 @@ describe('configuration', () => {
       OPERATOR_PRIVATE_KEY: `0x${'22'.repeat(32)}`,
       FEE_ADDRESS: `0x${'33'.repeat(20)}`,
       CALLBACK_SIGNING_SECRET: 'a-callback-secret-of-at-least-32-characters',
+      SESSION_SECRET: 'a-session-secret-of-at-least-32-characters',
     };
     expect(loadConfig({ ...shared, ROLE: 'api' }).ROLE).toBe('api');
     expect(() => loadConfig({ ...shared, ROLE: 'worker' })).toThrow(/PUBLIC_BASE_URL: required with ROLE=worker/);
     expect(loadConfig({ ...shared, ROLE: 'worker', PUBLIC_BASE_URL: 'https://api.example.com' }).ROLE).toBe('worker');
     expect(() => loadConfig({ DISPATCH_LEASE_MS: '4000', DISPATCH_HEARTBEAT_MS: '3000' })).toThrow(/DISPATCH_HEARTBEAT_MS: must be at most half/);
+    expect(() => loadConfig({ EVENT_STREAM_HEARTBEAT_MS: '30000', REQUEST_TIMEOUT_MS: '30000' })).toThrow(/EVENT_STREAM_HEARTBEAT_MS: must be below REQUEST_TIMEOUT_MS/);
   });
 });

@@ -127,6 +127,7 @@ describe('docker-compose.yml scale-out profile', () => {
     OPERATOR_PRIVATE_KEY: `0x${'22'.repeat(32)}`,
     FEE_ADDRESS: `0x${'33'.repeat(20)}`,
     CALLBACK_SIGNING_SECRET: 'a-callback-secret-of-at-least-32-characters',
+    SESSION_SECRET: 'a-session-secret-of-at-least-32-characters',
   };
   const roleOf = (s: ComposeService & { command?: string[] }) => s.command?.[s.command.indexOf('--role') + 1];
 

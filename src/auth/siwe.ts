@@ -1,6 +1,7 @@
-import { getAddress, verifyMessage, type Address, type Hex } from 'viem';
+import { getAddress, type Address, type Hex } from 'viem';
 import { parseSiweMessage } from 'viem/siwe';
 import type { Clock } from '../clock.js';
+import { verifyMessageFast } from '../crypto/signatures.js';
 import { publicBaseUrl, type Config } from '../config.js';
 import { authNonces } from '../db/schema.js';
 import type { Db } from '../db/client.js';
@@ -132,7 +133,8 @@ export class SiweVerifier {
     }
     this.checkAudience(domain, uri, chainId);
     this.checkWindow(issuedAt, expirationTime, notBefore);
-    const valid = await verifyMessage({ address, message, signature }).catch(() => false);
+    // WASM libsecp256k1 first; viem's verifyMessage for what that cannot decide (crypto/signatures.ts).
+    const valid = await verifyMessageFast({ address, message, signature }).catch(() => false);
     if (!valid) throw new AppError('invalid_signature', 'The signature does not match the sign-in message address');
     await this.consumeNonce(address, nonce, expirationTime);
     return { address: getAddress(address), nonce, expiresAt: expirationTime };

@@ -22,6 +22,12 @@ export interface Database {
   url?: string;
   /** Throws when the database does not answer. */
   ping(): Promise<void>;
+  /**
+   * Calls `onNotify` with the payload of every `NOTIFY` on `channel`, from any process on this
+   * database (Postgres: one dedicated connection, reconnected after a loss, then `onResume`, since
+   * notifications may have been missed; PGlite: its in-process listener). Resolves with `stop`.
+   */
+  listen(channel: string, onNotify: (payload: string) => void, onResume?: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -60,7 +66,50 @@ function openPostgres(url: string, max: number): Database {
     ping: async () => {
       await db.execute(sql`select 1`);
     },
+    listen: (channel, onNotify, onResume) => listenPostgres(url, channel, onNotify, onResume),
     close: () => pool.end(),
+  };
+}
+
+/** LISTEN on a connection of its own, reconnected (every second) after a loss. */
+async function listenPostgres(url: string, channel: string, onNotify: (payload: string) => void, onResume?: () => void): Promise<() => Promise<void>> {
+  let client: pg.Client | null = null;
+  let stopped = false;
+  let retry: NodeJS.Timeout | null = null;
+  const connect = async (): Promise<void> => {
+    const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+    c.on('notification', (m) => {
+      if (m.channel === channel) onNotify(m.payload ?? '');
+    });
+    const lost = () => {
+      if (client !== c || stopped) return;
+      client = null;
+      void c.end().catch(() => undefined);
+      later();
+    };
+    c.on('error', lost);
+    c.on('end', lost);
+    await c.connect();
+    await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+    client = c;
+  };
+  const later = () => {
+    retry = setTimeout(() => {
+      retry = null;
+      if (stopped) return;
+      connect().then(
+        () => onResume?.(),
+        () => later(),
+      );
+    }, 1000);
+    retry.unref();
+  };
+  await connect();
+  return async () => {
+    stopped = true;
+    if (retry) clearTimeout(retry);
+    await client?.end().catch(() => undefined);
+    client = null;
   };
 }
 
@@ -71,6 +120,12 @@ function openPglite(client: PGlite): Database {
     kind: 'pglite',
     ping: async () => {
       await db.execute(sql`select 1`);
+    },
+    listen: async (channel, onNotify) => {
+      const unlisten = await client.listen(channel, onNotify);
+      return async () => {
+        if (!client.closed) await unlisten();
+      };
     },
     close: async () => {
       if (!client.closed) await client.close();

@@ -387,3 +387,4 @@ export type LedgerEntryRow = typeof ledgerEntries.$inferSelect;
 export type ChainTransferRow = typeof chainTransfers.$inferSelect;
 
 export * from './callback-schema.js';
+export * from './session-schema.js';

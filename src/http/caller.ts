@@ -5,7 +5,8 @@ import { AppError } from '../errors.js';
 
 /**
  * Who is calling: every caller is a wallet. Sources are tried in order and the first that
- * recognises the request wins: the wallet sign-in (SIWE) now, the x402 payer later.
+ * recognises the request wins: the wallet sign-in (SIWE), then a session token (Bearer, started
+ * from a SIWE sign-in); on priced routes the x402 payer instead (`deferTo`).
  * A route says what it needs with `config: { auth: 'required' | 'optional' }` (default none).
  */
 export interface Caller {
@@ -60,7 +61,7 @@ export const callerPlugin = fp(
       if (mode === 'required') {
         throw new AppError(
           'authentication_required',
-          'This endpoint needs a wallet: send "Authorization: SIWE <base64url(message)>.<signature>"',
+          'This endpoint needs a wallet: send "Authorization: SIWE <base64url(message)>.<signature>" or a session token, "Authorization: Bearer <token>"',
           { param: 'Authorization' },
         );
       }

@@ -35,6 +35,10 @@ declare module 'fastify' {
   interface FastifyRequest {
     idempotency: Held | null;
   }
+  interface FastifyContextConfig {
+    /** false: the route ignores Idempotency-Key (its answer must never be replayed, e.g. a fresh session token). */
+    idempotency?: false;
+  }
 }
 
 export function requestHash(request: FastifyRequest): string {
@@ -127,7 +131,7 @@ export const idempotencyPlugin = fp(
     }
 
     app.addHook('preHandler', async (request, reply) => {
-      if (request.method !== 'POST') return;
+      if (request.method !== 'POST' || request.routeOptions.config.idempotency === false) return;
       const raw = request.headers[HEADER];
       if (raw === undefined) return;
       const key = Array.isArray(raw) ? raw[0] : raw;

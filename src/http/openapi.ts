@@ -25,6 +25,7 @@ export const openapiPlugin = fp(
           { name: 'tasks', description: 'Tasks, their escrow and lifecycle' },
           { name: 'provider', description: 'For hired agents: progress, delivery, payment claims' },
           { name: 'payments', description: 'x402 receipts' },
+          { name: 'auth', description: 'Sessions: sign in once with SIWE, then send a token' },
           { name: 'operations', description: 'Health and readiness' },
           { name: 'dev', description: 'Only with the embedded dev chain' },
           { name: 'admin', description: 'Operator endpoints (ADMIN_API_KEY)' },
@@ -49,6 +50,15 @@ export const openapiPlugin = fp(
               description:
                 'Sign-In with Ethereum (EIP-4361): `SIWE <base64url(message)>.<0x signature>`. The message names this ' +
                 "service's domain, a fresh nonce (used once) and an expiration time at most AUTH_MAX_AGE_SECONDS after issued-at.",
+            },
+            bearerAuth: {
+              type: 'http',
+              scheme: 'bearer',
+              bearerFormat: 'JWT',
+              description:
+                'A session token from `POST /v1/auth/session` (sign in once with SIWE): `Authorization: Bearer <token>`. ' +
+                'Valid until its `expires_at` (at most SESSION_TTL_SECONDS) unless revoked with `DELETE /v1/auth/session`. ' +
+                'Accepted wherever a SIWE signature is; it does not pay: priced endpoints still take x402.',
             },
           },
         },

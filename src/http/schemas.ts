@@ -51,7 +51,7 @@ export type ErrorBodyT = z.infer<typeof ErrorBody>;
 
 const errorDescriptions: Record<number, string> = {
   400: 'Malformed request: `validation_error` (the field at fault is in `param`)',
-  401: 'No valid wallet signature: `authentication_required`, `invalid_signature`, `signature_expired`, `signature_replayed`',
+  401: 'No valid wallet signature or session token: `authentication_required`, `invalid_signature`, `signature_expired`, `signature_replayed`, `session_expired`, `session_revoked`',
   402: 'Payment required or refused',
   403: 'The wallet may not act on this resource: `forbidden`',
   404: 'Not found: `agent_not_found`, `task_not_found`, `not_found`',

@@ -68,6 +68,8 @@ export interface VerifiedPayment {
 declare module 'fastify' {
   interface FastifyContextConfig {
     price?: PriceName;
+    /** A request that resumes what it already paid for (an event stream): its payer, or null to pay as usual. */
+    resume?: (request: FastifyRequest) => Address | null;
   }
   interface FastifyRequest {
     payment: VerifiedPayment | null;
@@ -220,6 +222,11 @@ export const x402Plugin = fp(
     app.addHook('preHandler', async (request, reply) => {
       const server = servers.get(routeKey(request.method, request.routeOptions.url ?? ''));
       if (!server) return;
+      const resumedBy = request.routeOptions.config.resume?.(request);
+      if (resumedBy) {
+        request.caller = { address: resumedBy, via: 'resume' };
+        return;
+      }
       const adapter = adapterFor(request);
       requestsByAdapter.set(adapter, request);
       const context: HTTPRequestContext = {

@@ -12,6 +12,7 @@ export const priceNames = [
   'cancel_task',
   'dispute_task',
   'claim_task',
+  'task_events',
 ] as const;
 export type PriceName = (typeof priceNames)[number];
 
@@ -29,6 +30,7 @@ export function priceBook(config: Config): PriceBook {
     cancel_task: config.PRICE_CANCEL_TASK,
     dispute_task: config.PRICE_DISPUTE_TASK,
     claim_task: config.PRICE_CLAIM_TASK,
+    task_events: config.PRICE_TASK_EVENTS,
   };
 }
 

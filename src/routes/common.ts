@@ -11,8 +11,14 @@ export const IdempotencyHeaders = z.object({
     .meta({ description: 'Retry-safe key: the first response is replayed to retries with the same key and body' }),
 });
 
-/** OpenAPI security requirement of wallet-signed routes. */
-export const signedIn: { [scheme: string]: string[] }[] = [{ siwe: [] }];
+/** OpenAPI security requirement of wallet-signed routes: a SIWE signature per request, or a session token. */
+export const signedIn: { [scheme: string]: string[] }[] = [{ siwe: [] }, { bearerAuth: [] }];
+
+/** A SIWE signature only (starting a session). */
+export const walletSignature: { [scheme: string]: string[] }[] = [{ siwe: [] }];
+
+/** A session token only (ending it). */
+export const sessionHolder: { [scheme: string]: string[] }[] = [{ bearerAuth: [] }];
 
 /** OpenAPI security requirement of x402-paid routes (or a wallet signature when x402 is off). */
 export const paid: { [scheme: string]: string[] }[] = [{ x402: [] }, { siwe: [] }];

@@ -9,6 +9,7 @@ import { TaskModule } from './access.js';
 import { resultHash } from './result-hash.js';
 import type { ResultContentT } from './schemas.js';
 import { escrowTransition, transition } from './state-machine.js';
+import { notifyTaskChanged } from './change-feed.js';
 
 export interface ProgressReport {
   progress_percent?: number | undefined;
@@ -83,18 +84,22 @@ export class TaskLifecycle extends TaskModule {
 
   /** Progress from the running agent; not a transition, so only a running task accepts it. */
   async reportProgress(id: string, report: ProgressReport): Promise<TaskRow> {
-    const [row] = await this.db
-      .update(tasks)
-      .set({
-        ...(report.progress_percent !== undefined ? { progressPercent: report.progress_percent } : {}),
-        ...(report.intermediate_result !== undefined ? { intermediateResult: report.intermediate_result } : {}),
-        ...(report.estimated_completion !== undefined
-          ? { estimatedCompletion: report.estimated_completion ? new Date(report.estimated_completion) : null }
-          : {}),
-        updatedAt: this.clock.now(),
-      })
-      .where(and(eq(tasks.id, id), eq(tasks.status, 'in_progress')))
-      .returning();
+    const [row] = await withTransaction(this.db, async (tx) => {
+      const updated = await tx
+        .update(tasks)
+        .set({
+          ...(report.progress_percent !== undefined ? { progressPercent: report.progress_percent } : {}),
+          ...(report.intermediate_result !== undefined ? { intermediateResult: report.intermediate_result } : {}),
+          ...(report.estimated_completion !== undefined
+            ? { estimatedCompletion: report.estimated_completion ? new Date(report.estimated_completion) : null }
+            : {}),
+          updatedAt: this.clock.now(),
+        })
+        .where(and(eq(tasks.id, id), eq(tasks.status, 'in_progress')))
+        .returning();
+      if (updated.length > 0) await notifyTaskChanged(tx, id); // followers of the task's events look again
+      return updated;
+    });
     if (!row) {
       const task = await this.require(this.db, id);
       throw new AppError('invalid_state', `Task ${id} is ${task.status}; progress is accepted while in_progress`);

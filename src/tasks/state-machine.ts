@@ -6,6 +6,7 @@ import { AppError } from '../errors.js';
 import type { EscrowStatus } from '../escrow/rules.js';
 import { enqueueCallback } from '../callbacks/enqueue.js';
 import { closeDispatch } from '../dispatcher/jobs.js';
+import { notifyTaskChanged } from './change-feed.js';
 import { publicStatus, publicStatuses, taskStatuses, type PublicStatus, type TaskStatus } from './statuses.js';
 
 export { publicStatus, publicStatuses, taskStatuses, type PublicStatus, type TaskStatus };
@@ -109,6 +110,7 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
     detail: req.detail ?? null,
     at: now,
   });
+  await notifyTaskChanged(tx, row.id);
   return row;
 }
 
@@ -150,6 +152,7 @@ export async function escrowTransition(tx: Executor, clock: Clock, req: EscrowTr
     detail: req.detail ?? null,
     at: now,
   });
+  await notifyTaskChanged(tx, row.id);
   return row;
 }
 

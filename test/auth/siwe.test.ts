@@ -180,6 +180,7 @@ describe('where the sign-in domain comes from', () => {
       OPERATOR_PRIVATE_KEY: `0x${'2'.repeat(64)}`,
       FEE_ADDRESS: '0x000000000000000000000000000000000000fEE0',
       CALLBACK_SIGNING_SECRET: 'a-production-callback-secret-0123456789',
+      SESSION_SECRET: 'a-production-session-secret-0123456789',
     };
     expect(siweDomain(loadConfig(realChain))).toEqual({ domain: undefined, source: 'none' });
     expect(siweDomain(loadConfig({ ...realChain, PUBLIC_BASE_URL: 'https://escrow.example' })).domain).toBe('escrow.example');

@@ -70,6 +70,7 @@ export function serviceEnv(databaseUrl: string, rpcUrl: string, extra: Record<st
     FEE_ADDRESS: ANVIL_ACCOUNTS[DEV_ROLES.feeTreasury]!.address,
     FEE_PRIVATE_KEY: ANVIL_ACCOUNTS[DEV_ROLES.feeTreasury]!.privateKey,
     CALLBACK_SIGNING_SECRET: 'service-process-callback-secret-0123456789',
+    SESSION_SECRET: 'service-process-session-secret-0123456789',
     ALLOW_PRIVATE_URLS: 'true',
     RATE_LIMIT_MAX: '1000000',
     MAX_EVENT_LOOP_DELAY_MS: '0',

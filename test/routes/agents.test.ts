@@ -340,6 +340,7 @@ describe('on a real chain, outside dev mode', () => {
       OPERATOR_PRIVATE_KEY: `0x${'2'.repeat(64)}`,
       FEE_ADDRESS: '0x000000000000000000000000000000000000fEE0',
       CALLBACK_SIGNING_SECRET: 'a-production-callback-secret-0123456789',
+      SESSION_SECRET: 'a-production-session-secret-0123456789',
       ALLOW_PRIVATE_URLS: 'false',
     });
   });
