@@ -14,7 +14,7 @@
 import { startDevChain, type DevChain } from '../src/chain/dev/devchain.js';
 import { createDevClient } from '../src/chain/dev/client.js';
 import { scratchDatabase, type ScratchDatabase } from '../test/helpers/service-process.js';
-import { startWatchdog } from './lib.js';
+import { runBench, startWatchdog } from './lib.js';
 import { LockSampler } from './operator-lane/lock-sampler.js';
 import { ApiProcesses, paidCalls, type Api } from './operator-lane/paid-calls.js';
 import { printHttp, printRatios, printSends, type HttpPhase } from './operator-lane/report.js';
@@ -120,9 +120,4 @@ async function main(): Promise<void> {
   }
 }
 
-main()
-  .catch((err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  })
-  .finally(() => process.exit());
+runBench(undefined, main, () => undefined);

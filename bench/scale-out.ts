@@ -17,7 +17,7 @@ import { pickFreePort, startDevChain, type DevChain } from '../src/chain/dev/dev
 import { loadConfig } from '../src/config.js';
 import { openDatabase, type Database } from '../src/db/client.js';
 import { scratchDatabase, type ScratchDatabase } from '../test/helpers/service-process.js';
-import { startWatchdog } from './lib.js';
+import { runBench, startWatchdog } from './lib.js';
 import { SoakAgents } from './soak/agents.js';
 import { emptyLogFigures } from './soak/service.js';
 import { fundedPayers } from './soak/wallets.js';
@@ -141,9 +141,4 @@ async function main(): Promise<void> {
   }
 }
 
-main()
-  .catch((err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  })
-  .finally(() => process.exit());
+runBench(undefined, main, () => undefined);

@@ -10,6 +10,7 @@
  */
 import { formatReport } from './soak/report.js';
 import { runSoak, type SoakOptions } from './soak/run.js';
+import { runBench } from './lib.js';
 
 function parseArgs(argv: string[]): SoakOptions {
   const args = new Map<string, string>();
@@ -61,9 +62,4 @@ async function main(): Promise<void> {
 }
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
-main()
-  .catch((err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  })
-  .finally(() => process.exit());
+runBench(undefined, main, () => undefined);

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ANVIL_ACCOUNTS, BASE_SEPOLIA_USDC, BASE_USDC, DEV_ROLES } from '../src/chain/constants.js';
 import { chainTarget, resolveWallets } from '../src/chain/wallets.js';
 import { ConfigError, DEV_CALLBACK_SIGNING_SECRET, loadConfig } from '../src/config.js';
+import { REAL_CHAIN_ENV } from './helpers/chain-settings.js';
 
 describe('configuration', () => {
   it('runs on embedded defaults with nothing set', () => {
@@ -187,15 +188,7 @@ describe('configuration', () => {
 
   it('refuses roles run apart without a shared database and chain, and a worker without its public URL, naming each', () => {
     expect(() => loadConfig({ ROLE: 'api' })).toThrow(/DATABASE_URL: required with ROLE=api[\s\S]*CHAIN_RPC_URL: required with ROLE=api/);
-    const shared = {
-      DATABASE_URL: 'postgres://u@db:5432/escrow',
-      CHAIN_RPC_URL: 'https://base.example',
-      ESCROW_PRIVATE_KEY: `0x${'11'.repeat(32)}`,
-      OPERATOR_PRIVATE_KEY: `0x${'22'.repeat(32)}`,
-      FEE_ADDRESS: `0x${'33'.repeat(20)}`,
-      CALLBACK_SIGNING_SECRET: 'a-callback-secret-of-at-least-32-characters',
-      SESSION_SECRET: 'a-session-secret-of-at-least-32-characters',
-    };
+    const shared = { DATABASE_URL: 'postgres://u@db:5432/escrow', ...REAL_CHAIN_ENV };
     expect(loadConfig({ ...shared, ROLE: 'api' }).ROLE).toBe('api');
     expect(() => loadConfig({ ...shared, ROLE: 'worker' })).toThrow(/PUBLIC_BASE_URL: required with ROLE=worker/);
     expect(loadConfig({ ...shared, ROLE: 'worker', PUBLIC_BASE_URL: 'https://api.example.com' }).ROLE).toBe('worker');

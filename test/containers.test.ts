@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { configNames, loadConfig } from '../src/config.js';
+import { REAL_CHAIN_ENV } from './helpers/chain-settings.js';
 
 /**
  * The container files against the code: docker-compose.yml only sets names the config reads
@@ -121,14 +122,7 @@ describe('docker-compose.yml', () => {
 
 describe('docker-compose.yml scale-out profile', () => {
   const compose = loadCompose();
-  const chain = {
-    CHAIN_RPC_URL: 'https://base.example',
-    ESCROW_PRIVATE_KEY: `0x${'11'.repeat(32)}`,
-    OPERATOR_PRIVATE_KEY: `0x${'22'.repeat(32)}`,
-    FEE_ADDRESS: `0x${'33'.repeat(20)}`,
-    CALLBACK_SIGNING_SECRET: 'a-callback-secret-of-at-least-32-characters',
-    SESSION_SECRET: 'a-session-secret-of-at-least-32-characters',
-  };
+  const chain = REAL_CHAIN_ENV;
   const roleOf = (s: ComposeService & { command?: string[] }) => s.command?.[s.command.indexOf('--role') + 1];
 
   it('runs api and worker replicas of the same image and environment, each with its --role', () => {
