@@ -1,4 +1,6 @@
-import { mkdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { sql } from 'drizzle-orm';
@@ -46,11 +48,57 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   return openPglite(opts.pglite ?? (await createPglite(opts.dataDir)));
 }
 
+/**
+ * PGlite's settings, on top of its own start parameters. Postgres sizes its shared memory at start and
+ * PGlite allocates all of it in its WASM heap, which never shrinks: with initdb's shared_buffers=128MB
+ * that heap is 189 MB, 155 MB of it resident from the first second. 16MB (2048 pages, several times the
+ * service's hot tables and indexes) makes it 128 MB (the module's floor), about 30 MB resident; pages
+ * outside it are read back from the OS page cache of the data directory. See bench/README.md, memory.
+ */
+export const PGLITE_START_PARAMS: readonly string[] = [...PGlite.defaultStartParams, '-c', 'shared_buffers=16MB'];
+
 export async function createPglite(dataDir: string): Promise<PGlite> {
   const dir = path.resolve(dataDir, 'pglite');
   mkdirSync(dir, { recursive: true });
-  return PGlite.create(dir);
+  if (!existsSync(path.join(dir, 'PG_VERSION'))) await initPgliteDataDir(dir);
+  return PGlite.create(dir, { startParams: [...PGLITE_START_PARAMS] });
 }
+
+/**
+ * initdb for a new data directory, in a short-lived child process. In this process it would leave
+ * behind, until a full GC that may come minutes later, a second PGlite (initdb runs in a throwaway
+ * in-memory instance whose files are then copied over), initdb's own WASM heap and the copy's buffers:
+ * about 450 MB more RSS right after a first start.
+ */
+async function initPgliteDataDir(dir: string): Promise<void> {
+  const entry = createRequire(import.meta.url).resolve('@electric-sql/pglite');
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS; // no --inspect, loaders or heap flags meant for the service
+  const child = spawn(process.execPath, ['-e', PGLITE_INIT_SOURCE, '--', entry, dir, JSON.stringify(PGLITE_START_PARAMS)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env,
+    windowsHide: true,
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-4000)));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (exitCode) => resolve(exitCode));
+  });
+  if (code !== 0 || !existsSync(path.join(dir, 'PG_VERSION'))) {
+    throw new Error(`PGlite could not initialise ${dir} (exit code ${code}): ${stderr.trim() || '<no stderr>'}`);
+  }
+}
+
+/** Run with `node -e`: creates (initdb) the data directory argv[2] with PGlite from argv[1], then closes it. */
+const PGLITE_INIT_SOURCE = String.raw`'use strict';
+const [entry, dir, startParams] = process.argv.slice(1);
+const { PGlite } = require(entry);
+PGlite.create(dir, { startParams: JSON.parse(startParams) })
+  .then((pg) => pg.close())
+  .catch((err) => { process.stderr.write(String((err && err.stack) || err) + '\n'); process.exit(1); });
+`;
 
 function openPostgres(url: string, max: number): Database {
   // int8 → string; drizzle maps bigint columns itself, and COUNT(*) stays exact.
