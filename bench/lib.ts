@@ -1,18 +1,22 @@
 /**
- * The harness the benchmarks share (bench/status.ts, bench/paid.ts, bench/dispatch.ts): settings
- * from the environment, the `--serve` child processes and their messages, throwaway Postgres
- * databases and temp dirs, the watchdog, autocannon figures, the table printer, and the demo
- * wallets / fixtures the scripts post. Not a benchmark itself.
+ * The harness the benchmarks share (bench/status.ts, bench/paid.ts, bench/dispatch.ts, bench/wire.ts):
+ * settings from the environment, the `--serve` child processes and their messages, throwaway
+ * Postgres databases and temp dirs, the watchdog, autocannon figures, the CPU and memory of other
+ * processes, the table printer, the demo wallets, the fixtures the scripts post (an agent, tasks,
+ * x402 challenges) and the load with single-use items (pre-signed SIWE headers or payments). Not a
+ * benchmark itself.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { x402Client } from '@x402/core/client';
+import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from '@x402/core/http';
+import type { PaymentRequired } from '@x402/core/types';
 import { registerExactEvmScheme } from '@x402/evm/exact/client';
-import type autocannon from 'autocannon';
+import autocannon from 'autocannon';
 import Fastify, { type FastifyInstance } from 'fastify';
 import pg from 'pg';
 import type { Address } from 'viem';
@@ -186,9 +190,12 @@ export function killChildren(): void {
 
 /** Forks the script at `scriptUrl` (pass `import.meta.url`) with IPC, and tracks the child until it exits. */
 export function forkSelf(scriptUrl: string, args: string[], env: Record<string, string>): ChildProcess {
+  // BENCH_CPU_PROF_DIR: each child writes a V8 CPU profile there when it exits (node --cpu-prof).
+  const profDir = process.env.BENCH_CPU_PROF_DIR;
   const child = fork(fileURLToPath(scriptUrl), args, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    ...(profDir ? { execArgv: [...process.execArgv, '--cpu-prof', `--cpu-prof-dir=${profDir}`] } : {}),
   });
   children.add(child);
   child.on('exit', () => children.delete(child));
@@ -433,3 +440,309 @@ export const taskBody = (agentId: unknown) => ({
   description: 'Write a blurb',
   budget: { amount: '1000000', currency: 'USDC', chain: 'base' },
 });
+
+// ---------------------------------------------------------------- parent: CPU and memory of other processes
+
+let clockTicks: number | undefined;
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); undefined elsewhere. */
+export function procCpuSeconds(pid: number | undefined): number | undefined {
+  if (!pid || pid < 0 || process.platform !== 'linux') return undefined;
+  try {
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Tracks the CPU a few processes use over one measured run. */
+export function cpuMeter(pids: { server: number | undefined; anvil: number | undefined }) {
+  const before = { server: procCpuSeconds(pids.server), anvil: procCpuSeconds(pids.anvil) };
+  return () => {
+    const delta = (k: 'server' | 'anvil') => {
+      const a = before[k];
+      const b = procCpuSeconds(pids[k]);
+      return a === undefined || b === undefined ? undefined : b - a;
+    };
+    return { server: delta('server'), anvil: delta('anvil') };
+  };
+}
+
+/** Resident memory of a process from /proc (Linux), in MB: now (VmRSS) and its peak (VmHWM); undefined elsewhere. */
+export function rssOf(pid: number | undefined): { rssMb: number; peakMb: number } | undefined {
+  if (!pid || process.platform !== 'linux') return undefined;
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+    return { rssMb: kb('VmRSS') / 1024, peakMb: kb('VmHWM') / 1024 };
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- parent: fixtures over HTTP (an agent, tasks, challenges)
+
+export async function readJson(res: Response, expected: number, what: string): Promise<Record<string, unknown>> {
+  const text = await res.text();
+  if (res.status !== expected) throw new Error(`${what} answered ${res.status} (expected ${expected}): ${text.slice(0, 500)}`);
+  return JSON.parse(text) as Record<string, unknown>;
+}
+
+/** The x402 challenge of a request sent without payment (status 402, header PAYMENT-REQUIRED). */
+export async function challenge(url: string, init: RequestInit = {}): Promise<PaymentRequired> {
+  const res = await fetch(url, init);
+  const header = res.headers.get('payment-required');
+  if (res.status !== 402 || !header) throw new Error(`expected a 402 challenge from ${url}, got ${res.status}: ${(await res.text()).slice(0, 500)}`);
+  await res.arrayBuffer();
+  return decodePaymentRequiredHeader(header);
+}
+
+/** One poller: a wallet and the status path of the task it owns. */
+export interface Poller {
+  account: PrivateKeyAccount;
+  path: string;
+  /** Paid run only: the status route's challenge, to sign payments against. */
+  required?: PaymentRequired;
+}
+
+export async function createAgent(base: string, owner: PrivateKeyAccount): Promise<string> {
+  const res = await fetch(`${base}/v1/agents`, {
+    method: 'POST',
+    headers: { authorization: await siwe(owner), 'content-type': 'application/json' },
+    body: JSON.stringify(agentBody(owner.address)),
+  });
+  return String((await readJson(res, 201, 'POST /v1/agents')).id);
+}
+
+const taskJson = (agentId: string) => JSON.stringify(taskBody(agentId));
+
+/** x402 off: an agent, then one task per payer through SIWE, each checked with one status poll. */
+export async function unpaidFixture(base: string, payers: readonly PrivateKeyAccount[], owner: PrivateKeyAccount): Promise<Poller[]> {
+  const agentId = await createAgent(base, owner);
+  const pollers: Poller[] = [];
+  for (const account of payers) {
+    const res = await fetch(`${base}/v1/tasks`, {
+      method: 'POST',
+      headers: { authorization: await siwe(account), 'content-type': 'application/json' },
+      body: taskJson(agentId),
+    });
+    const task = await readJson(res, 201, 'POST /v1/tasks (SIWE)');
+    const statusPath = `/v1/tasks/${String(task.task_id)}/status`;
+    await readJson(await fetch(`${base}${statusPath}`, { headers: { authorization: await siwe(account) } }), 200, 'status check');
+    pollers.push({ account, path: statusPath });
+  }
+  return pollers;
+}
+
+/** x402 on: an agent, then one task per payer through the paid `POST /v1/tasks`, each checked with one paid poll. */
+export async function paidFixture(base: string, payers: readonly PrivateKeyAccount[], owner: PrivateKeyAccount): Promise<Poller[]> {
+  const agentId = await createAgent(base, owner);
+  const pollers: Poller[] = [];
+  for (const account of payers) {
+    const client = x402ClientFor(account);
+    const init = { method: 'POST', headers: { 'content-type': 'application/json' }, body: taskJson(agentId) };
+    const createTerms = await challenge(`${base}/v1/tasks`, init);
+    const payment = encodePaymentSignatureHeader(await client.createPaymentPayload(createTerms));
+    const res = await fetch(`${base}/v1/tasks`, { ...init, headers: { ...init.headers, 'payment-signature': payment } });
+    const task = await readJson(res, 201, 'POST /v1/tasks (x402)');
+    const statusPath = `/v1/tasks/${String(task.task_id)}/status`;
+    const required = await challenge(`${base}${statusPath}`);
+    const terms = required.accepts[0];
+    if (required.accepts.length !== 1 || terms?.amount !== '1000') {
+      throw new Error(`unexpected status challenge: ${JSON.stringify(required.accepts)}`);
+    }
+    const check = encodePaymentSignatureHeader(await client.createPaymentPayload(required));
+    await readJson(await fetch(`${base}${statusPath}`, { headers: { 'payment-signature': check } }), 200, 'paid status check');
+    pollers.push({ account, path: statusPath, required });
+  }
+  return pollers;
+}
+
+// ---------------------------------------------------------------- parent: pre-signed requests
+
+/** One request's path and its single-use proof (SIWE header or x402 payment). */
+export interface Item {
+  path: string;
+  headers: Record<string, string>;
+}
+
+export type Signer = (count: number) => Promise<Item[]>;
+
+/** Round-robin over the pollers: SIWE `Authorization` headers, one per request. */
+export function siweSigner(pollers: readonly Poller[], ttlSeconds: number): Signer {
+  return async (count) => {
+    const items: Item[] = [];
+    for (let i = 0; i < count; i++) {
+      const p = pollers[i % pollers.length]!;
+      items.push({ path: p.path, headers: { authorization: await siwe(p.account, ttlSeconds) } });
+    }
+    return items;
+  };
+}
+
+/** Round-robin over the pollers: a fresh EIP-3009 authorization (random nonce) per request. */
+export function paymentSigner(pollers: readonly Poller[]): Signer {
+  const clients = pollers.map((p) => x402ClientFor(p.account));
+  return async (count) => {
+    const items: Item[] = [];
+    for (let i = 0; i < count; i++) {
+      const k = i % pollers.length;
+      const p = pollers[k]!;
+      const payload = await clients[k]!.createPaymentPayload(p.required!);
+      items.push({ path: p.path, headers: { 'payment-signature': encodePaymentSignatureHeader(payload) } });
+    }
+    return items;
+  };
+}
+
+// ---------------------------------------------------------------- parent: load with single-use items
+
+export interface Supply {
+  items: Item[];
+  next: number;
+  shortfall: number;
+}
+
+export function loadOnce(
+  base: string,
+  seconds: number,
+  connections: number,
+  route: string,
+  supply: Supply | undefined,
+  failures: string[],
+  headers?: Record<string, string>,
+) {
+  const request: autocannon.Request = { method: 'GET', path: route, ...(headers ? { headers } : {}) };
+  request.onResponse = (status, body) => {
+    if ((status < 200 || status > 299) && failures.length < 5) failures.push(`${status} ${body.slice(0, 400)}`);
+  };
+  const opts: autocannon.Options = { url: base, connections, duration: seconds, requests: [request] };
+  if (supply) {
+    request.setupRequest = (req) => {
+      const item = supply.items[supply.next] ?? supply.items[supply.items.length - 1]!;
+      if (supply.next < supply.items.length) supply.next++;
+      else supply.shortfall++;
+      return { ...req, path: item.path, headers: { ...req.headers, ...item.headers } };
+    };
+    // Never more requests than pre-signed items: the run stops early rather than replay one.
+    opts.maxOverallRequests = supply.items.length;
+    if (connections > supply.items.length) opts.connections = supply.items.length;
+  }
+  return autocannon(opts);
+}
+
+// ---------------------------------------------------------------- parent: measured targets (rows)
+
+export interface Row {
+  target: string;
+  reqPerSec: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+  /** 2xx answers over warm-up + measured run (paid: each one should be a settled payment). */
+  ok2xx: number;
+  /** Requests answered in the measured run. */
+  total: number;
+  /** Measured seconds (less than asked when the pre-signed pool ran out first). */
+  seconds: number;
+  /** CPU this (load generator) process used during the run, in % of one core. */
+  loaderCpu: number;
+  /** CPU seconds the server process and anvil used during the measured run (Linux only). */
+  serverCpuS: number | undefined;
+  anvilCpuS: number | undefined;
+  connections: number;
+  /** The first few non-2xx answers (status and body), for the diagnosis. */
+  failures: string[];
+  /** Pre-signed items handed out past the pool (0 by construction; checked anyway). */
+  shortfall: number;
+}
+
+export const toRow = (
+  target: string,
+  r: autocannon.Result,
+  cpu: NodeJS.CpuUsage,
+  others: { server: number | undefined; anvil: number | undefined },
+  connections: number,
+  ok2xx: number,
+  failures: string[],
+  shortfall: number,
+): Row => ({
+  target,
+  ...autocannonFigures(r, cpu),
+  ok2xx,
+  total: r.requests.total,
+  seconds: r.duration,
+  serverCpuS: others.server,
+  anvilCpuS: others.anvil,
+  connections,
+  failures,
+  shortfall,
+});
+
+export function logRow(row: Row): void {
+  console.log(`  ${row.target}: ${Math.round(row.reqPerSec)} req/s, p99 ${row.p99} ms, non-2xx ${row.non2xx}, errors ${row.errors}`);
+  for (const f of row.failures) console.log(`    non-2xx: ${f}`);
+}
+
+/** A target without single-use items (bare, or the same `headers` on every request): a 2 s warm-up, then the measured run. */
+export async function measurePlain(
+  target: string,
+  server: Server,
+  route: string,
+  settings: { connections: number; seconds: number },
+  headers?: Record<string, string>,
+): Promise<Row> {
+  const failures: string[] = [];
+  await loadOnce(server.base, WARMUP_SECONDS, settings.connections, route, undefined, failures, headers);
+  const cpuBefore = process.cpuUsage();
+  const others = cpuMeter({ server: server.child.pid, anvil: undefined });
+  const r = await loadOnce(server.base, settings.seconds, settings.connections, route, undefined, failures, headers);
+  const row = toRow(target, r, process.cpuUsage(cpuBefore), others(), settings.connections, r['2xx'], failures, 0);
+  logRow(row);
+  return row;
+}
+
+/**
+ * Signed target: every request takes its own pre-signed item. The warm-up pool is sized from a
+ * guessed rate; the measured pool from the warm-up's rate (×2, plus slack). A run never sends
+ * more requests than it has items (autocannon `maxOverallRequests`), so nothing is replayed; if a
+ * pool runs out the run ends early and says so.
+ */
+export async function measureSigned(
+  target: string,
+  server: Server,
+  anvilPid: number,
+  connections: number,
+  seconds: number,
+  guessRate: number,
+  sign: Signer,
+): Promise<Row> {
+  const failures: string[] = [];
+  let t0 = Date.now();
+  const warmItems = await sign(Math.max(connections * 4, Math.ceil(WARMUP_SECONDS * guessRate)));
+  const warmSignS = (Date.now() - t0) / 1000;
+  const warmSupply: Supply = { items: warmItems, next: 0, shortfall: 0 };
+  const warm = await loadOnce(server.base, WARMUP_SECONDS, connections, warmItems[0]!.path, warmSupply, failures);
+  const warmRate = warm.requests.total / warm.duration;
+  const count = Math.ceil(warmRate * seconds * 2) + 20 * connections;
+  t0 = Date.now();
+  const items = await sign(count);
+  console.log(
+    `  ${target}: warm-up ${Math.round(warmRate)} req/s (${warmItems.length} signed in ${warmSignS.toFixed(1)} s); ` +
+      `signed ${count} for the measured run in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+  );
+  const supply: Supply = { items, next: 0, shortfall: 0 };
+  const cpuBefore = process.cpuUsage();
+  const others = cpuMeter({ server: server.child.pid, anvil: anvilPid });
+  const r = await loadOnce(server.base, seconds, connections, items[0]!.path, supply, failures);
+  const row = toRow(target, r, process.cpuUsage(cpuBefore), others(), connections, warm['2xx'] + r['2xx'], failures, warmSupply.shortfall + supply.shortfall);
+  row.non2xx += warm.non2xx;
+  row.errors += warm.errors;
+  logRow(row);
+  return row;
+}

@@ -11,15 +11,10 @@
  * As in bench/status.ts each server runs in a child process (this file with `--serve`) and the
  * load generator in this one. One anvil, started here, serves every app child.
  */
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from '@x402/core/http';
-import type { PaymentRequired } from '@x402/core/types';
-import autocannon from 'autocannon';
 import type { FastifyInstance } from 'fastify';
 import { createPublicClient, http, type Address, type Hash } from 'viem';
-import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { DEV_ROLES } from '../src/chain/constants.js';
 import { mintUsdc, startDevChain, usdcBalance, type DevChain } from '../src/chain/dev/devchain.js';
 import { resolveWallets } from '../src/chain/wallets.js';
@@ -29,12 +24,14 @@ import { CustodialEscrowWallet } from '../src/escrow/custody.js';
 import {
   DEFAULT_PG_URL,
   WARMUP_SECONDS,
-  agentBody,
-  autocannonFigures,
   createThrowawayDb,
   demo,
   killChildren,
+  measurePlain,
+  measureSigned,
   onceFromChild,
+  paidFixture,
+  paymentSigner,
   positiveInt,
   printTable as printMarkdownTable,
   redactUrl,
@@ -43,13 +40,13 @@ import {
   serveBare,
   serveChild,
   serveKindFromArgs,
-  siwe,
+  siweSigner,
   sleep,
   startWatchdog,
-  taskBody as taskBodyOf,
   tell,
+  unpaidFixture,
   withServer as withScriptServer,
-  x402ClientFor,
+  type Row,
   type Server,
 } from './lib.js';
 
@@ -157,37 +154,6 @@ function budgetSeconds(s: Settings): number {
   return 5 * (WARMUP_SECONDS + s.seconds) + 600;
 }
 
-// ---------------------------------------------------------------- parent: CPU of other processes
-
-let clockTicks: number | undefined;
-
-/** CPU seconds (user + system) a process has used so far, from /proc (Linux); undefined elsewhere. */
-function procCpuSeconds(pid: number | undefined): number | undefined {
-  if (!pid || pid < 0 || process.platform !== 'linux') return undefined;
-  try {
-    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Tracks the CPU a few processes use over one measured run. */
-function cpuMeter(pids: { server: number | undefined; anvil: number | undefined }) {
-  const before = { server: procCpuSeconds(pids.server), anvil: procCpuSeconds(pids.anvil) };
-  return () => {
-    const delta = (k: 'server' | 'anvil') => {
-      const a = before[k];
-      const b = procCpuSeconds(pids[k]);
-      return a === undefined || b === undefined ? undefined : b - a;
-    };
-    return { server: delta('server'), anvil: delta('anvil') };
-  };
-}
-
 // ---------------------------------------------------------------- parent: children
 
 const withServer = <T>(kind: ServeKind, env: Record<string, string>, fn: (server: Server) => Promise<T>) =>
@@ -213,252 +179,6 @@ async function quiescentPayments(server: Server, rpcUrl: string, feeAddress: Add
     last = { settled: rows.length, fee };
     await sleep(1000);
   }
-}
-
-// ---------------------------------------------------------------- parent: wallets and fixtures
-
-async function readJson(res: Response, expected: number, what: string): Promise<Record<string, unknown>> {
-  const text = await res.text();
-  if (res.status !== expected) throw new Error(`${what} answered ${res.status} (expected ${expected}): ${text.slice(0, 500)}`);
-  return JSON.parse(text) as Record<string, unknown>;
-}
-
-/** The x402 challenge of a request sent without payment (status 402, header PAYMENT-REQUIRED). */
-async function challenge(url: string, init: RequestInit = {}): Promise<PaymentRequired> {
-  const res = await fetch(url, init);
-  const header = res.headers.get('payment-required');
-  if (res.status !== 402 || !header) throw new Error(`expected a 402 challenge from ${url}, got ${res.status}: ${(await res.text()).slice(0, 500)}`);
-  await res.arrayBuffer();
-  return decodePaymentRequiredHeader(header);
-}
-
-/** One poller: a wallet and the status path of the task it owns. */
-interface Poller {
-  account: PrivateKeyAccount;
-  path: string;
-  /** Paid run only: the status route's challenge, to sign payments against. */
-  required?: PaymentRequired;
-}
-
-async function createAgent(base: string, owner: PrivateKeyAccount): Promise<string> {
-  const res = await fetch(`${base}/v1/agents`, {
-    method: 'POST',
-    headers: { authorization: await siwe(owner), 'content-type': 'application/json' },
-    body: JSON.stringify(agentBody(owner.address)),
-  });
-  return String((await readJson(res, 201, 'POST /v1/agents')).id);
-}
-
-const taskBody = (agentId: string) => JSON.stringify(taskBodyOf(agentId));
-
-/** x402 off: an agent, then one task per payer through SIWE, each checked with one status poll. */
-async function unpaidFixture(base: string, payers: readonly PrivateKeyAccount[]): Promise<Poller[]> {
-  const agentId = await createAgent(base, demo(OWNER_SLOT));
-  const pollers: Poller[] = [];
-  for (const account of payers) {
-    const res = await fetch(`${base}/v1/tasks`, {
-      method: 'POST',
-      headers: { authorization: await siwe(account), 'content-type': 'application/json' },
-      body: taskBody(agentId),
-    });
-    const task = await readJson(res, 201, 'POST /v1/tasks (SIWE)');
-    const statusPath = `/v1/tasks/${String(task.task_id)}/status`;
-    await readJson(await fetch(`${base}${statusPath}`, { headers: { authorization: await siwe(account) } }), 200, 'status check');
-    pollers.push({ account, path: statusPath });
-  }
-  return pollers;
-}
-
-/** x402 on: an agent, then one task per payer through the paid `POST /v1/tasks`, each checked with one paid poll. */
-async function paidFixture(base: string, payers: readonly PrivateKeyAccount[]): Promise<Poller[]> {
-  const agentId = await createAgent(base, demo(OWNER_SLOT));
-  const pollers: Poller[] = [];
-  for (const account of payers) {
-    const client = x402ClientFor(account);
-    const init = { method: 'POST', headers: { 'content-type': 'application/json' }, body: taskBody(agentId) };
-    const createTerms = await challenge(`${base}/v1/tasks`, init);
-    const payment = encodePaymentSignatureHeader(await client.createPaymentPayload(createTerms));
-    const res = await fetch(`${base}/v1/tasks`, { ...init, headers: { ...init.headers, 'payment-signature': payment } });
-    const task = await readJson(res, 201, 'POST /v1/tasks (x402)');
-    const statusPath = `/v1/tasks/${String(task.task_id)}/status`;
-    const required = await challenge(`${base}${statusPath}`);
-    const terms = required.accepts[0];
-    if (required.accepts.length !== 1 || terms?.amount !== '1000') {
-      throw new Error(`unexpected status challenge: ${JSON.stringify(required.accepts)}`);
-    }
-    const check = encodePaymentSignatureHeader(await client.createPaymentPayload(required));
-    await readJson(await fetch(`${base}${statusPath}`, { headers: { 'payment-signature': check } }), 200, 'paid status check');
-    pollers.push({ account, path: statusPath, required });
-  }
-  return pollers;
-}
-
-// ---------------------------------------------------------------- parent: pre-signed requests
-
-/** One request's path and its single-use proof (SIWE header or x402 payment). */
-interface Item {
-  path: string;
-  headers: Record<string, string>;
-}
-
-type Signer = (count: number) => Promise<Item[]>;
-
-/** Round-robin over the pollers: SIWE `Authorization` headers, one per request. */
-function siweSigner(pollers: readonly Poller[], ttlSeconds: number): Signer {
-  return async (count) => {
-    const items: Item[] = [];
-    for (let i = 0; i < count; i++) {
-      const p = pollers[i % pollers.length]!;
-      items.push({ path: p.path, headers: { authorization: await siwe(p.account, ttlSeconds) } });
-    }
-    return items;
-  };
-}
-
-/** Round-robin over the pollers: a fresh EIP-3009 authorization (random nonce) per request. */
-function paymentSigner(pollers: readonly Poller[]): Signer {
-  const clients = pollers.map((p) => x402ClientFor(p.account));
-  return async (count) => {
-    const items: Item[] = [];
-    for (let i = 0; i < count; i++) {
-      const k = i % pollers.length;
-      const p = pollers[k]!;
-      const payload = await clients[k]!.createPaymentPayload(p.required!);
-      items.push({ path: p.path, headers: { 'payment-signature': encodePaymentSignatureHeader(payload) } });
-    }
-    return items;
-  };
-}
-
-// ---------------------------------------------------------------- parent: load
-
-interface Row {
-  target: string;
-  reqPerSec: number;
-  p50: number;
-  p99: number;
-  non2xx: number;
-  errors: number;
-  /** 2xx answers over warm-up + measured run (paid: each one should be a settled payment). */
-  ok2xx: number;
-  /** Requests answered in the measured run. */
-  total: number;
-  /** Measured seconds (less than asked when the pre-signed pool ran out first). */
-  seconds: number;
-  /** CPU this (load generator) process used during the run, in % of one core. */
-  loaderCpu: number;
-  /** CPU seconds the server process and anvil used during the measured run (Linux only). */
-  serverCpuS: number | undefined;
-  anvilCpuS: number | undefined;
-  connections: number;
-  /** The first few non-2xx answers (status and body), for the diagnosis. */
-  failures: string[];
-  /** Pre-signed items handed out past the pool (0 by construction; checked anyway). */
-  shortfall: number;
-}
-
-interface Supply {
-  items: Item[];
-  next: number;
-  shortfall: number;
-}
-
-function loadOnce(base: string, seconds: number, connections: number, route: string, supply: Supply | undefined, failures: string[]) {
-  const request: autocannon.Request = { method: 'GET', path: route };
-  const opts: autocannon.Options = { url: base, connections, duration: seconds, requests: [request] };
-  if (supply) {
-    request.setupRequest = (req) => {
-      const item = supply.items[supply.next] ?? supply.items[supply.items.length - 1]!;
-      if (supply.next < supply.items.length) supply.next++;
-      else supply.shortfall++;
-      return { ...req, path: item.path, headers: { ...req.headers, ...item.headers } };
-    };
-    request.onResponse = (status, body) => {
-      if ((status < 200 || status > 299) && failures.length < 5) failures.push(`${status} ${body.slice(0, 400)}`);
-    };
-    // Never more requests than pre-signed items: the run stops early rather than replay one.
-    opts.maxOverallRequests = supply.items.length;
-    if (connections > supply.items.length) opts.connections = supply.items.length;
-  }
-  return autocannon(opts);
-}
-
-const toRow = (
-  target: string,
-  r: autocannon.Result,
-  cpu: NodeJS.CpuUsage,
-  others: { server: number | undefined; anvil: number | undefined },
-  connections: number,
-  ok2xx: number,
-  failures: string[],
-  shortfall: number,
-): Row => ({
-  target,
-  ...autocannonFigures(r, cpu),
-  ok2xx,
-  total: r.requests.total,
-  seconds: r.duration,
-  serverCpuS: others.server,
-  anvilCpuS: others.anvil,
-  connections,
-  failures,
-  shortfall,
-});
-
-function logRow(row: Row): void {
-  console.log(`  ${row.target}: ${Math.round(row.reqPerSec)} req/s, p99 ${row.p99} ms, non-2xx ${row.non2xx}, errors ${row.errors}`);
-  for (const f of row.failures) console.log(`    non-2xx: ${f}`);
-}
-
-/** Unsigned target (bare): a 2 s warm-up, then the measured run. */
-async function measurePlain(target: string, server: Server, route: string, settings: Settings): Promise<Row> {
-  await loadOnce(server.base, WARMUP_SECONDS, settings.connections, route, undefined, []);
-  const cpuBefore = process.cpuUsage();
-  const others = cpuMeter({ server: server.child.pid, anvil: undefined });
-  const r = await loadOnce(server.base, settings.seconds, settings.connections, route, undefined, []);
-  const row = toRow(target, r, process.cpuUsage(cpuBefore), others(), settings.connections, r['2xx'], [], 0);
-  logRow(row);
-  return row;
-}
-
-/**
- * Signed target: every request takes its own pre-signed item. The warm-up pool is sized from a
- * guessed rate; the measured pool from the warm-up's rate (×2, plus slack). A run never sends
- * more requests than it has items (autocannon `maxOverallRequests`), so nothing is replayed; if a
- * pool runs out the run ends early and says so.
- */
-async function measureSigned(
-  target: string,
-  server: Server,
-  anvilPid: number,
-  connections: number,
-  seconds: number,
-  guessRate: number,
-  sign: Signer,
-): Promise<Row> {
-  const failures: string[] = [];
-  let t0 = Date.now();
-  const warmItems = await sign(Math.max(connections * 4, Math.ceil(WARMUP_SECONDS * guessRate)));
-  const warmSignS = (Date.now() - t0) / 1000;
-  const warmSupply: Supply = { items: warmItems, next: 0, shortfall: 0 };
-  const warm = await loadOnce(server.base, WARMUP_SECONDS, connections, warmItems[0]!.path, warmSupply, failures);
-  const warmRate = warm.requests.total / warm.duration;
-  const count = Math.ceil(warmRate * seconds * 2) + 20 * connections;
-  t0 = Date.now();
-  const items = await sign(count);
-  console.log(
-    `  ${target}: warm-up ${Math.round(warmRate)} req/s (${warmItems.length} signed in ${warmSignS.toFixed(1)} s); ` +
-      `signed ${count} for the measured run in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
-  );
-  const supply: Supply = { items, next: 0, shortfall: 0 };
-  const cpuBefore = process.cpuUsage();
-  const others = cpuMeter({ server: server.child.pid, anvil: anvilPid });
-  const r = await loadOnce(server.base, seconds, connections, items[0]!.path, supply, failures);
-  const row = toRow(target, r, process.cpuUsage(cpuBefore), others(), connections, warm['2xx'] + r['2xx'], failures, warmSupply.shortfall + supply.shortfall);
-  row.non2xx += warm.non2xx;
-  row.errors += warm.errors;
-  logRow(row);
-  return row;
 }
 
 // ---------------------------------------------------------------- parent: gas
@@ -541,7 +261,7 @@ async function benchDatabase(label: string, dbUrl: string, chain: DevChain, sett
   const payers = PAYER_SLOTS.map(demo);
 
   const unpaid = await withServer('app', env(false), async (server) => {
-    const pollers = await unpaidFixture(server.base, payers);
+    const pollers = await unpaidFixture(server.base, payers, demo(OWNER_SLOT));
     return measureSigned(
       `unpaid status ${label}`,
       server,
@@ -555,7 +275,7 @@ async function benchDatabase(label: string, dbUrl: string, chain: DevChain, sett
 
   const feeBefore = await usdcBalance(chain.rpcUrl, feeAddress);
   return withServer('app', env(true), async (server) => {
-    const pollers = await paidFixture(server.base, payers);
+    const pollers = await paidFixture(server.base, payers, demo(OWNER_SLOT));
     const paid = await measureSigned(
       `paid status ${label}`,
       server,

@@ -12,12 +12,13 @@
 import { readFileSync } from 'node:fs';
 import { x402Facilitator } from '@x402/core/facilitator';
 import type { PaymentPayload, PaymentRequirements } from '@x402/core/types';
-import { authorizationTypes } from '@x402/evm';
-import { registerExactEvmScheme } from '@x402/evm/exact/facilitator';
+import { authorizationTypes, type FacilitatorEvmSigner } from '@x402/evm';
+import { ExactEvmScheme } from '@x402/evm/exact/facilitator';
 import { getAddress, verifyMessage, verifyTypedData, type Address, type Hex } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { parseAuthorizationHeader } from '../src/auth/siwe.js';
 import { BASE_USDC } from '../src/chain/constants.js';
+import { FastExactEvmScheme, fastExactStats } from '../src/payments/fast-exact.js';
 import { resetSignatureStats, signatureStats, verifyMessageFast, verifyTypedDataFast } from '../src/crypto/signatures.js';
 import { fmt, positiveInt, printTable, siwe, x402ClientFor } from './lib.js';
 
@@ -26,6 +27,7 @@ const ROUND_MS = positiveInt('BENCH_SIG_MS', 600, 60_000);
 const KEYS = 64;
 const X402_EVM_VERSION = (JSON.parse(readFileSync(new URL('../node_modules/@x402/evm/package.json', import.meta.url), 'utf8')) as { version: string }).version;
 const PAY_TO: Address = '0x000000000000000000000000000000000000fEE0';
+const STUB_TX: Hex = `0x${'ab'.repeat(32)}`;
 
 const requirements: PaymentRequirements = {
   scheme: 'exact',
@@ -68,12 +70,8 @@ async function fixtures(): Promise<Fixture[]> {
   return out;
 }
 
-/**
- * The exact scheme's own `verify` from @x402/evm (what the in-process facilitator runs per paid
- * request, and again inside `settle`) against a stub chain answering at once: its CPU alone.
- */
-function x402Verifier(counter: { verifications: number; verifyTypedData: number }) {
-  const facilitator = new x402Facilitator();
+/** A facilitator signer on a stub chain answering at once (a fixed tx hash, USDC has code, payers none): CPU alone. */
+function stubSigner(counter: { verifyTypedData: number }): FacilitatorEvmSigner {
   const signer = {
     address: PAY_TO,
     getAddresses: () => [PAY_TO],
@@ -83,14 +81,32 @@ function x402Verifier(counter: { verifications: number; verifyTypedData: number 
       counter.verifyTypedData++;
       return verifyTypedDataFast(args);
     },
-    writeContract: async () => '0x' as Hex,
-    sendTransaction: async () => '0x' as Hex,
+    writeContract: async () => STUB_TX,
+    sendTransaction: async () => STUB_TX,
     waitForTransactionReceipt: async () => ({ status: 'success' as const }),
   };
-  registerExactEvmScheme(facilitator, { signer: signer as unknown as Parameters<typeof registerExactEvmScheme>[1]['signer'], networks: 'eip155:8453' });
-  return async (payload: PaymentPayload) => {
-    counter.verifications++;
-    return (await facilitator.verify(payload, requirements)).isValid;
+  return signer as unknown as FacilitatorEvmSigner;
+}
+
+/**
+ * The x402 exact scheme as the in-process facilitator runs it per paid request, on a stub chain:
+ * `verify` alone, and `verify` then `settle` (which checks the signature again). `stock` is
+ * @x402/evm's own scheme; `fast` is src/payments/fast-exact.ts.
+ */
+function x402Scheme(kind: 'stock' | 'fast', counter: { verifications: number; verifyTypedData: number }) {
+  const facilitator = new x402Facilitator();
+  const signer = stubSigner(counter);
+  facilitator.register('eip155:8453', kind === 'stock' ? new ExactEvmScheme(signer) : new FastExactEvmScheme(signer));
+  return {
+    verify: async (payload: PaymentPayload) => {
+      counter.verifications++;
+      return (await facilitator.verify(payload, requirements)).isValid;
+    },
+    verifyAndSettle: async (payload: PaymentPayload) => {
+      counter.verifications++;
+      if (!(await facilitator.verify(payload, requirements)).isValid) return false;
+      return (await facilitator.settle(payload, requirements)).success;
+    },
   };
 }
 
@@ -125,17 +141,22 @@ async function main(): Promise<void> {
   console.log(`signature checks: ${ROUNDS} rounds × ${ROUND_MS} ms per operation, ${KEYS} keys, Node ${process.version}`);
   const all = await fixtures();
   const x402Calls = { verifications: 0, verifyTypedData: 0 };
-  const x402Verify = x402Verifier(x402Calls);
+  const stock = x402Scheme('stock', x402Calls);
+  const fastScheme = x402Scheme('fast', x402Calls);
   const ops: Op[] = [
     { name: 'viem verifyTypedData (utils, pure JS)', run: (f) => verifyTypedData(f.typed as Parameters<typeof verifyTypedData>[0]), perRound: [], cpuPerRound: [] },
     { name: 'fast verifyTypedDataFast (WASM)', run: (f) => verifyTypedDataFast(f.typed), perRound: [], cpuPerRound: [] },
     { name: 'viem verifyMessage (SIWE, pure JS)', run: (f) => verifyMessage(f.message), perRound: [], cpuPerRound: [] },
     { name: 'fast verifyMessageFast (SIWE, WASM)', run: (f) => verifyMessageFast(f.message), perRound: [], cpuPerRound: [] },
-    { name: 'reference: @x402/evm exact verify (stub chain)', run: (f) => x402Verify(f.payload), perRound: [], cpuPerRound: [] },
+    { name: 'x402 exact verify: @x402/evm (stub chain)', run: (f) => stock.verify(f.payload), perRound: [], cpuPerRound: [] },
+    { name: 'x402 exact verify: fast-exact (stub chain)', run: (f) => fastScheme.verify(f.payload), perRound: [], cpuPerRound: [] },
+    { name: 'x402 verify + settle: @x402/evm (stub chain)', run: (f) => stock.verifyAndSettle(f.payload), perRound: [], cpuPerRound: [] },
+    { name: 'x402 verify + settle: fast-exact (stub chain)', run: (f) => fastScheme.verifyAndSettle(f.payload), perRound: [], cpuPerRound: [] },
   ];
   for (const op of ops) await measure(op, all, 150); // warm-up: JIT, WASM, caches
   resetSignatureStats();
   x402Calls.verifyTypedData = x402Calls.verifications = 0;
+  for (const k of Object.keys(fastExactStats) as (keyof typeof fastExactStats)[]) fastExactStats[k] = 0;
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 ? [...ops].reverse() : ops;
     for (const op of order) {
@@ -154,14 +175,25 @@ async function main(): Promise<void> {
   console.log('');
   const ratio = (label: string, viem: number, fast: number) =>
     console.log(`${label} fast ÷ viem = ${fmt(rate(fast) / rate(viem), 2)}× the verifications/s, ${fmt(cpu(viem) / cpu(fast), 2)}× less CPU per verification (${fmt(cpu(viem))} → ${fmt(cpu(fast))} CPU µs)`);
+  // "viem" is the stock side of each pair, "fast" the WASM side.
   ratio('typed data (EIP-3009):', 0, 1);
   ratio('message (SIWE):       ', 2, 3);
+  ratio('x402 exact verify:    ', 4, 5);
+  ratio('x402 verify + settle: ', 6, 7);
   const { typedData, message } = signatureStats;
   console.log(`fast path verdicts: typed data ${typedData.valid} valid / ${typedData.fallback} sent to viem; message ${message.valid} valid / ${message.fallback} sent to viem`);
   console.log(
-    `reference: @x402/evm ${X402_EVM_VERSION} exact verify called signer.verifyTypedData ${x402Calls.verifyTypedData} times in ${x402Calls.verifications} verifications` +
+    `@x402/evm ${X402_EVM_VERSION}: the x402 rows called signer.verifyTypedData ${x402Calls.verifyTypedData} times in ${x402Calls.verifications} paid calls` +
       ' (it recovers with its own viem call; see bench/README.md)',
   );
+  console.log(
+    `fast-exact paths: ${fastExactStats.fastValid} verified fast, ${fastExactStats.fastInvalid} refused fast, ${fastExactStats.stock} sent to the stock verify; ` +
+      `settles ${fastExactStats.vouchedSettles} vouched, ${fastExactStats.stockSettles} stock`,
+  );
+  if (fastExactStats.stock + fastExactStats.fastInvalid + fastExactStats.stockSettles > 0) {
+    console.log('WARNING: a fast-exact call left the fast path: its figures are not the fast path alone');
+    process.exitCode = 1;
+  }
   if (typedData.fallback + message.fallback > 0) {
     console.log('WARNING: a fast check was sent to viem: the fast figures are not the fast path alone');
     process.exitCode = 1;

@@ -22,6 +22,9 @@ const ARTIFACTS_DIR = join(CONTRACTS_DIR, 'artifacts');
 const CONTRACTS: ReadonlyArray<{ file: string; contractName: DevContractName }> = [
   { file: 'TestUSDC.sol', contractName: 'TestUSDC' },
   { file: 'Multicall3.sol', contractName: 'Multicall3' },
+  // x402 batch-settlement channels, placed at @x402/evm's addresses (src/chain/dev/batch-settlement-contracts.ts)
+  { file: 'BatchSettlement.sol', contractName: 'BatchSettlement' },
+  { file: 'Erc3009DepositCollector.sol', contractName: 'Erc3009DepositCollector' },
 ];
 
 interface Artifact {

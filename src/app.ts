@@ -4,6 +4,7 @@ import { AgentsService } from './agents/service.js';
 import { payoutRules } from './agents/payout.js';
 import { SiweVerifier, siweDomain } from './auth/siwe.js';
 import { bearerToken, SessionService, sessionKey } from './auth/session.js';
+import { DEV_POLL_INTERVAL_MS } from './chain/constants.js';
 import { chainTarget, resolveWallets } from './chain/wallets.js';
 import { x402ResourceServer, type FacilitatorClient } from '@x402/core/server';
 import { PaymentLifecycle } from './payments/lifecycle.js';
@@ -146,6 +147,7 @@ function x402Options(config: Config, deps: AppDeps, services: Services, log: Fas
     rpcUrl: deps.chainRpcUrl ?? config.CHAIN_RPC_URL,
     operatorKey: wallets.operatorKey,
     facilitatorUrl: config.FACILITATOR_URL,
+    receiptPollMs: config.CHAIN_POLL_MS ?? (config.CHAIN_RPC_URL ? undefined : DEV_POLL_INTERVAL_MS),
     db: deps.database.db,
     log,
   });

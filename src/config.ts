@@ -67,6 +67,12 @@ const configObject = z.object({
   /** `false` turns x402 off: priced endpoints then identify callers by wallet signature and charge nothing (tests, private use). */
   X402_ENABLED: bool.default(true),
   X402_MAX_TIMEOUT_SECONDS: z.coerce.number().int().min(10).max(3600).default(300),
+  /**
+   * How often the in-process facilitator asks for a settlement's receipt (ms). Unset: viem's
+   * default for the chain (1 000 ms on Base, half its block time) on a real chain, 20 ms on the
+   * embedded one, which mines each transaction at once (a 1 s wait there was the p99 of a paid call).
+   */
+  CHAIN_POLL_MS: z.coerce.number().int().min(10).max(60_000).optional(),
   /** Confirmations a release or refund waits for. */
   CHAIN_CONFIRMATIONS: z.coerce.number().int().min(1).max(64).default(1),
   /** Settlement worker: how often it looks for payouts, how long it holds one, how it retries. */
@@ -96,6 +102,8 @@ const configObject = z.object({
   LLM_BASE_URL: z.url().optional(),
   LLM_API_KEY: z.string().min(1).optional(),
   LLM_MAX_COST_USD: z.coerce.number().positive().max(1000).default(1),
+  /** Dev mode: the model of the built-in hosted agent `npm start` registers when LLM_BASE_URL is set (src/agents/builtin). */
+  LLM_MODEL: z.string().trim().min(1).max(200).default('gpt-4o-mini'),
   /** JSON {"model": {"input_per_million_usd", "output_per_million_usd"}, "*": …} over the built-in price table. */
   LLM_PRICES: z
     .string()

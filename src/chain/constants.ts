@@ -14,6 +14,15 @@ export const BASE_SEPOLIA_USDC: Address = '0x036CbD53842c5426634e7929541eC2318f3
 /** Canonical Multicall3 address (same on every chain). */
 export const MULTICALL3: Address = '0xcA11bde05977b3631167028862bE2a173976CA11';
 
+/**
+ * Where the x402 `batch-settlement` scheme of @x402/evm expects its channel contract and its ERC-3009
+ * deposit collector (the package hard-codes both, the same on every chain). On the embedded dev
+ * chain this project's own contracts (contracts/BatchSettlement.sol, Erc3009DepositCollector.sol)
+ * are placed there.
+ */
+export const BATCH_SETTLEMENT_ADDRESS: Address = '0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003';
+export const ERC3009_DEPOSIT_COLLECTOR_ADDRESS: Address = '0x4020806089470a89826cB9fB1f4059150b550004';
+
 export const USDC_DECIMALS = 6;
 /** EIP-712 domain name/version of USDC on Base mainnet (and of the dev-chain token). */
 export const USDC_EIP712_NAME = 'USD Coin';
@@ -100,3 +109,6 @@ export const AUTHORIZATION_FIELDS = [
   { name: 'validBefore', type: 'uint256' },
   { name: 'nonce', type: 'bytes32' },
 ] as const;
+
+/** How often anything polls the embedded chain for a receipt: anvil mines each transaction at once. */
+export const DEV_POLL_INTERVAL_MS = 20;

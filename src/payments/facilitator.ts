@@ -1,8 +1,9 @@
 import { HTTPFacilitatorClient, type FacilitatorClient } from '@x402/core/server';
-import type { SupportedResponse } from '@x402/core/types';
+import type { Network, SupportedResponse } from '@x402/core/types';
 import { x402Facilitator } from '@x402/core/facilitator';
 import { toFacilitatorEvmSigner } from '@x402/evm';
-import { registerExactEvmScheme } from '@x402/evm/exact/facilitator';
+import { ExactEvmSchemeV1 } from '@x402/evm/exact/v1/facilitator';
+import { NETWORKS as V1_NETWORKS } from '@x402/evm/v1';
 import {
   BaseError,
   ContractFunctionRevertedError,
@@ -21,6 +22,7 @@ import { SendLane } from '../chain/nonces.js';
 import type { ChainTarget } from '../chain/wallets.js';
 import type { Db } from '../db/client.js';
 import { describeError } from '../net/redact.js';
+import { FastExactEvmScheme } from './fast-exact.js';
 
 export function viemChain(target: ChainTarget): Chain {
   return target.chainId === baseSepolia.id ? baseSepolia : base;
@@ -35,6 +37,8 @@ export interface FacilitatorOptions {
   db: Db;
   /** Where a failed send is logged with its cause (the facilitator itself reports only a reason code). */
   log?: { error(obj: object, msg: string): void };
+  /** How often a settlement's receipt is polled (ms); undefined = viem's default for the chain. */
+  receiptPollMs?: number | undefined;
   /** A hosted facilitator instead. */
   facilitatorUrl?: string | undefined;
 }
@@ -79,11 +83,15 @@ export function createFacilitatorClient(opts: FacilitatorOptions): FacilitatorCl
     verifyTypedData: (a) => client.verifyTypedData(a as Parameters<typeof client.verifyTypedData>[0]),
     writeContract: (a) => send({ to: a.address, data: encodeFunctionData({ abi: a.abi, functionName: a.functionName, args: a.args } as Parameters<typeof encodeFunctionData>[0]) }, a),
     sendTransaction: (a) => send({ to: a.to, data: a.data }, a),
-    waitForTransactionReceipt: (a) => client.waitForTransactionReceipt(a),
+    waitForTransactionReceipt: (a) => client.waitForTransactionReceipt({ ...a, pollingInterval: opts.receiptPollMs }),
     getCode: (a) => client.getCode(a),
   });
+  // What `registerExactEvmScheme` of @x402/evm registers, except that v2 `exact` (every payment
+  // this service asks for) verifies EOA authorizations fast and keeps the stock settle (fast-exact.ts).
   const facilitator = new x402Facilitator();
-  registerExactEvmScheme(facilitator, { signer, networks: opts.target.network });
+  facilitator.register(opts.target.network, new FastExactEvmScheme(signer));
+  // v1 names its networks plainly ("base"); registerV1 is typed for CAIP-2 only.
+  facilitator.registerV1(V1_NETWORKS as Network[], new ExactEvmSchemeV1(signer));
   return {
     verify: (payload, requirements) => facilitator.verify(payload, requirements),
     settle: (payload, requirements) => facilitator.settle(payload, requirements),

@@ -5,6 +5,7 @@ import { eq } from 'drizzle-orm';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { AUTHORIZATION_FIELDS, BASE_USDC } from '../../src/chain/constants.js';
 import { payments } from '../../src/db/schema.js';
+import { fastExactStats } from '../../src/payments/fast-exact.js';
 import { startPaidApp, x402ClientFor, type PaidApp } from '../helpers/paid.js';
 
 let p: PaidApp;
@@ -64,8 +65,12 @@ describe('x402 on priced endpoints', () => {
   it('lets the stock @x402/fetch client pay: fee lands on the fee wallet, receipt is listed', async () => {
     const payer = p.demo(0);
     const [payerBefore, feeBefore] = await Promise.all([p.balance(payer.address), p.balance(p.wallets.feeAddress)]);
+    const fastBefore = { ...fastExactStats };
     const res = await p.payFetch(payer)(`${p.baseUrl}/v1/agents?query=copywriting`);
     expect(res.status).toBe(200);
+    // Verified on the fast path (payments/fast-exact.ts), settled by the stock settle without a second recovery.
+    expect(fastExactStats.fastValid - fastBefore.fastValid).toBe(1);
+    expect(fastExactStats.vouchedSettles - fastBefore.vouchedSettles).toBe(1);
     expect((await json(res)).agents.map((a: { id: string }) => a.id)).toEqual([agentId]);
     const settlement = decodePaymentResponseHeader(res.headers.get('payment-response')!);
     expect(settlement).toMatchObject({ success: true, network: 'eip155:8453', payer: payer.address });

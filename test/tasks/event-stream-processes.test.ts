@@ -74,6 +74,8 @@ describe('a task’s event stream across processes (Postgres LISTEN/NOTIFY)', ()
     await reading.until(() => seen().some((s) => s.stage === 'running'));
     await taskLifecycle.reportProgress(taskId, { progress_percent: 70 });
     await reading.until(() => seen().some((s) => s.progress_percent === 70));
+    // A quiet stream gets heartbeats (every 200 ms here) while the task is still running.
+    await reading.until(() => reading.events.some((e) => e.comment === 'heartbeat'));
     await taskLifecycle.markCompleted(taskId, textResult('from afar'));
     await reading.done;
 

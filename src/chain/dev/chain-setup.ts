@@ -1,5 +1,6 @@
 import { encodeDeployData, type Address, type Hex } from 'viem';
 import { ANVIL_ACCOUNTS, BASE_USDC, MULTICALL3, type DevAccount } from '../constants.js';
+import { batchSettlementPlacements } from './batch-settlement-contracts.js';
 import type { DevClient } from './client.js';
 import { multicall3Artifact, testUsdcArtifact } from './contracts.js';
 import type { DevChainOptions } from './devchain-types.js';
@@ -64,10 +65,14 @@ export function fundingFrom(opts: DevChainOptions): Funding {
 
 export async function installContracts(client: DevClient, rpcUrl: string, funding: Funding): Promise<SetupResult> {
   const minter = ANVIL_ACCOUNTS[0]!.address;
-  const [usdcCode] = await Promise.all([
+  const [usdcCode, channelContracts] = await Promise.all([
     usdcRuntimeCode(client, minter),
+    batchSettlementPlacements(client),
     ensureCode(client, MULTICALL3, multicall3Artifact().deployedBytecode),
   ]);
+  // The x402 batch-settlement contracts at @x402/evm's fixed addresses (also on a restored chain
+  // whose state predates them, or carries an older build).
+  await Promise.all(channelContracts.map(({ address, code }) => ensureCode(client, address, code)));
   const usdcWasEmpty = await ensureCode(client, BASE_USDC, usdcCode);
   if (!usdcWasEmpty) {
     // A restored chain's latest block carries the timestamp of its last run: mine one so that

@@ -10,5 +10,5 @@ export function createDevClient(rpcUrl: string) {
 
 export type DevClient = ReturnType<typeof createDevClient>;
 
-/** How often the dev helpers poll for a receipt. */
-export const DEV_POLL_INTERVAL_MS = 20;
+/** How often the dev helpers poll for a receipt (the facilitator too, on the embedded chain). */
+export { DEV_POLL_INTERVAL_MS } from '../constants.js';

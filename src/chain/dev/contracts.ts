@@ -75,10 +75,85 @@ export const multicall3Abi = parseAbi([
   'function tryBlockAndAggregate(bool requireSuccess, (address target, bytes callData)[] calls) payable returns (uint256 blockNumber, bytes32 blockHash, (bool success, bytes returnData)[] returnData)',
 ]);
 
+/**
+ * BatchSettlement (contracts/BatchSettlement.sol): the x402 `batch-settlement` channel contract,
+ * placed at the address @x402/evm expects (see ./batch-settlement-contracts.ts).
+ */
+export const batchSettlementAbi = parseAbi([
+  'struct ChannelConfig { address payer; address payerAuthorizer; address receiver; address receiverAuthorizer; address token; uint40 withdrawDelay; bytes32 salt; }',
+  'struct Voucher { ChannelConfig channel; uint128 maxClaimableAmount; }',
+  'struct VoucherClaim { Voucher voucher; bytes signature; uint128 totalClaimed; }',
+  'error AmountAboveAvailable()',
+  'error AuthorizerMismatch()',
+  'error BalanceOverflow()',
+  'error ClaimAboveBalance()',
+  'error ClaimAboveVoucher()',
+  'error DepositNotReceived()',
+  'error EmptyBatch()',
+  'error InvalidChannel()',
+  'error InvalidCollector()',
+  'error InvalidRefundNonce()',
+  'error InvalidSignature()',
+  'error NoWithdrawalPending()',
+  'error NotPayerSide()',
+  'error NotReceiverSide()',
+  'error Reentered()',
+  'error TokenTransferFailed()',
+  'error WithdrawDelayNotElapsed()',
+  'error WithdrawDelayOutOfRange()',
+  'error WithdrawalPending()',
+  'error ZeroAmount()',
+  'event ChannelClosed(bytes32 indexed channelId, ChannelConfig config)',
+  'event ChannelCreated(bytes32 indexed channelId, ChannelConfig config)',
+  'event Claimed(bytes32 indexed channelId, address indexed sender, uint128 claimAmount, uint128 newTotalClaimed)',
+  'event Deposited(bytes32 indexed channelId, address indexed sender, uint128 amount, uint128 newBalance)',
+  'event Refunded(bytes32 indexed channelId, address indexed sender, uint128 amount)',
+  'event Settled(address indexed receiver, address indexed token, address indexed sender, uint128 amount)',
+  'event WithdrawFinalized(bytes32 indexed channelId, address indexed sender, uint128 amount)',
+  'event WithdrawInitiated(bytes32 indexed channelId, uint128 amount, uint40 finalizeAfter)',
+  'function CHANNEL_CONFIG_TYPEHASH() view returns (bytes32)',
+  'function CLAIM_BATCH_TYPEHASH() view returns (bytes32)',
+  'function CLAIM_ENTRY_TYPEHASH() view returns (bytes32)',
+  'function DOMAIN_SEPARATOR() view returns (bytes32)',
+  'function MAX_WITHDRAW_DELAY() view returns (uint40)',
+  'function MIN_WITHDRAW_DELAY() view returns (uint40)',
+  'function REFUND_TYPEHASH() view returns (bytes32)',
+  'function VOUCHER_TYPEHASH() view returns (bytes32)',
+  'function channels(bytes32 channelId) view returns (uint128 balance, uint128 totalClaimed)',
+  'function claim(VoucherClaim[] voucherClaims)',
+  'function claimWithSignature(VoucherClaim[] voucherClaims, bytes authorizerSignature)',
+  'function deposit(ChannelConfig config, uint128 amount, address collector, bytes collectorData)',
+  'function finalizeWithdraw(ChannelConfig config)',
+  'function getChannelId(ChannelConfig config) view returns (bytes32)',
+  'function getClaimBatchDigest(VoucherClaim[] voucherClaims) view returns (bytes32)',
+  'function getRefundDigest(bytes32 channelId, uint256 nonce, uint128 amount) view returns (bytes32)',
+  'function getVoucherDigest(bytes32 channelId, uint128 maxClaimableAmount) view returns (bytes32)',
+  'function initiateWithdraw(ChannelConfig config, uint128 amount)',
+  'function multicall(bytes[] data) returns (bytes[] results)',
+  'function pendingWithdrawals(bytes32 channelId) view returns (uint128 amount, uint40 initiatedAt)',
+  'function receivers(address receiver, address token) view returns (uint128 totalClaimed, uint128 totalSettled)',
+  'function refund(ChannelConfig config, uint128 amount)',
+  'function refundNonce(bytes32 channelId) view returns (uint256)',
+  'function refundWithSignature(ChannelConfig config, uint128 amount, uint256 nonce, bytes receiverAuthorizerSignature)',
+  'function settle(address receiver, address token)',
+]);
+
+/** Erc3009DepositCollector (contracts/Erc3009DepositCollector.sol): a channel deposit by ERC-3009 receiveWithAuthorization. */
+export const erc3009DepositCollectorAbi = parseAbi([
+  'constructor(address settlement_)',
+  'error ForwardFailed()',
+  'error NotSettlement()',
+  'error ZeroSettlement()',
+  'function collect(address payer, address token, uint256 amount, bytes32 channelId, bytes collectorData)',
+  'function settlement() view returns (address)',
+]);
+
 /** The contracts compiled into contracts/artifacts, with the typed ABI each must match. */
 export const DEV_CONTRACTS = {
   TestUSDC: testUsdcAbi,
   Multicall3: multicall3Abi,
+  BatchSettlement: batchSettlementAbi,
+  Erc3009DepositCollector: erc3009DepositCollectorAbi,
 } as const;
 
 export type DevContractName = keyof typeof DEV_CONTRACTS;
@@ -219,4 +294,14 @@ export function testUsdcArtifact(): ContractArtifact<typeof testUsdcAbi> {
 /** Multicall3-compatible batcher (contracts/Multicall3.sol). No constructor. */
 export function multicall3Artifact(): ContractArtifact<typeof multicall3Abi> {
   return loadArtifact('Multicall3');
+}
+
+/** The x402 batch-settlement channel contract (contracts/BatchSettlement.sol). No constructor. */
+export function batchSettlementArtifact(): ContractArtifact<typeof batchSettlementAbi> {
+  return loadArtifact('BatchSettlement');
+}
+
+/** Its ERC-3009 deposit collector (contracts/Erc3009DepositCollector.sol). Constructor: (address settlement). */
+export function erc3009DepositCollectorArtifact(): ContractArtifact<typeof erc3009DepositCollectorAbi> {
+  return loadArtifact('Erc3009DepositCollector');
 }

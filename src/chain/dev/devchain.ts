@@ -4,6 +4,8 @@
  * - chain id 8453, automining (no --block-time), the 10 default anvil accounts;
  * - a USDC-like token (contracts/TestUSDC.sol) at the Base USDC address, minter = account 0;
  * - a Multicall3-compatible contract at the canonical Multicall3 address;
+ * - this project's x402 batch-settlement channel contract and its ERC-3009 deposit collector at
+ *   the addresses @x402/evm expects (batch-settlement-contracts.ts);
  * - optional persistence with anvil's `--state FILE` (loaded at start, written when anvil
  *   exits on SIGTERM/SIGINT); a restored chain is not funded again;
  * - anvil dies with this process, even on SIGKILL: it runs under a guardian process that stops it

@@ -1,0 +1,524 @@
+/**
+ * Wire speed in one run (issue 10, point 6): req/s, p50, p99 and server CPU per request for the
+ * ceiling (a bare Fastify route doing one prepared select by id), the unpaid status poll with a
+ * session token, the paid status poll over x402 `exact`; then 1 000 concurrent event streams while
+ * their tasks progress (event delay p50/p99), the resident memory of the embedded server process,
+ * and the ratios against the issue's targets (see bench/README.md).
+ *
+ *   npx tsx bench/wire.ts            # or: npm run bench:wire
+ *   npx tsx bench/wire.ts --quick    # a small smoke run (seconds, not minutes)
+ *
+ * As in bench/paid.ts each server runs in a child process (this file with `--serve`), the load
+ * generator and the stream clients in this one; one anvil, started here, serves every app child.
+ */
+import http from 'node:http';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import Fastify from 'fastify';
+import pg from 'pg';
+import type { PrivateKeyAccount } from 'viem/accounts';
+import { DEV_ROLES } from '../src/chain/constants.js';
+import { startDevChain, type DevChain } from '../src/chain/dev/devchain.js';
+import { createPglite } from '../src/db/client.js';
+import {
+  DEFAULT_PG_URL,
+  WARMUP_SECONDS,
+  cpuMeter,
+  createAgent,
+  createThrowawayDb,
+  demo,
+  fmt,
+  killChildren,
+  measurePlain,
+  measureSigned,
+  onceFromChild,
+  paidFixture,
+  paymentSigner,
+  positiveInt,
+  printTable,
+  readJson,
+  redactUrl,
+  rssOf,
+  runBench,
+  serveApp,
+  serveChild,
+  siwe,
+  startWatchdog,
+  taskBody,
+  tell,
+  unpaidFixture,
+  withServer as withScriptServer,
+  type Row,
+  type Served,
+  type Server,
+} from './lib.js';
+
+/** The longest authorization window the service accepts: pre-signed payments stay valid. */
+const X402_TIMEOUT_SECONDS = 3600;
+/** Demo wallets that pay (each owns tasks and polls or streams them), and the one that owns the agent. */
+const PAYER_SLOTS = [0, 1, 2, 3] as const;
+const OWNER_SLOT = 5;
+/** Request rate assumed to size the paid warm-up's pre-signed pool. */
+const PAID_RATE_GUESS = 300;
+/** Rows in the ceiling's table. */
+const CEILING_ROWS = 1000;
+
+const TARGETS = { unpaidOfCeiling: 0.6, paidOfCeiling: 0.5, paidP99OverP50: 3, sseDelayP99Ms: 100, rssMb: 400 } as const;
+
+// ---------------------------------------------------------------- messages parent ⇄ child
+
+type ServeKind = 'ceiling' | 'app';
+type ToChild = { type: 'start-tasks'; ids: string[] } | { type: 'close' };
+type FromChild = { type: 'tasks-started' } | { type: 'failed'; message: string };
+
+// ---------------------------------------------------------------- child: the servers
+
+/**
+ * The ceiling: a bare Fastify route (logger off) answering one select by primary key, prepared: a
+ * named statement on a pg pool of 10 (the app's DB_POOL_MAX) when BENCH_DB_URL is set, else the
+ * extended protocol of PGlite, opened as the app opens it (`createPglite`, same settings).
+ */
+async function serveCeiling(): Promise<Served> {
+  const app = Fastify({ logger: false });
+  const url = process.env.BENCH_DB_URL;
+  const seed = `create table if not exists bench_rows (id int primary key, body text not null);
+    insert into bench_rows select i, 'row ' || i from generate_series(1, ${CEILING_ROWS}) i on conflict do nothing`;
+  const text = 'select id, body from bench_rows where id = $1';
+  let select: (id: number) => Promise<unknown[]>;
+  let close: () => Promise<void>;
+  if (url) {
+    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    await pool.query(seed);
+    select = async (id) => (await pool.query({ name: 'bench_row_by_id', text, values: [id] })).rows;
+    close = () => pool.end();
+  } else {
+    const dir = mkdtempSync(path.join(tmpdir(), 'te-bench-ceiling-'));
+    const db = await createPglite(dir);
+    await db.exec(seed);
+    select = async (id) => (await db.query(text, [id])).rows;
+    close = async () => {
+      await db.close();
+      rmSync(dir, { recursive: true, force: true });
+    };
+  }
+  app.get<{ Params: { id: string } }>('/rows/:id', async (req, reply) => {
+    const rows = await select(Number(req.params.id));
+    return rows.length ? rows[0] : reply.code(404).send({ error: 'not found' });
+  });
+  return {
+    app,
+    close: async () => {
+      await app.close();
+      await close();
+    },
+  };
+}
+
+/** The real app (lib.ts `serveApp`) on the parent's anvil, x402 on or off by BENCH_X402. */
+async function serveWireApp(): Promise<Served> {
+  const rpcUrl = process.env.BENCH_RPC_URL;
+  if (!rpcUrl) throw new Error('BENCH_RPC_URL is not set');
+  return serveApp({
+    dirPrefix: 'te-bench-wire-',
+    config: { X402_ENABLED: process.env.BENCH_X402 === 'true' ? 'true' : 'false', X402_MAX_TIMEOUT_SECONDS: String(X402_TIMEOUT_SECONDS) },
+    chainRpcUrl: rpcUrl,
+  });
+}
+
+async function serve(kind: ServeKind): Promise<void> {
+  const served = kind === 'ceiling' ? await serveCeiling() : await serveWireApp();
+  await serveChild<ToChild>(served, (msg) => {
+    if (msg.type !== 'start-tasks') return;
+    // Funding is impossible with x402 off: the tasks the streams follow are funded and started here,
+    // as the dispatcher would start them (no worker runs in this process, so they stay in progress).
+    const lifecycle = served.app.services.taskLifecycle;
+    (async () => {
+      for (const id of msg.ids) {
+        await lifecycle.markFunded(id, { amount: 1_000_000n, txHash: null, actor: 'bench' });
+        await lifecycle.markStarted(id, 'bench');
+      }
+    })().then(
+      () => tell({ type: 'tasks-started' } satisfies FromChild),
+      (err: unknown) => tell({ type: 'failed', message: err instanceof Error ? err.message : String(err) } satisfies FromChild),
+    );
+  });
+}
+
+// ---------------------------------------------------------------- parent: settings
+
+interface Settings {
+  quick: boolean;
+  seconds: number;
+  connections: number;
+  paidConnections: number;
+  streams: number;
+  streamTasks: number;
+  tickMs: number;
+  streamSeconds: number;
+  pgUrl: string | undefined;
+}
+
+function readSettings(argv: string[]): Settings {
+  const quick = argv.includes('--quick');
+  const pgUrl = argv.includes('--pglite-only') ? undefined : process.env.DATABASE_URL || DEFAULT_PG_URL;
+  const s: Settings = {
+    quick,
+    seconds: positiveInt('BENCH_SECONDS', quick ? 2 : 10),
+    connections: positiveInt('BENCH_CONNECTIONS', quick ? 10 : 50),
+    paidConnections: positiveInt('BENCH_PAID_CONNECTIONS', quick ? 4 : 16),
+    streams: positiveInt('BENCH_SSE_STREAMS', quick ? 40 : 1000),
+    streamTasks: positiveInt('BENCH_SSE_TASKS', quick ? 4 : 100),
+    tickMs: positiveInt('BENCH_SSE_TICK_MS', quick ? 300 : 1000),
+    streamSeconds: positiveInt('BENCH_SSE_SECONDS', quick ? 2 : 10),
+    pgUrl,
+  };
+  if (Math.floor((s.streamSeconds * 1000) / s.tickMs) > 99) throw new Error('BENCH_SSE_SECONDS / BENCH_SSE_TICK_MS: at most 99 ticks (progress 1…99 %)');
+  return s;
+}
+
+/** Wall-clock budget after which the bench gives up and kills everything. */
+const budgetSeconds = (s: Settings) => 2 * 3 * (WARMUP_SECONDS + s.seconds) + 3 * s.streamSeconds + (s.quick ? 240 : 600);
+
+const withServer = <T>(kind: ServeKind, env: Record<string, string>, fn: (server: Server) => Promise<T>) =>
+  withScriptServer(import.meta.url, kind, env, fn);
+
+// ---------------------------------------------------------------- parent: sessions
+
+/** A session token for `who` (POST /v1/auth/session with one SIWE header). */
+async function sessionToken(base: string, who: PrivateKeyAccount): Promise<string> {
+  const res = await fetch(`${base}/v1/auth/session`, { method: 'POST', headers: { authorization: await siwe(who) } });
+  return String((await readJson(res, 201, 'POST /v1/auth/session')).token);
+}
+
+// ---------------------------------------------------------------- parent: event streams
+
+/** The agent's owner reports progress `tick` % on a task, its send time in `intermediate_result`; true when answered 200. */
+async function postProgress(base: string, ownerToken: string, taskId: string, tick: number): Promise<boolean> {
+  try {
+    const res = await fetch(`${base}/v1/tasks/${taskId}/progress`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ownerToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ progress_percent: tick, intermediate_result: { sent_at: Date.now(), tick } }),
+    });
+    await res.arrayBuffer();
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+interface StreamResult {
+  streams: number;
+  tasks: number;
+  ticks: number;
+  /** Progress events each stream should have seen (one per tick of its task) and those seen. */
+  expected: number;
+  received: number;
+  /** ms from the progress POST being sent to its event arriving on a stream. */
+  delays: number[];
+  streamErrors: number;
+  progressFailures: number;
+  serverCpuS: number | undefined;
+  seconds: number;
+  /** The server process with every stream open. */
+  rss: { rssMb: number; peakMb: number } | undefined;
+}
+
+/** One `text/event-stream` client: hands every `event: status` payload to `onStatus`. */
+function openStream(url: string, headers: Record<string, string>, agent: http.Agent, onStatus: (data: unknown) => void, onError: () => void) {
+  let buffer = '';
+  const req = http.get(url, { headers: { ...headers, accept: 'text/event-stream' }, agent }, (res) => {
+    if (res.statusCode !== 200) {
+      onError();
+      res.resume();
+      return;
+    }
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      buffer += chunk;
+      let i: number;
+      while ((i = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, i);
+        buffer = buffer.slice(i + 2);
+        if (!block.includes('event: status')) continue;
+        const data = block.split('\n').find((l) => l.startsWith('data: '));
+        if (data) onStatus(JSON.parse(data.slice(6)));
+      }
+    });
+  });
+  let closed = false;
+  req.on('error', () => {
+    if (!closed) onError();
+  });
+  return {
+    close: () => {
+      closed = true;
+      req.destroy();
+    },
+  };
+}
+
+/**
+ * `streams` streams over `tasks` funded, started tasks of one payer (round robin), opened on the
+ * unpaid app with the payer's session token; then every `tickMs` the agent's owner POSTs progress to
+ * every task (spread over the tick), its send time in `intermediate_result`. The delay of an event is its arrival minus
+ * that send time (both on this process's clock), as a client would see it.
+ */
+async function measureStreams(server: Server, settings: Settings): Promise<StreamResult> {
+  const base = server.base;
+  const payer = demo(PAYER_SLOTS[0]);
+  const owner = demo(OWNER_SLOT);
+  const [payerToken, ownerToken] = await Promise.all([sessionToken(base, payer), sessionToken(base, owner)]);
+  const agentId = await createAgent(base, owner);
+  const ids: string[] = [];
+  for (let i = 0; i < settings.streamTasks; i++) {
+    const res = await fetch(`${base}/v1/tasks`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${payerToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify(taskBody(agentId)),
+    });
+    ids.push(String((await readJson(res, 201, 'POST /v1/tasks (session)')).task_id));
+  }
+  const started = onceFromChild<FromChild, 'tasks-started'>(server.child, 'tasks-started', 120_000);
+  server.child.send({ type: 'start-tasks', ids } satisfies ToChild);
+  await started;
+
+  const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
+  const delays: number[] = [];
+  let streamErrors = 0;
+  let connected = 0;
+  const lastTick = new Array<number>(settings.streams).fill(0);
+  const streams = Array.from({ length: settings.streams }, (_, k) => {
+    let first = true;
+    return openStream(
+      `${base}/v1/tasks/${ids[k % ids.length]}/events`,
+      { authorization: `Bearer ${payerToken}` },
+      agent,
+      (data) => {
+        if (first) {
+          first = false;
+          connected++;
+        }
+        const mark = (data as { intermediate_result?: { sent_at?: number; tick?: number } | null }).intermediate_result;
+        if (typeof mark?.sent_at !== 'number' || typeof mark.tick !== 'number' || mark.tick <= lastTick[k]!) return;
+        lastTick[k] = mark.tick;
+        delays.push(Date.now() - mark.sent_at);
+      },
+      () => streamErrors++,
+    );
+  });
+  const openBy = Date.now() + 60_000;
+  while (connected + streamErrors < settings.streams && Date.now() < openBy) await new Promise((r) => setTimeout(r, 50));
+  console.log(`  streams: ${connected} of ${settings.streams} open (first event received), ${streamErrors} failed`);
+
+  const ticks = Math.floor((settings.streamSeconds * 1000) / settings.tickMs);
+  let progressFailures = 0;
+  const meter = cpuMeter({ server: server.child.pid, anvil: undefined });
+  const t0 = Date.now();
+  // Each task's update has its own slot in the tick (task i at i/T of it): the same rate as a
+  // burst of all of them at once, without a burst no real set of agents would make.
+  const posts: Promise<void>[] = [];
+  for (let tick = 1; tick <= ticks; tick++) {
+    for (const [i, id] of ids.entries()) {
+      const due = t0 + (tick - 1) * settings.tickMs + Math.floor((i * settings.tickMs) / ids.length);
+      await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now())));
+      // Not awaited here: a slow answer must not shift the next send times.
+      posts.push(
+        postProgress(base, ownerToken, id, tick).then((ok) => {
+          if (!ok) progressFailures++;
+        }),
+      );
+    }
+  }
+  await Promise.all(posts);
+  // Stragglers: until every stream saw the last tick, or 5 s.
+  const settleBy = Date.now() + 5000;
+  while (lastTick.some((t) => t < ticks) && Date.now() < settleBy) await new Promise((r) => setTimeout(r, 50));
+  const seconds = (Date.now() - t0) / 1000;
+  const cpu = meter();
+  const rss = rssOf(server.child.pid);
+  for (const s of streams) s.close();
+  agent.destroy();
+  return {
+    streams: settings.streams,
+    tasks: ids.length,
+    ticks,
+    expected: settings.streams * ticks,
+    received: delays.length,
+    delays,
+    streamErrors,
+    progressFailures,
+    serverCpuS: cpu.server,
+    seconds,
+    rss,
+  };
+}
+
+// ---------------------------------------------------------------- parent: one database
+
+interface DbResult {
+  label: string;
+  ceiling: Row;
+  unpaid: Row;
+  paid: Row;
+  sse: StreamResult;
+  /** The paid app's server process after its run (PGlite: the embedded default, x402 on). */
+  paidRss: { rssMb: number; peakMb: number } | undefined;
+}
+
+async function benchDatabase(label: string, dbUrl: string, chain: DevChain, settings: Settings): Promise<DbResult> {
+  const env = (x402: boolean) => ({ BENCH_DB_URL: dbUrl, BENCH_RPC_URL: chain.rpcUrl, BENCH_X402: String(x402), BENCH_AUTH_MAX_AGE: '3600' });
+  const payers = PAYER_SLOTS.map(demo);
+
+  const ceiling = await withServer('ceiling', { BENCH_DB_URL: dbUrl }, (server) =>
+    measurePlain(`ceiling: select by id ${label}`, server, '/rows/42', settings),
+  );
+
+  const { unpaid, sse } = await withServer('app', env(false), async (server) => {
+    const [poller] = await unpaidFixture(server.base, payers.slice(0, 1), demo(OWNER_SLOT));
+    const token = await sessionToken(server.base, poller!.account);
+    const unpaidRow = await measurePlain(`unpaid status, session ${label}`, server, poller!.path, settings, { authorization: `Bearer ${token}` });
+    console.log(`  event streams ${label}: ${settings.streams} streams over ${settings.streamTasks} tasks, progress every ${settings.tickMs} ms for ${settings.streamSeconds} s`);
+    return { unpaid: unpaidRow, sse: await measureStreams(server, settings) };
+  });
+
+  const { paid, paidRss } = await withServer('app', env(true), async (server) => {
+    const pollers = await paidFixture(server.base, payers, demo(OWNER_SLOT));
+    const row = await measureSigned(`paid status, exact ${label}`, server, chain.pid, settings.paidConnections, settings.seconds, PAID_RATE_GUESS, paymentSigner(pollers));
+    return { paid: row, paidRss: rssOf(server.child.pid) };
+  });
+  return { label, ceiling, unpaid, paid, sse, paidRss };
+}
+
+// ---------------------------------------------------------------- parent: report
+
+function quantile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+}
+
+const cpuMsPerRequest = (r: Row) => (r.serverCpuS === undefined || r.total === 0 ? NaN : (r.serverCpuS * 1000) / r.total);
+
+function printRows(results: DbResult[]): void {
+  const rows = results.flatMap((r) => [r.ceiling, r.unpaid, r.paid]);
+  printTable(
+    ['target', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx', 'errors', 'server CPU ms/req', 'loader CPU %'],
+    rows.map((r) => [r.target, String(r.connections), fmt(r.reqPerSec), fmt(r.p50, 1), fmt(r.p99, 1), String(r.non2xx), String(r.errors), fmt(cpuMsPerRequest(r), 2), fmt(r.loaderCpu)]),
+  );
+  console.log('');
+  printTable(
+    ['event streams', 'streams', 'tasks', 'events seen / expected', 'delay p50 ms', 'delay p99 ms', 'delay max ms', 'server CPU %', 'server RSS MB (streams open)'],
+    results.map(({ label, sse: s }) => [
+      label,
+      String(s.streams),
+      String(s.tasks),
+      `${s.received} / ${s.expected}`,
+      fmt(quantile(s.delays, 0.5), 1),
+      fmt(quantile(s.delays, 0.99), 1),
+      fmt(s.delays.length ? Math.max(...s.delays) : NaN, 1),
+      s.serverCpuS === undefined ? '-' : fmt((s.serverCpuS / s.seconds) * 100),
+      s.rss ? fmt(s.rss.rssMb) : '-',
+    ]),
+  );
+}
+
+function printTargets(results: DbResult[]): void {
+  const mark = (ok: boolean) => (ok ? 'met' : 'NOT met');
+  console.log('\ntargets (ratios of this run):');
+  for (const r of results) {
+    const unpaid = r.unpaid.reqPerSec / r.ceiling.reqPerSec;
+    const paid = r.paid.reqPerSec / r.ceiling.reqPerSec;
+    const spread = r.paid.p99 / r.paid.p50;
+    const delayP99 = quantile(r.sse.delays, 0.99);
+    console.log(`  ${r.label}`);
+    console.log(`    unpaid status / ceiling   ${fmt(unpaid, 3)}  (≥ ${TARGETS.unpaidOfCeiling})  ${mark(unpaid >= TARGETS.unpaidOfCeiling)}`);
+    console.log(`    paid status / ceiling     ${fmt(paid, 3)}  (≥ ${TARGETS.paidOfCeiling})  ${mark(paid >= TARGETS.paidOfCeiling)}`);
+    console.log(`    paid p99 / p50            ${fmt(spread, 2)}  (≤ ${TARGETS.paidP99OverP50})  ${mark(spread <= TARGETS.paidP99OverP50)}`);
+    console.log(`    event delay p99           ${fmt(delayP99, 1)} ms  (≤ ${TARGETS.sseDelayP99Ms} ms)  ${mark(delayP99 <= TARGETS.sseDelayP99Ms)}`);
+  }
+  const embedded = results.find((r) => r.label === '(PGlite)');
+  const rss = embedded?.paidRss;
+  if (rss) {
+    const worst = Math.max(rss.rssMb, embedded.sse.rss?.rssMb ?? 0);
+    console.log(
+      `  RSS of the embedded server process (PGlite, x402 on, after the paid run): ${fmt(rss.rssMb)} MB, peak ${fmt(rss.peakMb)} MB; ` +
+        `with ${embedded.sse.streams} streams open ${embedded.sse.rss ? fmt(embedded.sse.rss.rssMb) : '-'} MB  (≤ ${TARGETS.rssMb} MB)  ${mark(worst <= TARGETS.rssMb)}`,
+    );
+    console.log('    (a child run by tsx, as every bench server; `npm start` runs compiled JS: bench:memory measures it)');
+  }
+}
+
+/** False when a figure is not valid: a failed request, stream or progress update. */
+function checkResults(results: DbResult[]): boolean {
+  let ok = true;
+  for (const r of results) {
+    for (const row of [r.ceiling, r.unpaid, r.paid]) {
+      if (row.non2xx > 0 || row.errors > 0 || row.shortfall > 0) {
+        console.error(`WARNING ${row.target}: ${row.non2xx} non-2xx, ${row.errors} errors, ${row.shortfall} past the pre-signed items — not valid`);
+        for (const f of row.failures) console.error(`  ${f}`);
+        ok = false;
+      }
+      if (row.loaderCpu >= 90) console.error(`NOTE ${row.target}: the load generator used ${fmt(row.loaderCpu)} % of a core; that figure is a floor`);
+    }
+    const s = r.sse;
+    if (s.streamErrors > 0 || s.progressFailures > 0) {
+      console.error(`WARNING event streams ${r.label}: ${s.streamErrors} streams failed, ${s.progressFailures} progress updates failed — not valid`);
+      ok = false;
+    }
+    if (s.received < s.expected) console.error(`NOTE event streams ${r.label}: ${s.expected - s.received} progress events not seen (coalesced or late)`);
+  }
+  return ok;
+}
+
+// ---------------------------------------------------------------- parent: main
+
+let chainToStop: DevChain | undefined;
+
+function killAll(): void {
+  killChildren();
+  void chainToStop?.stop();
+}
+
+async function main(): Promise<void> {
+  const settings = readSettings(process.argv.slice(2));
+  startWatchdog(budgetSeconds(settings) * 1000, { kill: killAll, exitDelayMs: 500, signals: ['SIGINT', 'SIGTERM'] });
+  console.log(
+    `bench:wire${settings.quick ? ' --quick' : ''}: ${WARMUP_SECONDS} s warm-up + ${settings.seconds} s per target; ${settings.connections} connections ` +
+      `(paid: ${settings.paidConnections}); ${settings.streams} event streams; node ${process.version}, ${cpus().length} cpus`,
+  );
+  const chain = await startDevChain({ silent: true, fundIndices: [...DEV_ROLES.demo] });
+  chainToStop = chain;
+  try {
+    const results: DbResult[] = [await benchDatabase('(PGlite)', '', chain, settings)];
+    if (settings.pgUrl) {
+      const db = await createThrowawayDb(settings.pgUrl);
+      if (typeof db === 'string') console.log(`postgres: skipped — ${db}`);
+      else {
+        console.log(`postgres: throwaway database on ${redactUrl(settings.pgUrl)}`);
+        try {
+          results.push(await benchDatabase('(Postgres)', db.url, chain, settings));
+        } finally {
+          await db.drop();
+        }
+      }
+    }
+    console.log('');
+    printRows(results);
+    printTargets(results);
+    if (!checkResults(results)) process.exitCode = 1;
+  } finally {
+    await chain.stop();
+    chainToStop = undefined;
+  }
+}
+
+const serveKind = ((): ServeKind | undefined => {
+  const i = process.argv.indexOf('--serve');
+  if (i < 0) return undefined;
+  const kind = process.argv[i + 1];
+  if (kind !== 'ceiling' && kind !== 'app') throw new Error(`--serve ceiling|app, got ${kind}`);
+  return kind;
+})();
+runBench(serveKind ? () => serve(serveKind) : undefined, main, killAll);
