@@ -1,4 +1,5 @@
 import closeWithGrace from 'close-with-grace';
+import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { openDatabase } from './db/client.js';
@@ -6,6 +7,7 @@ import { runMigrations } from './db/migrate.js';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Address } from 'viem';
+import type { BuiltinAgents } from './agents/builtin/index.js';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from './chain/constants.js';
 import type { DevChain } from './chain/dev/devchain.js';
 import { UsdcReader } from './chain/usdc.js';
@@ -44,11 +46,13 @@ async function main(): Promise<void> {
   });
 
   let stopWorkers = async (): Promise<void> => undefined;
+  let builtin: BuiltinAgents | undefined;
 
   closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'shutting down after an error');
     else app.log.info({ signal }, 'shutting down');
     await stopWorkers();
+    await builtin?.stop();
     await app.close();
     await database.close();
     await devChain?.stop();
@@ -60,10 +64,12 @@ async function main(): Promise<void> {
     app.log.info({ role: config.ROLE, database: database.kind }, 'worker started (no HTTP listener)');
     return;
   }
+  // Dev mode only: registered (or refreshed) before the dispatcher starts, so it reaches them where they now listen.
+  if (embedded) builtin = await startBuiltinAgents(app);
   const address = await app.listen({ host: config.HOST, port: config.PORT });
   // Started after listen: with PORT=0 the origin agents call back is only known now.
   if (config.ROLE === 'all') stopWorkers = startWorkers(app, { publicBaseUrl: config.PUBLIC_BASE_URL ?? address });
-  if (devChain) await printDemoWallets(devChain, address);
+  if (devChain) await printDemoWallets(devChain, address, builtin);
   app.log.info({ role: config.ROLE, database: database.kind }, `task-escrow listening on ${address} — Swagger UI at ${address}/docs`);
 }
 
@@ -83,7 +89,16 @@ async function startEmbeddedChain(config: Config): Promise<{ chain: DevChain; fa
   return { chain, faucet: { mint: (to: Address, amount: bigint) => mintUsdc(chain, to, amount) } };
 }
 
-async function printDemoWallets(chain: DevChain, address: string): Promise<void> {
+/**
+ * The agents to hire on the first run (src/agents/builtin), served by this process on loopback.
+ * Loaded here only, like the dev chain: a service on a real chain never imports them.
+ */
+async function startBuiltinAgents(app: FastifyInstance): Promise<BuiltinAgents> {
+  const builtin = await import('./agents/builtin/index.js');
+  return builtin.startBuiltinAgents(app);
+}
+
+async function printDemoWallets(chain: DevChain, address: string, builtin: BuiltinAgents | undefined): Promise<void> {
   const usdc = new UsdcReader(chain.rpcUrl, chain.usdc);
   const rows = await Promise.all(
     DEV_ROLES.demo.map(async (i) => {
@@ -99,6 +114,7 @@ async function printDemoWallets(chain: DevChain, address: string): Promise<void>
       'Demo wallets (anvil\'s well-known dev accounts; keys in src/chain/constants.ts):',
       ...rows,
       `More test USDC: POST ${address}/dev/faucet {"address":"0x…"}`,
+      ...(builtin ? ['', ...builtin.banner, ''] : []),
       `Swagger UI: ${address}/docs`,
       '',
     ].join('\n'),
