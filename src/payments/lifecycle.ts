@@ -2,6 +2,7 @@ import { and, eq, inArray, lt, sql } from 'drizzle-orm';
 import { getAddress, type Address } from 'viem';
 import type { Clock } from '../clock.js';
 import { isUniqueViolation, withTransaction, type Db, type Executor, type Tx } from '../db/client.js';
+import { preparedQuery } from '../db/prepared.js';
 import { payments, tasks, type PaymentRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { enqueuePaymentRefund } from '../escrow/outbox.js';
@@ -55,6 +56,33 @@ export const TASK_WRITES = ['fund_task', 'cancel_task', 'dispute_task', 'rate_ag
 function isTaskWrite(purpose: string): boolean {
   return (TASK_WRITES as readonly string[]).includes(purpose);
 }
+
+/**
+ * The per-request statements outside a transaction, prepared once per database (db/prepared.ts):
+ * the replay lookup of every paid request, verified → settling, and forgetting a failed request's
+ * payment. Each is the same SQL as the query it stands for in the methods below.
+ */
+const paymentByHeaderHash = preparedQuery((db) =>
+  db.select().from(payments).where(eq(payments.headerHash, sql.placeholder('hash'))).limit(1).prepare('payments_by_header_hash'),
+);
+const settlePayment = preparedQuery((db) =>
+  db
+    .update(payments)
+    .set({
+      status: 'settling',
+      leaseExpiresAt: sql`now() + (${sql.placeholder('leaseMs')}::integer * interval '1 millisecond')`, // queue/leaseUntil
+      updatedAt: sql`${sql.placeholder('now')}::timestamptz`, // an ISO string: a placeholder is not mapped by its column
+    })
+    .where(and(eq(payments.id, sql.placeholder('id')), eq(payments.status, 'verified'), eq(payments.leaseOwner, sql.placeholder('owner'))))
+    .returning({ id: payments.id })
+    .prepare('payments_begin_settling'),
+);
+const forgetPayment = preparedQuery((db) =>
+  db
+    .delete(payments)
+    .where(and(eq(payments.id, sql.placeholder('id')), eq(payments.status, 'verified'), eq(payments.leaseOwner, sql.placeholder('owner'))))
+    .prepare('payments_forget'),
+);
 
 export class PaymentLifecycle {
   constructor(
@@ -127,23 +155,18 @@ export class PaymentLifecycle {
 
   /** The payment made with this exact PAYMENT-SIGNATURE header (by its SHA-256), if any. */
   async byHeaderHash(hash: string): Promise<PaymentRow | undefined> {
-    const [row] = await this.db.select().from(payments).where(eq(payments.headerHash, hash)).limit(1);
+    const [row] = await paymentByHeaderHash(this.db).execute({ hash });
     return row;
   }
 
   /** The request failed before any settlement: forget the payment, nothing was charged. */
   async forget(id: string, owner: string): Promise<void> {
-    await this.db.delete(payments).where(and(eq(payments.id, id), eq(payments.status, 'verified'), eq(payments.leaseOwner, owner)));
+    await forgetPayment(this.db).execute({ id, owner });
   }
 
   /** verified → settling, just before the settlement is sent. Fails when the sweep took the payment over. */
   async beginSettling(id: string, owner: string): Promise<void> {
-    const now = this.clock.now();
-    const [row] = await this.db
-      .update(payments)
-      .set({ status: 'settling', leaseExpiresAt: leaseUntil(this.leaseMs), updatedAt: now })
-      .where(and(eq(payments.id, id), eq(payments.status, 'verified'), eq(payments.leaseOwner, owner)))
-      .returning({ id: payments.id });
+    const [row] = await settlePayment(this.db).execute({ id, owner, leaseMs: Math.round(this.leaseMs), now: this.clock.now().toISOString() });
     if (!row) {
       throw new AppError('state_conflict', 'This payment took too long and was released; nothing was charged. Retry with a new payment.');
     }

@@ -1,8 +1,9 @@
-import { eq } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import type { AgentsService } from '../agents/service.js';
 import type { Clock } from '../clock.js';
 import { withTransaction, type Db, type Executor, type Tx } from '../db/client.js';
-import { tasks, type TaskRow } from '../db/schema.js';
+import { preparedQuery } from '../db/prepared.js';
+import { tasks, type AgentRow, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 
 /** The task rules that come from configuration. */
@@ -30,6 +31,9 @@ export interface TaskDeps {
 
 export type Access = 'payer' | 'payer_or_agent';
 
+/** A task by id, prepared: every read of a task outside a transaction (the status read first). */
+const taskById = preparedQuery((db) => db.select().from(tasks).where(eq(tasks.id, sql.placeholder('id'))).prepare('tasks_by_id'));
+
 /**
  * What the three task modules share (client.ts, provider.ts, lifecycle.ts): the database, the
  * clock, the rules, and who may see a task. Only these modules write `tasks` rows.
@@ -52,7 +56,7 @@ export abstract class TaskModule {
   }
 
   async require(exec: Executor, id: string): Promise<TaskRow> {
-    const [row] = await exec.select().from(tasks).where(eq(tasks.id, id));
+    const [row] = exec === this.db ? await taskById(this.db).execute({ id }) : await exec.select().from(tasks).where(eq(tasks.id, id));
     if (!row) throw new AppError('task_not_found', `Task ${id} does not exist`);
     return row;
   }
@@ -60,13 +64,22 @@ export abstract class TaskModule {
   /** The task if `caller` may see it: its payer, or (for status) the assigned agent's owner. */
   protected async readable(caller: string, id: string, access: Access, exec: Executor = this.db): Promise<TaskRow> {
     const task = await this.require(exec, id);
+    await this.checkReadable(caller, task, access, () => this.agentsService.require(exec, task.agentId));
+    return task;
+  }
+
+  /**
+   * Throws unless `caller` may see `task` (the rule of `readable`). `agentOf` reads the assigned
+   * agent, only for a caller who is not the payer (one check of many readers can share it).
+   */
+  protected async checkReadable(caller: string, task: TaskRow, access: Access, agentOf: () => Promise<AgentRow>): Promise<void> {
     const who = caller.toLowerCase();
-    if (task.payerAddress === who) return task;
+    if (task.payerAddress === who) return;
     if (access === 'payer_or_agent') {
-      const agent = await this.agentsService.require(exec, task.agentId);
-      if (agent.ownerAddress === who || agent.payoutAddress === who) return task;
+      const agent = await agentOf();
+      if (agent.ownerAddress === who || agent.payoutAddress === who) return;
     }
-    throw new AppError('forbidden', `Task ${id} belongs to another wallet`);
+    throw new AppError('forbidden', `Task ${task.id} belongs to another wallet`);
   }
 
   /** The task, if `wallet` is the assigned agent's owner or payout wallet. */

@@ -3,7 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { callerOf } from '../../http/caller.js';
 import { errorResponses } from '../../http/schemas.js';
-import { TaskChangeFeed } from '../../tasks/change-feed.js';
+import { SharedTaskReads, TaskChangeFeed } from '../../tasks/change-feed.js';
 import { openTaskEventStream } from '../../tasks/event-stream.js';
 import { TaskParams } from '../../tasks/schemas.js';
 import { StreamResume } from '../../tasks/stream-resume.js';
@@ -31,6 +31,7 @@ export async function taskEventRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const { tasks } = app.services;
   const feed = new TaskChangeFeed(app.database);
+  const reads = new SharedTaskReads(feed, (id) => tasks.sharedStatus(id)); // one read per task per change, for all its streams
   app.addHook('onClose', async () => feed.close());
   const resume = new StreamResume(app.config.CALLBACK_SIGNING_SECRET, app.config.EVENT_STREAM_RESUME_SECONDS, app.clock);
   const resumed = (req: FastifyRequest) => {
@@ -66,7 +67,8 @@ export async function taskEventRoutes(fastify: FastifyInstance): Promise<void> {
       const stream = await openTaskEventStream({
         taskId,
         read: () => tasks.status(caller, taskId),
-        feed,
+        reads,
+        viewOf: (shared) => shared.viewFor(caller),
         heartbeatMs: app.config.EVENT_STREAM_HEARTBEAT_MS,
         eventId: (n) => resume.eventId(taskId, caller, n),
         firstEvent: from && from.payer === caller ? from.next : 0,
