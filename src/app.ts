@@ -30,6 +30,10 @@ import { loggerOptions } from './logger.js';
 import { healthRoutes } from './routes/health.js';
 import { agentRoutes } from './routes/v1/agents.js';
 import { taskRoutes } from './routes/v1/tasks.js';
+import { batchRoutes } from './routes/v1/batches.js';
+import { BatchService } from './batches/service.js';
+import { batchTotal } from './batches/schemas.js';
+import { BatchTasks } from './tasks/batch-items.js';
 import { receiptRoutes } from './routes/v1/receipts.js';
 import { sessionRoutes } from './routes/v1/sessions.js';
 import { devRoutes, type DevFaucet } from './routes/dev.js';
@@ -68,6 +72,8 @@ export interface Services {
   /** Receipts. */
   payments: PaymentsService;
   paymentLifecycle: PaymentLifecycle;
+  /** Many tasks hired with one payment. */
+  batches: BatchService;
 }
 
 declare module 'fastify' {
@@ -119,9 +125,18 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
       chainId: chainTarget(config).chainId,
       maxAgeSeconds,
     });
+  const taskClient = new TaskClient(taskDeps, taskLifecycle);
   return {
     agents,
-    tasks: new TaskClient(taskDeps, taskLifecycle),
+    tasks: taskClient,
+    batches: new BatchService({
+      db,
+      clock,
+      agents,
+      tasks: taskClient,
+      items: new BatchTasks(taskDeps, taskLifecycle),
+      fee: config.PRICE_BATCH_FEE,
+    }),
     provider: new TaskProvider(taskDeps, taskLifecycle),
     taskLifecycle,
     siwe: signInVerifier(config.AUTH_MAX_AGE_SECONDS),
@@ -164,6 +179,7 @@ function x402Options(config: Config, deps: AppDeps, services: Services, log: Fas
     lifecycle: services.paymentLifecycle,
     dynamic: {
       fund_task: (request) => ({ amount: fundingPrice(prices, fundingAmount(request.body)), payTo: wallets.escrowAddress }),
+      create_batch: (request) => ({ amount: batchTotal(request.body, prices.create_batch), payTo: wallets.escrowAddress }),
     },
   };
 }
@@ -263,6 +279,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(agentRoutes);
   await app.register(taskRoutes);
   await app.register(taskEventRoutes);
+  await app.register(batchRoutes);
   await app.register(receiptRoutes);
   await app.register(sessionRoutes);
   if (deps.devFaucet) await app.register(devRoutes, { faucet: deps.devFaucet });

@@ -138,6 +138,8 @@ const configObject = z.object({
   PRICE_CLAIM_TASK: atomic.default(2000n),
   /** One task's event stream, paid once (a poll costs PRICE_TASK_STATUS). */
   PRICE_TASK_EVENTS: atomic.default(5000n),
+  /** The one fee of a batch (POST /v1/batches), paid with its escrows in one payment. */
+  PRICE_BATCH_FEE: atomic.default(10_000n),
   /** A comment line on every open event stream this often, so proxies keep it open. */
   EVENT_STREAM_HEARTBEAT_MS: z.coerce.number().int().min(50).max(120_000).default(15_000),
   /** A dropped stream resumes with Last-Event-ID, without paying again, within this long of its last event. */

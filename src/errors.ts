@@ -57,6 +57,11 @@ export const errorCodes = {
   not_found: { status: 404, type: 'not_found_error', retryable: false },
   agent_not_found: { status: 404, type: 'not_found_error', retryable: false },
   task_not_found: { status: 404, type: 'not_found_error', retryable: false },
+  batch_not_found: { status: 404, type: 'not_found_error', retryable: false },
+  /** A batch whose escrows and fee exceed its own max_spend (refused before any payment). */
+  spend_limit_exceeded: { status: 422, type: 'invalid_request_error', retryable: false },
+  /** No online agent matches an item's agent_query within its budget. */
+  no_matching_agent: { status: 409, type: 'conflict_error', retryable: false },
   agent_exists: { status: 409, type: 'conflict_error', retryable: false },
   invalid_state: { status: 409, type: 'conflict_error', retryable: false },
   state_conflict: { status: 409, type: 'conflict_error', retryable: true },

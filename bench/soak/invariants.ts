@@ -228,17 +228,44 @@ export async function checkInvariants(db: Db, parties: Parties): Promise<Invaria
     db,
     sql`select 'task without exactly one booked create_task payment' as problem, t.id, t.status, count(p.id)::int as n
           from tasks t left join payments p on p.task_id = t.id and p.purpose = 'create_task' and p.status = 'booked'
+          where t.batch_id is null
           group by t.id, t.status having count(p.id) <> 1
+        union all
+        select 'batch without its one booked create_batch payment', b.id, coalesce(p.status, 'none'), 0
+          from batches b left join payments p on p.id = b.payment_id
+          where p.id is null or p.status <> 'booked' or p.purpose <> 'create_batch'
+        union all
+        select 'booked create_batch payment without its batch', p.id, p.status, 0
+          from payments p where p.purpose = 'create_batch' and p.status = 'booked' and not exists (select 1 from batches b where b.payment_id = p.id)
+        union all
+        select 'booked batch payment differs from its items'' escrows + fee', b.id, p.id, 0
+          from batches b join payments p on p.id = b.payment_id
+          where p.amount <> b.fee + coalesce((select sum(e.amount) from ledger_entries e join tasks t on e.account = 'escrow:' || t.id
+                                               where t.batch_id = b.id and e.kind = 'escrow_in'), 0)
+        union all
+        select 'batch item not funded', t.id, t.escrow_status, 0
+          from tasks t where t.batch_id is not null and t.escrow_status = 'none'
+        union all
+        select 'batch item cancelled without its batch cancelled or a failed item (fail_fast)', t.id, t.status, 0
+          from tasks t join batches b on b.id = t.batch_id
+          where t.status = 'cancelled' and b.cancelled_at is null
+            and not (b.policy = 'fail_fast' and exists (select 1 from tasks f where f.batch_id = b.id and f.status = 'failed'))
+        union all
+        select 'cancelled batches and booked cancel_batch payments differ in number', 'all', 'cancelled', 0
+          where (select count(*) from batches where cancelled_at is not null)
+             <> (select count(*) from payments where purpose = 'cancel_batch' and status = 'booked')
         union all
         select 'booked create_task payment without its task', p.id, p.status, 0
           from payments p where p.purpose = 'create_task' and p.status = 'booked' and not exists (select 1 from tasks t where t.id = p.task_id)
         union all
         select 'escrow state and booked fundings disagree', t.id, t.escrow_status, count(p.id)::int
           from tasks t left join payments p on p.task_id = t.id and p.purpose = 'fund_task' and p.status = 'booked'
+          where t.batch_id is null
           group by t.id, t.escrow_status having count(p.id) <> case when t.escrow_status = 'none' then 0 else 1 end
         union all
         select 'cancellation and booked cancel payments disagree', t.id, t.status, count(p.id)::int
           from tasks t left join payments p on p.task_id = t.id and p.purpose = 'cancel_task' and p.status = 'booked'
+          where t.batch_id is null
           group by t.id, t.status having count(p.id) <> case when t.status = 'cancelled' then 1 else 0 end
         union all
         select 'dispute and booked dispute payments disagree', t.id, t.status, count(p.id)::int

@@ -14,7 +14,7 @@ import type { Answer, RequestStats } from './requests.js';
 import type { Payer } from './wallets.js';
 
 /** The paid routes, by the price name a failpoint is qualified with. */
-export const PURPOSES = ['create_task', 'fund_task', 'cancel_task', 'dispute_task', 'task_status', 'task_result'] as const;
+export const PURPOSES = ['create_task', 'fund_task', 'cancel_task', 'dispute_task', 'task_status', 'task_result', 'create_batch', 'batch_status', 'cancel_batch'] as const;
 export type Purpose = (typeof PURPOSES)[number];
 
 export interface WorkloadSettings {
@@ -48,9 +48,12 @@ interface TaskView {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const REQUEST_TIMEOUT_MS = 20_000;
 
-type Op = 'hire' | 'poll' | 'result' | 'cancel' | 'dispute' | 'fund_old' | 'resolve';
+type Op = 'hire' | 'poll' | 'result' | 'cancel' | 'dispute' | 'fund_old' | 'resolve' | 'batch' | 'batch_poll' | 'batch_cancel';
 const OPS: readonly (readonly [Op, number])[] = [
   ['hire', 4],
+  ['batch', 1.5],
+  ['batch_poll', 0.7],
+  ['batch_cancel', 0.7],
   ['poll', 2],
   ['result', 1],
   ['cancel', 1.5],
@@ -113,6 +116,19 @@ export class Lane {
       }
       case 'resolve':
         return this.resolveDispute();
+      case 'batch':
+        return void (await this.batch());
+      case 'batch_poll': {
+        const batch = await this.someBatch();
+        if (batch) await this.get('batch_status', `/v1/batches/${batch}`);
+        else await this.batch();
+        return;
+      }
+      case 'batch_cancel': {
+        const batch = await this.someBatch();
+        if (batch) await this.cancelBatch(batch);
+        return;
+      }
     }
   }
 
@@ -142,7 +158,53 @@ export class Lane {
         if (task) return void (await this.result(task.id));
         return this.hire('instant', 'result');
       }
+      case 'create_batch':
+        return void (await this.batch());
+      case 'batch_status':
+      case 'cancel_batch': {
+        const batch = (await this.someBatch()) ?? (await this.batch());
+        if (!batch || !this.ctx.alive()) return;
+        if (purpose === 'batch_status') return void (await this.get('batch_status', `/v1/batches/${batch}`));
+        return void (await this.cancelBatch(batch));
+      }
     }
+  }
+
+  /**
+   * A batch of 2–4 items of random agents paid with one payment: a random policy, concurrency and
+   * a chain or fan-in of dependencies, sometimes a max_spend it exceeds (refused before payment).
+   */
+  private async batch(): Promise<string | undefined> {
+    const [min, max] = this.ctx.settings.budget;
+    const [tmin, tmax] = this.ctx.settings.taskTimeoutSeconds;
+    const n = this.rng.int(2, 4);
+    const items = Array.from({ length: n }, (_, i) => ({
+      agent_id: this.ctx.agents.agent(this.rng.weighted(HIRE_KINDS)).id,
+      description: `Soak iteration ${this.ctx.iteration}: batch item ${i}`,
+      budget: { amount: String(this.rng.int(min, max)), currency: 'USDC', chain: 'base' },
+      timeout_seconds: this.rng.int(tmin, tmax),
+      ...(i > 0 && this.rng.chance(0.5) ? { depends_on: [this.rng.int(0, i - 1)] } : {}),
+    }));
+    const total = items.reduce((s, i) => s + Number(i.budget.amount), 0);
+    const created = await this.post('create_batch', '/v1/batches', {
+      items,
+      policy: this.rng.chance(0.5) ? 'fail_fast' : 'continue',
+      max_concurrency: this.rng.int(1, 3),
+      ...(this.rng.chance(0.15) ? { max_spend: String(Math.max(1, total - 1)) } : {}),
+    });
+    return created?.status === 201 ? (created.body as { batch_id: string }).batch_id : undefined;
+  }
+
+  private cancelBatch(batchId: string): Promise<Answer | null> {
+    return this.post('cancel_batch', `/v1/batches/${batchId}/cancel`, { reason: 'soak: changed my mind', accept_partial_refund: this.rng.chance(0.7) });
+  }
+
+  /** One of this payer's recent batches, at random. */
+  private async someBatch(): Promise<string | undefined> {
+    const rows = rowsOf<{ id: string }>(
+      await this.ctx.db.execute(sql`select id from batches where payer_address = ${this.payer.address.toLowerCase()} order by created_at desc limit 10`),
+    );
+    return rows.length === 0 ? undefined : this.rng.pick(rows).id;
   }
 
   // ── operations ────────────────────────────────────────────────────────────

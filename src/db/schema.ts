@@ -56,6 +56,36 @@ export const agents = pgTable(
   ],
 );
 
+/**
+ * A batch: many tasks created and funded by one payment (owned by `batches/`). Its status is
+ * derived from its tasks on read; the row holds what the client chose and what was paid.
+ */
+export const batches = pgTable(
+  'batches',
+  {
+    id: text('id').primaryKey(),
+    payerAddress: text('payer_address').notNull(),
+    /** fail_fast: a failed item stops every item not yet started; continue: the rest run on. */
+    policy: text('policy').notNull(),
+    maxConcurrency: integer('max_concurrency').notNull(),
+    maxSpend: money('max_spend'),
+    itemCount: integer('item_count').notNull(),
+    escrowTotal: money('escrow_total').notNull(),
+    fee: money('fee').notNull(),
+    paymentId: text('payment_id'),
+    fundTxHash: text('fund_tx_hash'),
+    cancelledAt: ts('cancelled_at'),
+    createdAt: ts('created_at').notNull(),
+  },
+  (t) => [
+    index('batches_payer_idx').on(t.payerAddress, t.createdAt),
+    check('batches_policy_chk', sql`${t.policy} in ('fail_fast','continue')`),
+    check('batches_concurrency_pos', sql`${t.maxConcurrency} > 0`),
+  ],
+);
+
+export type BatchRow = typeof batches.$inferSelect;
+
 export const tasks = pgTable(
   'tasks',
   {
@@ -92,10 +122,17 @@ export const tasks = pgTable(
     refundAmount: money('refund_amount'),
     refundStatus: text('refund_status'),
     refundTxHash: text('refund_tx_hash'),
+    /** The batch this task is an item of (null: a task hired on its own). */
+    batchId: text('batch_id').references(() => batches.id),
+    /** Its position in the batch request (results come back in this order). */
+    batchIndex: integer('batch_index'),
+    /** Tasks of the same batch whose results this one needs first. */
+    dependsOn: jsonb('depends_on').$type<string[]>(),
     createdAt: ts('created_at').notNull(),
     updatedAt: ts('updated_at').notNull(),
   },
   (t) => [
+    index('tasks_batch_idx').on(t.batchId, t.batchIndex).where(sql`batch_id is not null`),
     index('tasks_running_deadline_idx').on(t.deadlineAt).where(sql`status = 'in_progress'`),
     index('tasks_payer_idx').on(t.payerAddress, t.createdAt),
     index('tasks_agent_idx').on(t.agentId, t.createdAt),
@@ -119,7 +156,7 @@ export const tasks = pgTable(
  * Re-exported from schema.ts.
  */
 
-export const dispatchStates = ['queued', 'running', 'awaiting_delivery', 'stuck', 'done'] as const;
+export const dispatchStates = ['waiting', 'queued', 'running', 'awaiting_delivery', 'stuck', 'done'] as const;
 export type DispatchState = (typeof dispatchStates)[number];
 
 export const dispatchJobs = pgTable(
@@ -129,8 +166,15 @@ export const dispatchJobs = pgTable(
       .primaryKey()
       .references(() => tasks.id, { onDelete: 'cascade' }),
     agentId: text('agent_id').notNull(),
-    /** queued (due at next_at), running (leased), awaiting_delivery (async agent), stuck (for an operator), done. */
+    /**
+     * waiting (a batch item whose predecessors are not done), queued (due at next_at), running
+     * (leased), awaiting_delivery (async agent), stuck (for an operator), done.
+     */
     state: text('state').$type<DispatchState>().notNull(),
+    /** The task's batch: its max_concurrency bounds the batch's live runs across workers. */
+    batchId: text('batch_id'),
+    /** Tasks that must end before this one is queued (a batch's depends_on). */
+    dependsOn: jsonb('depends_on').$type<string[]>(),
     /** Runs the agent was given; a run lost to a dying worker is not one of them. */
     attempts: integer('attempts').notNull().default(0),
     /** Runs lost because their worker stopped (crash or lease lost), bounded apart from attempts. */
@@ -149,7 +193,8 @@ export const dispatchJobs = pgTable(
     index('dispatch_jobs_due_idx').on(t.nextAt).where(sql`state = 'queued'`),
     index('dispatch_jobs_lease_idx').on(t.leaseExpiresAt).where(sql`state = 'running'`),
     index('dispatch_jobs_agent_running_idx').on(t.agentId).where(sql`state = 'running'`),
-    check('dispatch_jobs_state_chk', sql`${t.state} in ('queued','running','awaiting_delivery','stuck','done')`),
+    index('dispatch_jobs_batch_idx').on(t.batchId, t.state).where(sql`batch_id is not null`),
+    check('dispatch_jobs_state_chk', sql`${t.state} in ('waiting','queued','running','awaiting_delivery','stuck','done')`),
     check('dispatch_jobs_counts_nonneg', sql`${t.attempts} >= 0 and ${t.lostRuns} >= 0`),
   ],
 );

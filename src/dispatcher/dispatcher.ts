@@ -1,13 +1,14 @@
-import { eq, sql } from 'drizzle-orm';
+import { eq, inArray, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import { rowsOf, withTransaction, type Db, type Tx } from '../db/client.js';
 import { agents, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
 import { isAppError } from '../errors.js';
 import type { TaskLifecycle } from '../tasks/lifecycle.js';
 import { backoffMs, workerId, type WorkerLog } from '../queue/index.js';
-import type { AgentRuntime, RunOutcome, TaskBrief } from './runtime.js';
+import type { AgentRuntime, PredecessorResult, RunOutcome, TaskBrief } from './runtime.js';
+import type { ResultContentT } from '../tasks/schemas.js';
 import { Loop } from '../workers/loop.js';
-import { closeDispatch, DispatchJobs, type DispatchCandidate } from './jobs.js';
+import { BATCH_CLAIM_LOCK_SPACE, closeDispatch, DispatchJobs, doomedItems, type DispatchCandidate } from './jobs.js';
 
 /**
  * Runs the hired agent of every funded task, from its queue (`dispatch_jobs`, see jobs.ts):
@@ -95,10 +96,20 @@ export class Dispatcher {
     if (this.stopping) return 0;
     const free = this.opts.concurrency - this.running.size;
     if (free <= 0) return 0;
+    await this.cancelDoomed();
     const claimed = await this.lease(free);
     for (const task of claimed) this.launch(task);
     if (this.exhausted.size > 0) await this.failExhausted();
     return claimed.length;
+  }
+
+  /** Batch items that will never run (`fail_fast` after a failure): cancelled, refunded in full. */
+  private async cancelDoomed(): Promise<void> {
+    for (const item of await doomedItems(this.opts.db)) {
+      await this.ignoreConflict(item.task_id, () =>
+        this.opts.tasks.cancelUnstarted(item.task_id, `Not run: item ${item.failed_task_id} of its batch failed (policy fail_fast)`, `dispatcher:${this.id}`),
+      );
+    }
   }
 
   /** Waits until every run this dispatcher started has finished (tests, graceful stop). */
@@ -131,10 +142,14 @@ export class Dispatcher {
       if (found.length === 0) return [];
       // The per-agent cap holds across workers: a claim counts an agent's runs only while it holds
       // that agent's lock (until commit), so two workers never both see room for the same slot.
-      const locked = await this.lockAgents(tx, [...new Set(found.map((c) => c.agent_id))]);
-      const candidates = found.filter((c) => locked.has(c.agent_id));
+      const locked = await this.tryLocks(tx, AGENT_LOCK_SPACE, [...new Set(found.map((c) => c.agent_id))]);
+      // A batch's max_concurrency likewise: its live runs are counted under the batch's claim lock.
+      const batchIds = [...new Set(found.flatMap((c) => (c.batch_id ? [c.batch_id] : [])))];
+      const lockedBatches = await this.tryLocks(tx, BATCH_CLAIM_LOCK_SPACE, batchIds);
+      const candidates = found.filter((c) => locked.has(c.agent_id) && (!c.batch_id || lockedBatches.has(c.batch_id)));
       if (candidates.length === 0) return [];
       const busy = await this.jobs.runningPerAgent(tx, [...locked]);
+      const batchBusy = await this.jobs.runningPerBatch(tx, [...lockedBatches]);
       const chosen: Leased[] = [];
       for (const c of candidates) {
         if (chosen.length >= limit) break;
@@ -150,18 +165,22 @@ export class Dispatcher {
         }
         const load = busy.get(c.agent_id) ?? 0;
         if (load >= this.opts.perAgentConcurrency) continue;
+        // A takeover keeps the batch's slot its dead run held (that run no longer counts as live).
+        const batchLoad = c.batch_id ? (batchBusy.get(c.batch_id) ?? 0) : 0;
+        if (c.batch_id && c.batch_limit !== null && batchLoad >= c.batch_limit) continue;
         busy.set(c.agent_id, load + 1);
+        if (c.batch_id) batchBusy.set(c.batch_id, batchLoad + 1);
         chosen.push(await this.take(tx, c));
       }
       return chosen;
     });
   }
 
-  /** Transaction-level advisory locks of these agents; those another claim holds now are skipped. */
-  private async lockAgents(tx: Tx, agentIds: string[]): Promise<Set<string>> {
+  /** Transaction-level advisory locks of these agents or batches; those another claim holds now are skipped. */
+  private async tryLocks(tx: Tx, space: number, ids: string[]): Promise<Set<string>> {
     const locked = new Set<string>();
-    for (const id of agentIds.sort()) {
-      const [row] = rowsOf<{ ok: boolean }>(await tx.execute(sql`select pg_try_advisory_xact_lock(${AGENT_LOCK_SPACE}, hashtext(${id})) as ok`));
+    for (const id of ids.sort()) {
+      const [row] = rowsOf<{ ok: boolean }>(await tx.execute(sql`select pg_try_advisory_xact_lock(${space}, hashtext(${id})) as ok`));
       if (row?.ok) locked.add(id);
     }
     return locked;
@@ -214,7 +233,7 @@ export class Dispatcher {
       await this.fail(task.id, `The agent's ${runtime.kind} runtime is misconfigured: ${config.error.issues[0]?.message ?? 'invalid'}`);
       return;
     }
-    const brief = this.briefOf(task);
+    const brief = this.briefOf(task, await this.predecessorsOf(task));
     const run = this.running.get(task.id);
     if (run) run.onCancelled = () => runtime.notifyCancelled?.(brief, config.data, 'cancelled');
     const untilDeadline = Math.max(0, brief.deadline.getTime() - this.opts.clock.now().getTime());
@@ -235,9 +254,32 @@ export class Dispatcher {
     await this.conclude(task, agent, brief, controller.signal, outcome, () => runtime.notifyCancelled?.(brief, config.data, 'timed out'));
   }
 
-  private briefOf(task: Leased): TaskBrief {
+  /** A batch item's predecessors with their results, in its depends_on order. */
+  private async predecessorsOf(task: Leased): Promise<PredecessorResult[] | undefined> {
+    const ids = task.dependsOn ?? [];
+    if (ids.length === 0) return undefined;
+    const rows = await this.opts.db.select().from(tasks).where(inArray(tasks.id, ids));
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    return ids.flatMap((id) => {
+      const p = byId.get(id);
+      if (!p) return [];
+      const delivered = p.resultHash !== null && (p.status === 'completed' || p.status === 'disputed');
+      return [
+        {
+          task_id: p.id,
+          index: p.batchIndex ?? 0,
+          status: p.status,
+          result: delivered ? (p.result as ResultContentT) : null,
+          failure: delivered ? null : (p.failureReason ?? p.cancelReason ?? p.status),
+        },
+      ];
+    });
+  }
+
+  private briefOf(task: Leased, predecessors: PredecessorResult[] | undefined): TaskBrief {
     const base = this.opts.publicBaseUrl.replace(/\/$/, '');
     return {
+      ...(predecessors ? { predecessors } : {}),
       taskId: task.id,
       agentId: task.agentId,
       description: task.description,

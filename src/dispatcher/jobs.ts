@@ -14,27 +14,95 @@ import { leaseUntil, renewLeases } from '../queue/index.js';
  * (crash, lease lost, graceful stop) is not one of them and counts in `lost_runs` instead.
  */
 
-/** A funded task enters the queue, due now. */
-export async function enqueueDispatch(tx: Executor, clock: Clock, job: { taskId: string; agentId: string }): Promise<void> {
-  const now = clock.now();
-  await tx
-    .insert(dispatchJobs)
-    .values({ taskId: job.taskId, agentId: job.agentId, state: 'queued', nextAt: now, createdAt: now, updatedAt: now })
-    .onConflictDoUpdate({ target: dispatchJobs.taskId, set: { state: 'queued', nextAt: now, leaseOwner: null, leaseExpiresAt: null, updatedAt: now } });
+/** A batch item's place in its batch, as the queue needs it. */
+export interface BatchSlot {
+  batchId: string;
+  /** Tasks of the batch that must end first; none = queued at once. */
+  dependsOn: readonly string[];
 }
 
-/** The task completed or ended (or an outside runner took it): out of the dispatcher's hands. */
-export async function closeDispatch(tx: Executor, clock: Clock, taskId: string): Promise<void> {
+/**
+ * A funded task enters the queue, due now. A batch item with predecessors waits (`waiting`) until
+ * they have ended (`closeDispatch` queues it in the transaction of the last one's transition).
+ */
+export async function enqueueDispatch(tx: Executor, clock: Clock, job: { taskId: string; agentId: string; batch?: BatchSlot }): Promise<void> {
+  const now = clock.now();
+  const state = job.batch && job.batch.dependsOn.length > 0 ? 'waiting' : 'queued';
+  const batch = job.batch ? { batchId: job.batch.batchId, dependsOn: [...job.batch.dependsOn] } : {};
   await tx
+    .insert(dispatchJobs)
+    .values({ taskId: job.taskId, agentId: job.agentId, state, nextAt: now, createdAt: now, updatedAt: now, ...batch })
+    .onConflictDoUpdate({ target: dispatchJobs.taskId, set: { state, nextAt: now, leaseOwner: null, leaseExpiresAt: null, updatedAt: now } });
+}
+
+/**
+ * The task completed or ended (or an outside runner took it): out of the dispatcher's hands. In a
+ * batch, the items waiting only for it become queued.
+ */
+export async function closeDispatch(tx: Executor, clock: Clock, taskId: string): Promise<void> {
+  const closed = await tx
     .update(dispatchJobs)
     .set({ state: 'done', leaseOwner: null, leaseExpiresAt: null, updatedAt: clock.now() })
-    .where(and(eq(dispatchJobs.taskId, taskId), ne(dispatchJobs.state, 'done')));
+    .where(and(eq(dispatchJobs.taskId, taskId), ne(dispatchJobs.state, 'done')))
+    .returning({ batchId: dispatchJobs.batchId });
+  const batchId = closed[0]?.batchId;
+  if (batchId) await queueReadyItems(tx, clock, batchId);
+}
+
+/** Advisory-lock namespaces of a batch: one for queueing its waiting items, one for claiming its runs. */
+export const BATCH_QUEUE_LOCK_SPACE = 727_003;
+export const BATCH_CLAIM_LOCK_SPACE = 727_004;
+
+/** Task statuses in which a predecessor has ended, and those in which it delivered a result. */
+const ENDED = sql`('completed','disputed','failed','cancelled','expired')`;
+const DELIVERED = sql`(t.status = 'completed' or (t.status = 'disputed' and t.result_hash is not null))`;
+
+/**
+ * Queues the batch's waiting items whose predecessors have all ended: with policy `continue`
+ * however they ended, with `fail_fast` only if each delivered (an item behind a failure is the
+ * dispatcher's to cancel, `doomedItems`). Serialised per batch: two predecessors ending at once in
+ * two transactions would otherwise each see the other still running, and neither queue the item.
+ * Under READ COMMITTED the second, once it holds the lock, reads the first one's commit.
+ */
+export async function queueReadyItems(tx: Executor, clock: Clock, batchId: string): Promise<number> {
+  await tx.execute(sql`select pg_advisory_xact_lock(${BATCH_QUEUE_LOCK_SPACE}, hashtext(${batchId}))`);
+  const now = clock.now().toISOString();
+  const rows = rowsOf<{ task_id: string }>(
+    await tx.execute(sql`
+      update dispatch_jobs j set state = 'queued', next_at = ${now}::timestamptz, updated_at = ${now}::timestamptz
+      from batches b
+      where j.batch_id = ${batchId} and j.state = 'waiting' and b.id = j.batch_id
+        and not exists (
+          select 1 from jsonb_array_elements_text(coalesce(j.depends_on, '[]'::jsonb)) d(id) join tasks t on t.id = d.id
+          where t.status not in ${ENDED} or (b.policy = 'fail_fast' and not ${DELIVERED}))
+      returning j.task_id`),
+  );
+  return rows.length;
+}
+
+/**
+ * Batch items that will never run: under `fail_fast`, every item not yet started (waiting or
+ * queued) of a batch where an item failed. The dispatcher cancels them with a full refund.
+ */
+export async function doomedItems(exec: Executor, limit = 100): Promise<{ task_id: string; failed_task_id: string }[]> {
+  return rowsOf<{ task_id: string; failed_task_id: string }>(
+    await exec.execute(sql`
+      select j.task_id, f.id as failed_task_id
+      from dispatch_jobs j
+      join batches b on b.id = j.batch_id and b.policy = 'fail_fast'
+      join lateral (select t.id from tasks t where t.batch_id = j.batch_id and t.status = 'failed' order by t.batch_index limit 1) f on true
+      where j.batch_id is not null and j.state in ('waiting', 'queued')
+      order by j.task_id limit ${limit}`),
+  );
 }
 
 /** A job the dispatcher may lease now, with its task's status. */
 export interface DispatchCandidate {
   task_id: string;
   agent_id: string;
+  batch_id: string | null;
+  /** The batch's max_concurrency (null outside a batch). */
+  batch_limit: number | null;
   status: string;
   state: 'queued' | 'running';
   attempts: number;
@@ -58,8 +126,8 @@ export class DispatchJobs {
   async candidates(tx: Tx, limit: number): Promise<DispatchCandidate[]> {
     const pick = (where: ReturnType<typeof sql>, order: ReturnType<typeof sql>, n: number) =>
       tx.execute(sql`
-        select j.task_id, j.agent_id, t.status, j.state, j.attempts, j.lost_runs
-        from dispatch_jobs j join tasks t on t.id = j.task_id
+        select j.task_id, j.agent_id, j.batch_id, b.max_concurrency as batch_limit, t.status, j.state, j.attempts, j.lost_runs
+        from dispatch_jobs j join tasks t on t.id = j.task_id left join batches b on b.id = j.batch_id
         where ${where} order by ${order} limit ${n}
         for update of j skip locked`);
     const orphaned = rowsOf<DispatchCandidate>(await pick(sql`j.state = 'running' and j.lease_expires_at < now()`, sql`j.lease_expires_at`, limit));
@@ -69,7 +137,12 @@ export class DispatchJobs {
         : rowsOf<DispatchCandidate>(
             await pick(sql`j.state = 'queued' and j.next_at <= ${this.clock.now().toISOString()}::timestamptz`, sql`j.next_at`, limit - orphaned.length),
           );
-    return [...orphaned, ...queued].map((c) => ({ ...c, attempts: Number(c.attempts), lost_runs: Number(c.lost_runs) }));
+    return [...orphaned, ...queued].map((c) => ({
+      ...c,
+      attempts: Number(c.attempts),
+      lost_runs: Number(c.lost_runs),
+      batch_limit: c.batch_limit === null ? null : Number(c.batch_limit),
+    }));
   }
 
   /** Live runs per agent (call while holding the agents' locks). */
@@ -83,6 +156,19 @@ export class DispatchJobs {
         group by agent_id`),
     );
     return new Map(rows.map((r) => [r.agent_id, Number(r.n)]));
+  }
+
+  /** Live runs per batch, an accepted async run included (call while holding the batches' claim locks). */
+  async runningPerBatch(tx: Tx, batchIds: readonly string[]): Promise<Map<string, number>> {
+    if (batchIds.length === 0) return new Map();
+    const rows = rowsOf<{ batch_id: string; n: string | number }>(
+      await tx.execute(sql`
+        select batch_id, count(*) as n from dispatch_jobs
+        where ((state = 'running' and ${LIVE}) or state = 'awaiting_delivery')
+          and batch_id in (select jsonb_array_elements_text(${JSON.stringify(batchIds)}::jsonb))
+        group by batch_id`),
+    );
+    return new Map(rows.map((r) => [r.batch_id, Number(r.n)]));
   }
 
   /**

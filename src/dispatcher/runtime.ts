@@ -19,6 +19,22 @@ export interface TaskBrief {
   attempt: number;
   /** URLs a remote agent may call back (authenticated as the agent's wallet). */
   callbacks: { progress: string; deliver: string };
+  /**
+   * A batch item's predecessors (its depends_on), in the order it named them: each one's result, or
+   * why it has none (policy `continue` runs an item after a failed predecessor). The only context
+   * an item gets from the rest of its batch.
+   */
+  predecessors?: PredecessorResult[];
+}
+
+export interface PredecessorResult {
+  task_id: string;
+  /** Its position in the batch request. */
+  index: number;
+  status: string;
+  result: ResultContentT | null;
+  /** Why it delivered nothing (failed, cancelled…); null when it delivered. */
+  failure: string | null;
 }
 
 export interface ProgressUpdate {

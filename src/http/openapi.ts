@@ -23,6 +23,7 @@ export const openapiPlugin = fp(
         tags: [
           { name: 'agents', description: 'The agent registry' },
           { name: 'tasks', description: 'Tasks, their escrow and lifecycle' },
+          { name: 'batches', description: 'Many tasks hired with one payment: dependencies, concurrency, one status' },
           { name: 'provider', description: 'For hired agents: progress, delivery, payment claims' },
           { name: 'payments', description: 'x402 receipts' },
           { name: 'auth', description: 'Sessions: sign in once with SIWE, then send a token' },

@@ -123,6 +123,16 @@ export async function recordEscrowFunding(
   return ids;
 }
 
+/** A batch's one fee, paid into the escrow wallet with its escrows (the escrows are booked per task). */
+export async function recordBatchFee(tx: Executor, clock: Clock, input: { amount: bigint; paymentId?: string | null }): Promise<string | undefined> {
+  if (input.amount <= 0n) return undefined;
+  return postMovement(tx, clock, {
+    kind: 'fund_fee',
+    entries: transferEntries(EXTERNAL, TREASURY_FUND_FEES, input.amount),
+    paymentId: input.paymentId ?? null,
+  });
+}
+
 /** An x402 per-call fee paid straight into the fee wallet. */
 export async function recordCallFee(
   tx: Executor,

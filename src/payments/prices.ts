@@ -13,6 +13,9 @@ export const priceNames = [
   'dispute_task',
   'claim_task',
   'task_events',
+  'create_batch',
+  'batch_status',
+  'cancel_batch',
 ] as const;
 export type PriceName = (typeof priceNames)[number];
 
@@ -31,6 +34,9 @@ export function priceBook(config: Config): PriceBook {
     dispute_task: config.PRICE_DISPUTE_TASK,
     claim_task: config.PRICE_CLAIM_TASK,
     task_events: config.PRICE_TASK_EVENTS,
+    create_batch: config.PRICE_BATCH_FEE,
+    batch_status: config.PRICE_TASK_STATUS,
+    cancel_batch: config.PRICE_CANCEL_TASK,
   };
 }
 

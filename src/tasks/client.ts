@@ -1,6 +1,7 @@
-import { eq } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import { getAddress } from 'viem';
 import type { Executor, Tx } from '../db/client.js';
+import { preparedQuery } from '../db/prepared.js';
 import { chainTransfers, disputes, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { planRefund } from '../escrow/outbox.js';
@@ -30,6 +31,18 @@ function stageOf(status: TaskStatus): 'awaiting_funding' | 'queued' | 'running' 
   return 'done';
 }
 
+/** A task's payouts (releases, refunds) in order, prepared: part of every status read. */
+const payoutsOf = preparedQuery((db) =>
+  db.select().from(chainTransfers).where(eq(chainTransfers.taskId, sql.placeholder('taskId'))).orderBy(chainTransfers.createdAt).prepare('tasks_payouts'),
+);
+
+/** A task's status read once for all of its readers (`TaskClient.sharedStatus`). */
+export interface SharedTaskStatus {
+  view: TaskStatusViewT;
+  /** The view, if `caller` may read the task (throws `forbidden` otherwise). */
+  viewFor(caller: string): Promise<TaskStatusViewT>;
+}
+
 /**
  * The paying client's side of a task: create, read status and result, fund (the check; the
  * funding itself is `escrow/funding.ts`), cancel, dispute. The writes are paid writes
@@ -56,8 +69,8 @@ export class TaskClient extends TaskModule {
     return runUnpaid(this.db, this.createWrite(payer, input));
   }
 
-  /** The agent to create a task for, if the request may create one now. */
-  private async creatable(exec: Executor, input: CreateTaskInput): Promise<AgentRow> {
+  /** The agent to create a task for, if the request may create one now (a batch checks each item so). */
+  async creatable(exec: Executor, input: CreateTaskInput): Promise<AgentRow> {
     const timeout = input.timeout_seconds ?? this.rules.defaultTimeoutSeconds;
     if (timeout < this.rules.timeoutMinSeconds || timeout > this.rules.timeoutMaxSeconds) {
       throw new AppError(
@@ -118,13 +131,34 @@ export class TaskClient extends TaskModule {
   }
 
   async status(caller: string, id: string): Promise<TaskStatusViewT> {
-    let task = await this.readable(caller, id, 'payer_or_agent');
-    if (task.status === 'created' && task.expiresAt <= this.clock.now()) task = await this.lifecycle.expireUnfunded(id);
-    const transfers = await this.db
-      .select()
-      .from(chainTransfers)
-      .where(eq(chainTransfers.taskId, task.id))
-      .orderBy(chainTransfers.createdAt);
+    return this.statusView(await this.readable(caller, id, 'payer_or_agent'));
+  }
+
+  /**
+   * A task's status as one read finds it, for each of its readers (the event streams of the task
+   * share it): the view does not depend on who reads it, and `viewFor` applies `status`'s access
+   * rule to each reader, reading the assigned agent at most once. Only for readers already let in
+   * by `status` (the event streams' first event): it may expire the task before checking anyone.
+   */
+  async sharedStatus(id: string): Promise<SharedTaskStatus> {
+    const task = await this.require(this.db, id);
+    const view = await this.statusView(task);
+    let agent: Promise<AgentRow> | undefined;
+    const agentOf = () => (agent ??= this.agentsService.require(this.db, task.agentId));
+    return {
+      view,
+      viewFor: async (caller) => {
+        await this.checkReadable(caller, task, 'payer_or_agent', agentOf);
+        return view;
+      },
+    };
+  }
+
+  /** The status view of a task (an unfunded task past its funding window expires first). */
+  private async statusView(row: TaskRow): Promise<TaskStatusViewT> {
+    let task = row;
+    if (task.status === 'created' && task.expiresAt <= this.clock.now()) task = await this.lifecycle.expireUnfunded(task.id);
+    const transfers = await payoutsOf(this.db).execute({ taskId: task.id });
     return {
       task_id: task.id,
       status: publicStatus(task.status as TaskStatus),
@@ -196,7 +230,8 @@ export class TaskClient extends TaskModule {
     return { task, status, terms };
   }
 
-  private async cancelIn(tx: Tx, caller: string, id: string, input: CancelTaskInput): Promise<TaskCancelledT> {
+  /** Cancels in `tx` on the refund rule's terms (a batch's cancel runs it for each of its items). */
+  async cancelIn(tx: Tx, caller: string, id: string, input: CancelTaskInput): Promise<TaskCancelledT> {
     const { status, terms } = await this.cancellation(tx, caller, id, input);
     const refundStatus = terms.refund > 0n ? 'pending' : 'not_required';
     const row = await transition(tx, this.clock, {

@@ -3,7 +3,7 @@ import { withTransaction, type Tx } from '../db/client.js';
 import { agents, tasks, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { planRefund, planRelease } from '../escrow/outbox.js';
-import { closeDispatch, enqueueDispatch, stuckDispatches } from '../dispatcher/jobs.js';
+import { closeDispatch, enqueueDispatch, stuckDispatches, type BatchSlot } from '../dispatcher/jobs.js';
 import { recordEscrowFunding } from '../ledger/ledger.js';
 import { TaskModule } from './access.js';
 import { resultHash } from './result-hash.js';
@@ -29,7 +29,7 @@ export class TaskLifecycle extends TaskModule {
    */
   async markFunded(
     id: string,
-    funding: { amount: bigint; fee?: bigint; txHash: string | null; paymentId?: string; actor: string },
+    funding: { amount: bigint; fee?: bigint; txHash: string | null; paymentId?: string; actor: string; batch?: BatchSlot },
     exec?: Tx,
   ): Promise<TaskRow> {
     return this.inTransaction(exec, async (tx) => {
@@ -52,7 +52,7 @@ export class TaskLifecycle extends TaskModule {
         actor: funding.actor,
         detail: { amount: funding.amount.toString(), tx_hash: funding.txHash },
       });
-      await enqueueDispatch(tx, this.clock, { taskId: id, agentId: row.agentId }); // the dispatcher runs it next
+      await enqueueDispatch(tx, this.clock, { taskId: id, agentId: row.agentId, ...(funding.batch ? { batch: funding.batch } : {}) }); // the dispatcher runs it next
       const fee = funding.fee ?? 0n;
       await recordEscrowFunding(tx, this.clock, { taskId: id, amount: funding.amount + fee, fundFee: fee, paymentId: funding.paymentId ?? null });
       return row;
@@ -202,6 +202,29 @@ export class TaskLifecycle extends TaskModule {
         detail: { reason },
       });
       await planRefund(tx, this.clock, { task: row, refund: task.fundedAmount ?? 0n });
+      return row;
+    });
+  }
+
+  /**
+   * A funded task that will not run (a batch item behind a failure, or its batch cancelled before it
+   * started): cancelled, the whole escrow back to the payer.
+   */
+  async cancelUnstarted(id: string, reason: string, actor: string, exec?: Tx): Promise<TaskRow> {
+    return this.inTransaction(exec, async (tx) => {
+      const task = await this.require(tx, id);
+      const refund = task.fundedAmount ?? 0n;
+      const row = await transition(tx, this.clock, {
+        taskId: id,
+        to: 'cancelled',
+        from: ['funded'],
+        escrowFrom: ['held'],
+        escrowStatus: 'refunded',
+        set: { cancelReason: reason.slice(0, 1000), cancellationFee: 0n, refundAmount: refund, refundStatus: 'pending', finishedAt: this.clock.now() },
+        actor,
+        detail: { reason, refund: refund.toString() },
+      });
+      await planRefund(tx, this.clock, { task: row, refund });
       return row;
     });
   }

@@ -45,6 +45,9 @@ function briefMessage(brief: TaskBrief): string {
     // the budget is always USDC (TaskBrief.budget.currency), which formatUsdc names
     `Budget: ${formatUsdc(BigInt(brief.budget.amount))}`,
     `Deadline: ${brief.deadline.toISOString()}`,
+    ...(brief.predecessors?.length
+      ? [`Results of the tasks this one depends on (JSON, in order):\n${JSON.stringify(brief.predecessors, null, 2)}`]
+      : []),
   ].join('\n\n');
 }
 

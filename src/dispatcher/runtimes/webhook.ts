@@ -54,6 +54,7 @@ export function assignedPayload(brief: TaskBrief): string {
       budget: brief.budget,
       deadline: brief.deadline.toISOString(),
       attempt: brief.attempt,
+      ...(brief.predecessors?.length ? { predecessors: brief.predecessors } : {}),
     },
     callbacks: { progress: brief.callbacks.progress, deliver: brief.callbacks.deliver },
   });

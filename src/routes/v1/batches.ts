@@ -1,0 +1,81 @@
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { BatchParams, BatchView, CancelBatchBody, CreateBatchBody } from '../../batches/schemas.js';
+import { callerOf } from '../../http/caller.js';
+import { errorResponses } from '../../http/schemas.js';
+import { paidCall } from '../../http/x402.js';
+import { payThen } from '../../payments/paid-write.js';
+import { formatUsdc } from '../../payments/prices.js';
+import { IdempotencyHeaders, paid, priced } from '../common.js';
+
+/** Batches: many tasks hired, funded and followed together with one payment. */
+export async function batchRoutes(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const { batches, tasks } = app.services;
+
+  app.post('/v1/batches', {
+    config: { auth: 'required', price: 'create_batch' },
+    schema: {
+      operationId: 'createBatch',
+      tags: ['batches'],
+      summary: 'Hire many agents with one payment',
+      description:
+        'Creates one task per item and funds every escrow with ONE x402 payment to the escrow wallet: the sum of the ' +
+        'items’ budgets plus the batch fee (the 402 challenge states the exact total). Each item names an `agent_id`, ' +
+        'or an `agent_query` resolved to the best-ranked online agent whose base rate fits its budget. Items may ' +
+        '`depends_on` earlier or later items (no cycles): an item runs once its predecessors have ended, with their ' +
+        'results in its brief. At most `max_concurrency` items run at once. Every item is checked before any money ' +
+        'moves; an item that cannot be hired is named in the error (`param: items.<i>.…`). Each task then follows ' +
+        'the release and refund rules of any task. Errors: `agent_unavailable`, `budget_too_low`, `no_matching_agent`, ' +
+        '`spend_limit_exceeded` (over `max_spend`).\n\n' +
+        `**Price:** the items’ escrows + ${formatUsdc(app.prices.create_batch)} (x402; a failed request is not charged).`,
+      security: paid,
+      headers: IdempotencyHeaders,
+      body: CreateBatchBody,
+      response: { 201: BatchView, ...errorResponses(401, 402, 404, 409, 422) },
+    },
+    handler: async (req, reply) => reply.code(201).send(await payThen(app.paidWrites, paidCall(req, reply), batches.createWrite(callerOf(req).address, req.body))),
+  });
+
+  app.get('/v1/batches/:id', {
+    config: { auth: 'required', price: 'batch_status' },
+    schema: {
+      operationId: 'getBatch',
+      tags: ['batches'],
+      summary: 'Status and results of a batch',
+      description: priced(
+        app,
+        'batch_status',
+        'For the payer. Every item in request order with its status, progress, attempts, escrow, release and refund, and ' +
+          'its result once delivered; totals; and the partial-failure report (which item delivered nothing, why, after how ' +
+          'many runs, what was refunded). One poll covers the whole batch.',
+      ),
+      security: paid,
+      params: BatchParams,
+      response: { 200: BatchView, ...errorResponses(402, 401, 404) },
+    },
+    handler: async (req) => batches.view(callerOf(req).address, req.params.id),
+  });
+
+  app.post('/v1/batches/:id/cancel', {
+    config: { auth: 'required', price: 'cancel_batch' },
+    schema: {
+      operationId: 'cancelBatch',
+      tags: ['batches'],
+      summary: 'Cancel every item that has not ended',
+      description: priced(
+        app,
+        'cancel_batch',
+        'Items not yet started are refunded in full; running items (only with `accept_partial_refund: true`) are ' +
+          'interrupted and refunded minus the cancellation fee, as a single task’s cancel. Ended items keep their outcome.',
+      ),
+      security: paid,
+      headers: IdempotencyHeaders,
+      params: BatchParams,
+      body: CancelBatchBody,
+      response: { 200: BatchView, ...errorResponses(401, 402, 404, 409) },
+    },
+    handler: async (req, reply) =>
+      payThen(app.paidWrites, paidCall(req, reply), batches.cancelWrite(callerOf(req).address, req.params.id, req.body, (tx, caller, id, input) => tasks.cancelIn(tx, caller, id, input))),
+  });
+}

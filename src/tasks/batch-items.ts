@@ -1,0 +1,129 @@
+import { and, asc, eq, inArray } from 'drizzle-orm';
+import type { Executor, Tx } from '../db/client.js';
+import { chainTransfers, dispatchJobs, tasks, type ChainTransferRow, type TaskRow } from '../db/schema.js';
+import { newId } from '../ids.js';
+import { TaskModule, type TaskDeps } from './access.js';
+import type { TaskLifecycle } from './lifecycle.js';
+
+/** One item of a batch, checked and with its agent chosen (batches/ plans it, this module writes it). */
+export interface PlannedItem {
+  agentId: string;
+  description: string;
+  requirements: unknown;
+  budget: bigint;
+  /** Undefined: the configured default. */
+  timeoutSeconds: number | undefined;
+  /** Indexes of the items it depends on. */
+  dependsOn: readonly number[];
+}
+
+/** A batch item as its batch's view reads it: the task, its runs, and its escrow's transfers. */
+export interface BatchItemRow {
+  task: TaskRow;
+  attempts: number;
+  transfers: ChainTransferRow[];
+}
+
+/**
+ * The tasks of batches: created and funded together in the transaction that books the batch's one
+ * payment, each funded with its own escrow so it follows the release and refund rules of any task.
+ * Part of the task modules (the only writers of `tasks`).
+ */
+export class BatchTasks extends TaskModule {
+  constructor(
+    deps: TaskDeps,
+    private readonly lifecycle: TaskLifecycle,
+  ) {
+    super(deps);
+  }
+
+  /**
+   * Creates the items in request order and funds each from the payment: its escrow is its budget.
+   * An item with predecessors waits in the dispatcher's queue until they have ended.
+   */
+  async createFunded(
+    tx: Tx,
+    input: { payer: string; batchId: string; items: readonly PlannedItem[]; txHash: string | null; paymentId: string | null },
+  ): Promise<string[]> {
+    const now = this.clock.now();
+    const ids = input.items.map(() => newId('task'));
+    const payer = input.payer.toLowerCase();
+    await tx.insert(tasks).values(
+      input.items.map((item, index) => ({
+        id: ids[index]!,
+        agentId: item.agentId,
+        payerAddress: payer,
+        description: item.description,
+        requirements: item.requirements ?? null,
+        budgetAmount: item.budget,
+        currency: 'USDC',
+        chain: 'base',
+        callbackUrl: null,
+        timeoutSeconds: item.timeoutSeconds ?? this.rules.defaultTimeoutSeconds,
+        status: 'created',
+        escrowStatus: 'none',
+        escrowAddress: this.rules.escrowAddress.toLowerCase(),
+        expiresAt: new Date(now.getTime() + this.rules.fundingWindowSeconds * 1000),
+        batchId: input.batchId,
+        batchIndex: index,
+        dependsOn: item.dependsOn.map((d) => ids[d]!),
+        createdAt: now,
+        updatedAt: now,
+      })),
+    );
+    for (const [index, item] of input.items.entries()) {
+      await this.lifecycle.markFunded(
+        ids[index]!,
+        {
+          amount: item.budget,
+          fee: 0n,
+          txHash: input.txHash,
+          ...(input.paymentId ? { paymentId: input.paymentId } : {}),
+          actor: payer,
+          batch: { batchId: input.batchId, dependsOn: item.dependsOn.map((d) => ids[d]!) },
+        },
+        tx,
+      );
+    }
+    return ids;
+  }
+
+  /** The batch's items in request order, with their runs and transfers. */
+  async itemsOf(exec: Executor, batchId: string): Promise<BatchItemRow[]> {
+    const rows = await exec
+      .select({ task: tasks, attempts: dispatchJobs.attempts })
+      .from(tasks)
+      .leftJoin(dispatchJobs, eq(dispatchJobs.taskId, tasks.id))
+      .where(eq(tasks.batchId, batchId))
+      .orderBy(asc(tasks.batchIndex));
+    const ids = rows.map((r) => r.task.id);
+    const transfers = ids.length ? await exec.select().from(chainTransfers).where(inArray(chainTransfers.taskId, ids)).orderBy(chainTransfers.createdAt) : [];
+    return rows.map((r) => ({ task: r.task, attempts: r.attempts ?? 0, transfers: transfers.filter((t) => t.taskId === r.task.id) }));
+  }
+
+  /** Dispatch states of the batch's items (waiting, queued, running…). */
+  async dispatchStates(exec: Executor, batchId: string): Promise<Map<string, string>> {
+    const rows = await exec
+      .select({ taskId: dispatchJobs.taskId, state: dispatchJobs.state })
+      .from(dispatchJobs)
+      .where(and(eq(dispatchJobs.batchId, batchId)));
+    return new Map(rows.map((r) => [r.taskId, r.state]));
+  }
+
+  /**
+   * Cancels every item of the batch that has not ended, on each one's refund rule: an item not yet
+   * started is refunded in full, a running one (only with `acceptPartial`) minus the cancellation fee.
+   */
+  async cancelAll(tx: Tx, caller: string, batchId: string, input: { reason?: string | undefined; acceptPartial: boolean }, cancelOne: CancelOne): Promise<string[]> {
+    const open = await tx
+      .select({ id: tasks.id })
+      .from(tasks)
+      .where(and(eq(tasks.batchId, batchId), inArray(tasks.status, ['created', 'funded', 'in_progress'])))
+      .orderBy(asc(tasks.batchIndex));
+    for (const { id } of open) await cancelOne(tx, caller, id, { reason: input.reason, accept_partial_refund: input.acceptPartial });
+    return open.map((o) => o.id);
+  }
+}
+
+/** TaskClient.cancelIn: one task's cancellation on its refund rule, in `tx`. */
+export type CancelOne = (tx: Tx, caller: string, id: string, input: { reason?: string | undefined; accept_partial_refund: boolean }) => Promise<unknown>;
