@@ -246,10 +246,11 @@ export async function checkInvariants(db: Db, parties: Parties): Promise<Invaria
         select 'batch item not funded', t.id, t.escrow_status, 0
           from tasks t where t.batch_id is not null and t.escrow_status = 'none'
         union all
-        select 'batch item cancelled without its batch cancelled or a failed item (fail_fast)', t.id, t.status, 0
+        select 'batch item cancelled by no one: not on its own (a booked cancel_task), nor by its batch, nor by fail_fast', t.id, t.status, 0
           from tasks t join batches b on b.id = t.batch_id
           where t.status = 'cancelled' and b.cancelled_at is null
-            and not (b.policy = 'fail_fast' and exists (select 1 from tasks f where f.batch_id = b.id and f.status = 'failed'))
+            and not exists (select 1 from payments p where p.task_id = t.id and p.purpose = 'cancel_task' and p.status = 'booked')
+            and not (b.policy = 'fail_fast' and t.cancel_reason like 'Not run (policy fail_fast)%')
         union all
         select 'cancelled batches and booked cancel_batch payments differ in number', 'all', 'cancelled', 0
           where (select count(*) from batches where cancelled_at is not null)
@@ -265,8 +266,9 @@ export async function checkInvariants(db: Db, parties: Parties): Promise<Invaria
         union all
         select 'cancellation and booked cancel payments disagree', t.id, t.status, count(p.id)::int
           from tasks t left join payments p on p.task_id = t.id and p.purpose = 'cancel_task' and p.status = 'booked'
-          where t.batch_id is null
-          group by t.id, t.status having count(p.id) <> case when t.status = 'cancelled' then 1 else 0 end
+          group by t.id, t.status, t.batch_id
+          having count(p.id) > case when t.status = 'cancelled' then 1 else 0 end
+              or (t.batch_id is null and count(p.id) <> case when t.status = 'cancelled' then 1 else 0 end)
         union all
         select 'dispute and booked dispute payments disagree', t.id, t.status, count(p.id)::int
           from tasks t left join payments p on p.task_id = t.id and p.purpose = 'dispute_task' and p.status = 'booked'

@@ -107,7 +107,7 @@ export class Dispatcher {
   private async cancelDoomed(): Promise<void> {
     for (const item of await doomedItems(this.opts.db)) {
       await this.ignoreConflict(item.task_id, () =>
-        this.opts.tasks.cancelUnstarted(item.task_id, `Not run: item ${item.failed_task_id} of its batch failed (policy fail_fast)`, `dispatcher:${this.id}`),
+        this.opts.tasks.cancelUnstarted(item.task_id, `Not run (policy fail_fast): ${item.reason}`, `dispatcher:${this.id}`),
       );
     }
   }

@@ -81,18 +81,25 @@ export async function queueReadyItems(tx: Executor, clock: Clock, batchId: strin
 }
 
 /**
- * Batch items that will never run: under `fail_fast`, every item not yet started (waiting or
- * queued) of a batch where an item failed. The dispatcher cancels them with a full refund.
+ * Batch items that will never run under `fail_fast`: every item not yet started (waiting or queued)
+ * of a batch where an item failed, and every waiting item whose predecessor ended without a result
+ * (cancelled on its own, disputed before delivery). The dispatcher cancels them with a full refund.
  */
-export async function doomedItems(exec: Executor, limit = 100): Promise<{ task_id: string; failed_task_id: string }[]> {
-  return rowsOf<{ task_id: string; failed_task_id: string }>(
+export async function doomedItems(exec: Executor, limit = 100): Promise<{ task_id: string; reason: string }[]> {
+  return rowsOf<{ task_id: string; reason: string }>(
     await exec.execute(sql`
-      select j.task_id, f.id as failed_task_id
+      select task_id, reason from (
+      select j.task_id, coalesce(
+        (select 'item ' || f.batch_index || ' (' || f.id || ') of its batch failed'
+           from tasks f where f.batch_id = j.batch_id and f.status = 'failed' order by f.batch_index limit 1),
+        (select 'its predecessor ' || t.batch_index || ' (' || t.id || ') ended ' || t.status || ' without a result'
+           from jsonb_array_elements_text(coalesce(j.depends_on, '[]'::jsonb)) d(id) join tasks t on t.id = d.id
+           where t.status in ${ENDED} and not ${DELIVERED} limit 1)) as reason
       from dispatch_jobs j
       join batches b on b.id = j.batch_id and b.policy = 'fail_fast'
-      join lateral (select t.id from tasks t where t.batch_id = j.batch_id and t.status = 'failed' order by t.batch_index limit 1) f on true
-      where j.batch_id is not null and j.state in ('waiting', 'queued')
-      order by j.task_id limit ${limit}`),
+      where j.batch_id is not null and j.state in ('waiting', 'queued')) doomed
+      where reason is not null
+      order by task_id limit ${limit}`),
   );
 }
 

@@ -158,6 +158,22 @@ describe('batches: one request hires many agents', () => {
     expect(view.totals.refunded).toBe('300000');
   });
 
+  it('fail_fast: an item whose predecessor was cancelled on its own is not left waiting: it is cancelled and refunded', async () => {
+    const { agent } = await agentWith(async () => {
+      await sleep(50);
+      return reply('done');
+    });
+    const batch = await createBatch({ items: [item(agent.id, 'first'), item(agent.id, 'second', { depends_on: [0] }), item(agent.id, 'other')], policy: 'fail_fast', max_concurrency: 1 });
+    // The client cancels item 0 alone before it runs (a single task's cancel, full refund).
+    const cancelled = await call(t, payer, 'POST', `/v1/tasks/${batch.items[0]!.task_id}/cancel`, { reason: 'not needed' });
+    expect(cancelled.status, JSON.stringify(cancelled.body)).toBe(200);
+    const view = await runBatch(batch.batch_id, [dispatcher()]);
+    expect(view.items.map((i: any) => i.status)).toEqual(['cancelled', 'cancelled', 'completed']);
+    expect(view.items[1].failure).toMatch(/predecessor 0 .* ended cancelled without a result/);
+    expect(view.items[1].refunded).toBe('100000');
+    expect(view.status).toBe('partially_failed');
+  });
+
   it('continue: the dependent still runs, told that its predecessor failed', async () => {
     const { server, agent } = await agentWith(async (r) => {
       const name = String((r.body.task as any).description);
