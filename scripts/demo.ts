@@ -5,7 +5,10 @@
  * (and a hosted LLM agent when LLM_BASE_URL/LLM_API_KEY or OPENAI_API_KEY is set), then, as
  * the client in demo wallet anvil 4 paying with the stock @x402/fetch client: searches, creates
  * and funds three tasks in parallel, polls them to completion, collects the results, waits for
- * the payouts on chain and prints what it cost. Exits 0, or 1 with the reason.
+ * the payouts on chain and prints what it cost. Then the same client hires with the batch resource
+ * (POST /v1/batches): three tasks paid with ONE payment, and research → write where the writer gets
+ * the research in its brief; it prints the task tree with every on-chain movement and checks that
+ * the client paid exactly escrows + batch fees + polls. Exits 0, or 1 with the reason.
  */
 import { DemoError, SEED_SUBTASKS, runDemo } from './demo/run.js';
 
@@ -33,6 +36,8 @@ try {
       ...(summary.budget.ok ? [] : [`the client paid ${summary.budget.actual} atomic USDC, expected ${summary.budget.expected}`]),
       ...summary.tasks.filter((t) => t.status !== 'completed' && SEED_SUBTASKS.some((s) => s.description === t.description)).map((t) => `${t.description}: ${t.status}`),
       ...(summary.receipts.unattributed !== 0n ? ['some fees could not be matched to a task'] : []),
+      ...summary.batches.batches.filter((b) => b.status !== 'completed').map((b) => `batch ${b.label}: ${b.status}`),
+      ...summary.batches.money.checks.filter((c) => !c.ok).map((c) => `batch money check failed: ${c.name}`),
     ];
     console.error(`\ndemo failed: ${reasons.join('; ')}`);
     process.exit(1);

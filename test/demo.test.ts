@@ -1,5 +1,7 @@
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ResearchContent } from '../scripts/demo/agents.js';
+import { shortHex, usdc } from '../scripts/demo/format.js';
 import { runDemo, SEED_SUBTASKS, type DemoSummary } from '../scripts/demo/run.js';
 import { LlmServer } from './helpers/llm-server.js';
 
@@ -27,6 +29,50 @@ function expectMoneyAddsUp(s: DemoSummary, taskCount: number): void {
   for (const t of s.tasks) {
     expect(t.payouts).toEqual([expect.objectContaining({ kind: 'release', amount: RELEASE, status: 'confirmed', txHash: expect.stringMatching(/^0x[0-9a-f]{64}$/) })]);
   }
+}
+
+const BATCH_FEE = 10_000n;
+const released = (escrow: bigint) => (escrow * 975n) / 1000n;
+
+/** The batch part: one payment per batch, confirmed releases, and the money to the atomic unit. */
+function expectBatchesAddUp(s: DemoSummary): void {
+  const b = s.batches;
+  expect(b.ok).toBe(true);
+  expect(b.batches.map((x) => [x.label, x.status])).toEqual([
+    ['fan-out', 'completed'],
+    ['pipeline', 'completed'],
+  ]);
+  for (const batch of b.batches) {
+    // ONE payment (a POST /v1/batches receipt) carried every escrow plus one batch fee; its transaction is the batch's
+    expect(batch.paid).toBe(batch.escrow + BATCH_FEE);
+    expect(batch.payments).toEqual([{ amount: batch.paid, txHash: batch.fundTxHash, kind: 'escrow_funding' }]);
+    expect(batch.fundTxHash).toMatch(/^0x[0-9a-f]{64}$/);
+    for (const item of batch.items) {
+      expect(item.payouts, item.description).toEqual([
+        expect.objectContaining({ kind: 'release', amount: released(item.escrow), status: 'confirmed', txHash: expect.stringMatching(/^0x[0-9a-f]{64}$/) }),
+      ]);
+      expect(item.released).toBe(released(item.escrow));
+    }
+  }
+  const m = b.money;
+  expect(m.checks.filter((c) => !c.ok)).toEqual([]);
+  expect(m.escrows).toBe(3_500_000n);
+  expect(m.batchFees).toBe(2n * BATCH_FEE);
+  expect(m.refunds).toBe(0n);
+  expect(m.pollingFees).toBe(BigInt(b.calls.batchPolls + b.calls.statusPolls) * 1000n);
+  // the client paid exactly escrows + batch fee + polls, on chain and in its receipts
+  expect(m.actual).toBe(m.escrows + m.batchFees + m.pollingFees);
+  expect(-m.client.change).toBe(m.actual);
+  expect(m.receipts).toEqual({ count: 2 + b.calls.batchPolls + b.calls.statusPolls, total: m.actual, batchPayments: 2, polls: b.calls.batchPolls + b.calls.statusPolls });
+  expect(m.feeWallet.change).toBe(m.pollingFees);
+  const allReleased = b.batches.flatMap((x) => x.items).reduce((sum, i) => sum + released(i.escrow), 0n);
+  expect(m.escrowWallet.change).toBe(m.escrows + m.batchFees - allReleased);
+  expect(m.agentWallets.filter((w) => w.change !== 0n).map((w) => [w.agentName, w.change])).toEqual([
+    ['Pixel Forge', 2n * released(800_000n)],
+    ['Copy Wright', released(600_000n)],
+    ['Field Scout', released(700_000n)],
+    ['Story Smith', released(600_000n)],
+  ]);
 }
 
 describe('npm run demo, without an LLM provider', () => {
@@ -70,6 +116,62 @@ describe('npm run demo, without an LLM provider', () => {
     ]);
   });
 
+  it('runs a batch of three paid with ONE payment and collects the results in input order', () => {
+    const fanOut = summary.batches.batches[0]!;
+    expect(fanOut.items.map((i) => [i.index, i.description, i.agentName, i.status, i.resultType])).toEqual([
+      [0, 'Generate the banner image', 'Pixel Forge', 'completed', 'image'],
+      [1, 'Generate the social image', 'Pixel Forge', 'completed', 'image'],
+      [2, 'Write the launch copy', 'Copy Wright', 'completed', 'text'],
+    ]);
+    expect(fanOut.escrow).toBe(2_200_000n);
+    expect(fanOut.items[2]!.resultText).toContain('SunBeam');
+    for (const i of fanOut.items) expect(i.resultHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(summary.batches.calls.create).toBe(2);
+    expect(fanOut.polls).toBeGreaterThanOrEqual(1);
+  });
+
+  it('runs research, then write: the writer builds on the research it got in task.predecessors', () => {
+    const [research, write] = summary.batches.batches[1]!.items;
+    expect([research!.agentName, research!.status, research!.resultType]).toEqual(['Field Scout', 'completed', 'structured']);
+    expect([write!.agentName, write!.status, write!.dependsOn]).toEqual(['Story Smith', 'completed', [0]]);
+    expect(research!.predecessors).toEqual([]);
+    expect(write!.predecessors).toEqual([{ task_id: research!.taskId, index: 0, status: 'completed', result: expect.objectContaining({ type: 'structured' }), failure: null }]);
+    // the brief's result is the research as delivered, and the writer's text is made of it
+    const notes = write!.predecessors[0]!.result!.content as ResearchContent;
+    expect(JSON.parse(research!.resultText!)).toEqual(notes);
+    expect(write!.resultText).toContain(`Research ${research!.taskId} found that ${notes.findings[0]}`);
+    expect(write!.resultText).toContain(notes.audience);
+    // the writer was briefed only after the research was answered, and its brief named the research
+    const answered = lines.findIndex((l) => l.includes(`Field Scout: answered 200 with the result of ${research!.taskId}`));
+    const briefed = lines.findIndex((l) =>
+      l.includes(`Story Smith: brief "Write the launch blurb from the research" for ${write!.taskId} (signature ok), with the results of ${research!.taskId}`),
+    );
+    expect(answered).toBeGreaterThanOrEqual(0);
+    expect(briefed).toBeGreaterThan(answered);
+    // its text is printed in full with the results
+    expect(lines.join(' ').replace(/\s+/g, ' ')).toContain(`found that ${notes.findings[0]}`);
+  });
+
+  it('moves the batches’ money exactly: the client paid escrows + batch fees + polls, to the atomic unit', () => {
+    expectBatchesAddUp(summary);
+  });
+
+  it('prints the task tree with every on-chain movement, and says sub-delegation is not built yet', () => {
+    const text = lines.join('\n');
+    expect(text).toContain('▸ Task tree of the batches');
+    for (const batch of summary.batches.batches) {
+      expect(text).toContain(`${batch.batchId} ${batch.label}`);
+      for (const item of batch.items) {
+        const release = item.payouts[0]!;
+        expect(text).toContain(`${usdc(release.amount)}  → ${item.agentName} payout ${shortHex(release.to)} confirmed, tx ${shortHex(release.txHash)}`);
+      }
+    }
+    expect(text).toContain('client paid');
+    expect(lines.filter((l) => /Sub-delegation .* is not built yet/.test(l))).toHaveLength(1);
+    expect(summary.batches.subDelegation).toMatch(/not built yet/);
+    expect(text).not.toMatch(/✗/);
+  });
+
   it('skips the hosted LLM agent and says why', () => {
     expect(summary.hostedAgent.registered).toBe(false);
     expect(summary.hostedAgent.message).toMatch(/skipped/i);
@@ -104,6 +206,7 @@ describe('npm run demo, with an LLM provider (a fake one on loopback)', () => {
     expect(summary.tasks).toHaveLength(4);
     expect(summary.tasks[3]).toMatchObject({ agentName: 'Tagline Muse', status: 'completed', resultType: 'text', resultText: 'Sunlight by day, glow all night.' });
     expectMoneyAddsUp(summary, 4);
+    expectBatchesAddUp(summary);
     expect(llm.requests).toHaveLength(1);
     expect(llm.requests[0]).toMatchObject({ model: 'demo-model', authorization: 'Bearer sk-demo-test-key' });
   });

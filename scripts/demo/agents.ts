@@ -22,11 +22,22 @@ export interface Brief {
   id: string;
   description: string;
   attempt: number;
+  /** A batch item's predecessors (its depends_on) with their results: `task.predecessors` of the brief, else empty. */
+  predecessors: Predecessor[];
+}
+
+/** One entry of `task.predecessors[]`: a result the batch item may build on, or why there is none. */
+export interface Predecessor {
+  task_id: string;
+  index: number;
+  status: string;
+  result: AgentResult | null;
+  failure: string | null;
 }
 
 interface AssignedEvent {
   type: 'task.assigned';
-  task: { id: string; description: string; attempt?: number };
+  task: { id: string; description: string; attempt?: number; predecessors?: Predecessor[] };
   callbacks: { progress: string; deliver: string };
 }
 
@@ -113,10 +124,15 @@ export class DemoAgent {
       return;
     }
     const assigned = event as AssignedEvent;
-    const brief: Brief = { id: assigned.task.id, description: assigned.task.description, attempt: assigned.task.attempt ?? 1 };
+    const brief: Brief = {
+      id: assigned.task.id,
+      description: assigned.task.description,
+      attempt: assigned.task.attempt ?? 1,
+      predecessors: assigned.task.predecessors ?? [],
+    };
     this.briefs.set(brief.id, brief);
     if (this.opts.mode === 'sync') {
-      this.opts.log(`${this.name}: brief "${brief.description}" for ${brief.id} (signature ok), working…`);
+      this.opts.log(`${this.name}: brief "${brief.description}" for ${brief.id} (signature ok)${describePredecessors(brief)}, working…`);
       await sleep(this.opts.stepMs, this.abort.signal);
       const result = this.opts.work(brief);
       this.opts.log(`${this.name}: answered 200 with the result of ${brief.id}`);
@@ -166,6 +182,54 @@ export class DemoAgent {
 function reply(res: ServerResponse, status: number, body?: unknown): void {
   res.writeHead(status, body === undefined ? {} : { 'content-type': 'application/json' });
   res.end(body === undefined ? '' : JSON.stringify(body));
+}
+
+/** ", with the results of task_… (item 0)" when the brief carries predecessors. */
+function describePredecessors(brief: Brief): string {
+  if (brief.predecessors.length === 0) return '';
+  const each = brief.predecessors.map((p) => `${p.task_id} (item ${p.index}, ${p.result ? `${p.result.type} result` : `no result: ${p.failure ?? p.status}`})`);
+  return `, with the results of ${each.join(', ')}`;
+}
+
+// ------------------------------------------------------------- the two-step pipeline's agents
+
+/** What Field Scout finds: `structured` content with a topic, findings and an audience. */
+export interface ResearchContent {
+  topic: string;
+  findings: string[];
+  audience: string;
+}
+
+const FINDINGS = [
+  'off-grid households spend up to 15% of their income on kerosene',
+  'buyers rank hours of light above price',
+  'schools and market stalls buy first, then families follow',
+];
+
+/** Field Scout (research): a deterministic research note on the brief's topic. */
+export function fieldScoutWork(brief: Brief): AgentResult {
+  const content: ResearchContent = { topic: brief.description, findings: FINDINGS, audience: 'off-grid households in East Africa' };
+  return { type: 'structured', content, metadata: { tokens_used: 412, model: 'field-scout-1', duration_seconds: 0.8, sources: 3 } };
+}
+
+/**
+ * Story Smith (writing): writes from the research its brief carries in `task.predecessors[]`, and
+ * says which task it used. Without a research result it writes nothing up and says so.
+ */
+export function storySmithWork(brief: Brief): AgentResult {
+  const research = brief.predecessors.find((p) => p.result?.type === 'structured');
+  const metadata = { tokens_used: 188, model: 'story-smith-1', duration_seconds: 0.8 };
+  if (!research?.result) {
+    const why = brief.predecessors.map((p) => p.failure ?? p.status).join('; ') || 'no predecessor';
+    return { type: 'text', content: `No research to write from (${why}).`, metadata: { ...metadata, based_on: [] } };
+  }
+  const notes = research.result.content as ResearchContent;
+  const [cost, priority, firstBuyers] = notes.findings;
+  const text =
+    `Research ${research.task_id} found that ${cost}, and that ${priority}. ` +
+    `So the pitch to ${notes.audience}: twelve hours of SunBeam light a night, for less than a month of kerosene. ` +
+    `Where to start: ${firstBuyers}.`;
+  return { type: 'text', content: text, metadata: { ...metadata, based_on: [research.task_id], findings_used: notes.findings.length } };
 }
 
 /** The `error.code: message` of the service's error shape, or the raw text. */

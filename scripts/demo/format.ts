@@ -28,6 +28,22 @@ export function truncate(text: string, max: number): string {
   return oneLine.length > max ? `${oneLine.slice(0, Math.max(0, max - 1))}…` : oneLine;
 }
 
+/** Splits a text into lines of at most `width` characters, at spaces (a longer word gets a line of its own). */
+export function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.replace(/\s+/g, ' ').trim().split(' ')) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
 export type Align = 'left' | 'right';
 
 /** A plain-text table: header row, a rule, the rows, optionally a rule and a footer row. */
@@ -43,4 +59,15 @@ export function table(header: string[], rows: string[][], opts: { align?: Align[
       .trimEnd();
   const rule = indent + widths.map((w) => '─'.repeat(w)).join('  ');
   return [line(header), rule, ...rows.map(line), ...(opts.footer ? [rule, line(opts.footer)] : [])];
+}
+
+/** A result's content as one line: text as is, a data URL as its type and size, anything else as JSON. */
+export function displayContent(result: { type: string; content: unknown }): string {
+  const { content } = result;
+  if (typeof content === 'string') {
+    const dataUrl = /^data:([^;,]+)[;,]/.exec(content);
+    if (dataUrl) return `${dataUrl[1]} data URL, ${content.length} chars`;
+    return content;
+  }
+  return JSON.stringify(content);
 }

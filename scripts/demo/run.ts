@@ -7,15 +7,22 @@ import { signInHeader } from '../../src/auth/siwe-client.js';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from '../../src/chain/constants.js';
 import { usdcBalance } from '../../src/chain/dev/devchain.js';
 import { resolveWallets } from '../../src/chain/wallets.js';
-import { DemoAgent, describeError, sleep, type AgentResult, type Brief } from './agents.js';
-import { delta, shortHex, table, truncate, usdc } from './format.js';
+import { DemoAgent, describeError, fieldScoutWork, sleep, storySmithWork, type AgentResult, type Brief } from './agents.js';
+import { printBatchReport } from './batch-report.js';
+import { runBatchDemo, WRITER_NAME, type BatchDemoSummary } from './batches.js';
+import { DemoError, listReceipts, type DemoPayout, type WalletChange, type X402Request } from './client.js';
+import { delta, displayContent, shortHex, table, truncate, usdc } from './format.js';
 import { startEmbeddedService, type EmbeddedService } from './service.js';
+
+export { DemoError, type DemoPayout, type WalletChange };
 
 /**
  * The batch-delegation pattern (fan out subtasks to agents in parallel, fund every escrow, poll
  * until all complete, collect the results), played end to end against the embedded service:
  * real x402 payments with the stock `@x402/fetch` client, escrows on an anvil chain, agents run
- * by the dispatcher, payouts confirmed by the settlement worker, balances read on chain.
+ * by the dispatcher, payouts confirmed by the settlement worker, balances read on chain. Then the
+ * same with the batch resource (batches.ts): three tasks paid with one payment, and a two-step
+ * research → write dependency.
  */
 
 export interface DemoOptions {
@@ -29,14 +36,6 @@ export interface DemoOptions {
   timeoutMs?: number;
   /** Aborting stops the demo at its next step (it still cleans up). */
   signal?: AbortSignal;
-}
-
-export interface DemoPayout {
-  kind: 'release' | 'refund';
-  to: Address;
-  amount: bigint;
-  status: string;
-  txHash: string | null;
 }
 
 export interface DemoTask {
@@ -60,14 +59,6 @@ export interface DemoTask {
   /** Escrow refunded to the client (failed or cancelled tasks). */
   refunded: bigint;
   payouts: DemoPayout[];
-}
-
-export interface WalletChange {
-  label: string;
-  address: Address;
-  before: bigint;
-  after: bigint;
-  change: bigint;
 }
 
 export interface DemoSummary {
@@ -101,10 +92,10 @@ export interface DemoSummary {
   agentWallets: (WalletChange & { agentName: string; tasks: number })[];
   escrowWallet: WalletChange;
   feeWallet: WalletChange;
+  /** The batch part: POST /v1/batches with one payment each, the task tree and its money check. */
+  batches: BatchDemoSummary;
   durationMs: number;
 }
-
-export class DemoError extends Error {}
 
 const BUDGET = '1000000';
 const BASE_RATE = '500000';
@@ -171,15 +162,6 @@ function copyWrightWork(): AgentResult {
 
 // ---------------------------------------------------------------------------------- the run
 
-interface Receipt {
-  payment_id: string;
-  amount: string;
-  kind: 'call_fee' | 'escrow_funding';
-  task_id: string | null;
-  tx_hash: string;
-  endpoint: string;
-}
-
 interface StatusBody {
   status: string;
   stage: string;
@@ -219,7 +201,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
   const agents: DemoAgent[] = [];
   let service: EmbeddedService | undefined;
   try {
-    log('task-escrow demo: batch delegation (fan out subtasks to agents in parallel, pay with x402, escrow on chain)');
+    log('task-escrow demo: batch delegation (fan out subtasks to agents in parallel, pay with x402, escrow on chain), then batches paid with one payment');
     log('');
     log('▸ Starting the service in this process');
     service = await startEmbeddedService({
@@ -256,6 +238,11 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
       log: agentLog,
     }).start();
     agents.push(copy);
+    // The batch part's two-step pipeline: research, then write from it (task.predecessors[] of the brief).
+    const scout = await new DemoAgent({ name: 'Field Scout', owner: demoWallet(1), mode: 'sync', stepMs: 800, work: fieldScoutWork, log: agentLog }).start();
+    agents.push(scout);
+    const smith = await new DemoAgent({ name: WRITER_NAME, owner: demoWallet(2), mode: 'sync', stepMs: 800, work: storySmithWork, log: agentLog }).start();
+    agents.push(smith);
 
     const payoutOf = new Map<string, Address>();
     const register = async (owner: PrivateKeyAccount, body: Record<string, unknown>): Promise<string> => {
@@ -320,7 +307,32 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     } else {
       hostedMessage = hosted.message;
     }
-    for (const r of registered) log(`  ${r.name.padEnd(12)} ${r.id}  ${r.caps.padEnd(16)}  ${r.how}; payout ${shortHex(payoutOf.get(r.id))}`);
+    // Hired only by the batches (not part of the seed's flow and its wallet table).
+    const pipelineAgents: typeof registered = [
+      {
+        id: await register(scout.opts.owner, {
+          name: scout.name,
+          description: 'Market research notes on a product or audience',
+          capabilities: ['research', 'market-research'],
+          runtime: { kind: 'webhook', url: scout.url, secret: scout.secret, timeout_ms: 15_000 },
+        }),
+        name: scout.name,
+        caps: 'research',
+        how: `webhook ${scout.url}, answers 200 after ~1 s`,
+      },
+      {
+        id: await register(smith.opts.owner, {
+          name: smith.name,
+          description: 'Long-form launch blurbs and articles built on research notes',
+          capabilities: ['blog-writing', 'long-form'],
+          runtime: { kind: 'webhook', url: smith.url, secret: smith.secret, timeout_ms: 15_000 },
+        }),
+        name: smith.name,
+        caps: 'blog-writing',
+        how: `webhook ${smith.url}, writes from task.predecessors[]`,
+      },
+    ];
+    for (const r of [...registered, ...pipelineAgents]) log(`  ${r.name.padEnd(12)} ${r.id}  ${r.caps.padEnd(16)}  ${r.how}; payout ${shortHex(payoutOf.get(r.id))}`);
     log(`  ${hostedMessage}`);
     const agentNames = new Map(registered.map((r) => [r.id, r.name]));
 
@@ -333,7 +345,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     const calls = { search: 0, create: 0, fund: 0, status: 0, result: 0 };
 
     /** The seed's x402Request: any call, paid with x402 when the service asks for it. */
-    const x402Request = async <T>(
+    const x402Request: X402Request = async <T>(
       path: string,
       method: 'GET' | 'POST' = 'GET',
       params?: Record<string, string> | object,
@@ -473,19 +485,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     }
 
     // Receipts and balances
-    const receipts: Receipt[] = [];
-    let cursor: string | null = null;
-    do {
-      const url = new URL('/v1/receipts', baseUrl);
-      url.searchParams.set('limit', '100');
-      if (cursor) url.searchParams.set('cursor', cursor);
-      const res = await fetch(url, { headers: { authorization: await signInHeader(payer, { domain: host, uri: baseUrl }) } });
-      const text = await res.text();
-      if (!res.ok) throw new DemoError(`GET /v1/receipts answered ${res.status}: ${describeError(text)}`);
-      const page = JSON.parse(text) as { receipts: Receipt[]; next_cursor: string | null };
-      receipts.push(...page.receipts);
-      cursor = page.next_cursor;
-    } while (cursor);
+    const receipts = await listReceipts(baseUrl, payer);
     const clientAfter = await balance(payer.address);
     const escrowAfter = await balance(wallets.escrowAddress);
     const feeAfter = await balance(wallets.feeAddress);
@@ -553,7 +553,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     }
     const seedTasksDone = summaryTasks.filter((t) => SEED_SUBTASKS.some((s) => s.description === t.description)).every((t) => t.status === 'completed');
     const budgetOk = expected === actual && receiptsTotal === actual + totalRefunded;
-    const summary: DemoSummary = {
+    const seed: Omit<DemoSummary, 'batches'> = {
       ok: budgetOk && seedTasksDone && unattributed === 0n,
       baseUrl,
       tasks: summaryTasks,
@@ -573,7 +573,28 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
       feeWallet: change('fee wallet (anvil 3)', wallets.feeAddress as Address, feeBefore, feeAfter),
       durationMs: 0,
     };
-    printSummary(summary, prices.task_status, log);
+    printSummary(seed, prices.task_status, log);
+
+    // 5-8. The same client hires with the batch resource: one payment per batch, dependencies.
+    checkDeadline('starting the batches');
+    const batches = await runBatchDemo({
+      baseUrl,
+      payer,
+      request: x402Request,
+      prices,
+      balance,
+      escrowWallet: wallets.escrowAddress as Address,
+      feeWallet: wallets.feeAddress as Address,
+      agents: [...registered, ...pipelineAgents].map((r) => ({ id: r.id, name: r.name, payout: payoutOf.get(r.id)! })),
+      briefOf: (taskId) => agents.map((a) => a.briefs.get(taskId)).find((b) => b !== undefined),
+      pollMs,
+      signal: opts.signal,
+      checkDeadline,
+      checkAgents,
+      log,
+    });
+    printBatchReport(batches, prices.batch_status, log);
+    const summary: DemoSummary = { ...seed, ok: seed.ok && batches.ok, batches };
 
     log('');
     log('▸ Shutting down: dispatcher, settlement worker, API, database, anvil, temp directory');
@@ -591,17 +612,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
   }
 }
 
-function displayContent(result: { type: string; content: unknown }): string {
-  const { content } = result;
-  if (typeof content === 'string') {
-    const dataUrl = /^data:([^;,]+)[;,]/.exec(content);
-    if (dataUrl) return `${dataUrl[1]} data URL, ${content.length} chars`;
-    return content;
-  }
-  return JSON.stringify(content);
-}
-
-function printSummary(s: DemoSummary, statusPrice: bigint, log: (line: string) => void): void {
+function printSummary(s: Omit<DemoSummary, 'batches'>, statusPrice: bigint, log: (line: string) => void): void {
   log('');
   log('▸ Summary');
   const rows = s.tasks.map((t) => [

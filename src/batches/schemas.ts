@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { AgentId } from '../agents/schemas.js';
 import { AtomicAmount, PositiveAtomicAmount, Timestamp, WalletAddress } from '../http/schemas.js';
-import { CreateTaskBody, EscrowStatusEnum, ResultContent, TaskId, TaskStatusEnum } from '../tasks/schemas.js';
+import { CreateTaskBody, EscrowStatusEnum, Payout, ResultContent, TaskId, TaskStatusEnum } from '../tasks/schemas.js';
 
 /** Wire shapes of batches (one zod schema per shape: validation, types and OpenAPI). */
 
@@ -153,8 +153,9 @@ export const BatchItemView = z
     progress_percent: z.number().int().min(0).max(100),
     attempts: z.number().int().meta({ description: 'Runs the agent was given' }),
     escrow: AtomicAmount,
-    released: AtomicAmount.meta({ description: 'Paid out to the agent: its escrow minus the platform fee' }),
-    refunded: AtomicAmount,
+    released: AtomicAmount.meta({ description: 'Paid out to the agent (its escrow minus the platform fee), planned or confirmed: see payouts' }),
+    refunded: AtomicAmount.meta({ description: 'Refunded to the payer, planned or confirmed: see payouts' }),
+    payouts: z.array(Payout).meta({ description: 'Releases and refunds of the item’s escrow, each with its status and transaction' }),
     failure: z.string().nullable().meta({ description: 'Why the item delivered nothing (failed, cancelled, expired)' }),
     result: ResultContent.nullable().meta({ description: 'The delivered result, once completed' }),
     result_hash: z.string().nullable(),
@@ -174,6 +175,7 @@ function batchExample() {
     escrow: '100000',
     released: '97500',
     refunded: '0',
+    payouts: [{ kind: 'release', to: '0x90F79bf6EB2c4f870365E785982E1f101E93b906', amount: '97500', status: 'confirmed', tx_hash: '0x5d1e0c3b2a4f6e8d0c2b4a6f8e0d2c4b6a8f0e2d4c6b8a0f2e4d6c8b0a2f4e6d' }],
     failure: null,
     result: null,
     result_hash: null,
@@ -197,6 +199,7 @@ function batchExample() {
         escrow_status: 'refunded',
         released: '0',
         refunded: '100000',
+        payouts: [{ kind: 'refund', to: '0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC', amount: '100000', status: 'confirmed', tx_hash: '0x7b3e2d1c0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d' }],
         attempts: 3,
         progress_percent: 0,
         failure: 'The agent answered 502 three times',

@@ -9,7 +9,7 @@ import { newId } from '../ids.js';
 import { recordBatchFee } from '../ledger/ledger.js';
 import { runUnpaid, type PaidWrite } from '../payments/paid-write.js';
 import type { BatchItemRow, BatchTasks, CancelOne, PlannedItem } from '../tasks/batch-items.js';
-import type { TaskClient } from '../tasks/client.js';
+import { payoutView, type TaskClient } from '../tasks/client.js';
 import type { ResultContentT } from '../tasks/schemas.js';
 import { publicStatus, type TaskStatus } from '../tasks/state-machine.js';
 import type { BatchItemInput, BatchViewT, CancelBatchInput, CreateBatchInput } from './schemas.js';
@@ -261,6 +261,7 @@ function itemView({ task, attempts, transfers }: BatchItemRow, dispatchState: st
     escrow: (task.fundedAmount ?? task.budgetAmount).toString(),
     released: moved('release'),
     refunded: moved('refund'),
+    payouts: transfers.map(payoutView),
     failure: delivered || !ENDED.has(status) ? null : (task.failureReason ?? task.cancelReason ?? status),
     result: delivered ? (task.result as ResultContentT) : null,
     result_hash: delivered ? task.resultHash : null,

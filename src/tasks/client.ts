@@ -2,7 +2,7 @@ import { eq, sql } from 'drizzle-orm';
 import { getAddress } from 'viem';
 import type { Executor, Tx } from '../db/client.js';
 import { preparedQuery } from '../db/prepared.js';
-import { chainTransfers, disputes, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
+import { chainTransfers, disputes, tasks, type AgentRow, type ChainTransferRow, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import { planRefund } from '../escrow/outbox.js';
 import { cancellationTerms, isDisputable, type EscrowStatus } from '../escrow/rules.js';
@@ -21,8 +21,20 @@ import type {
   TaskResultT,
   TaskStatusViewT,
   ResultContentT,
+  PayoutT,
 } from './schemas.js';
 import { publicStatus, transition, type TaskStatus } from './state-machine.js';
+
+/** A release or refund of a task's escrow as the API shows it (a task's status, a batch's items). */
+export function payoutView(x: ChainTransferRow): PayoutT {
+  return {
+    kind: x.kind as PayoutT['kind'],
+    to: getAddress(x.toAddress),
+    amount: x.amount.toString(),
+    status: x.status as PayoutT['status'],
+    tx_hash: x.txHash,
+  };
+}
 
 function stageOf(status: TaskStatus): 'awaiting_funding' | 'queued' | 'running' | 'done' {
   if (status === 'created') return 'awaiting_funding';
@@ -164,13 +176,7 @@ export class TaskClient extends TaskModule {
       status: publicStatus(task.status as TaskStatus),
       stage: stageOf(task.status as TaskStatus),
       escrow_status: task.escrowStatus as EscrowStatus,
-      payouts: transfers.map((x) => ({
-        kind: x.kind as 'release' | 'refund',
-        to: getAddress(x.toAddress),
-        amount: x.amount.toString(),
-        status: x.status as 'pending',
-        tx_hash: x.txHash,
-      })),
+      payouts: transfers.map(payoutView),
       progress_percent: task.progressPercent,
       intermediate_result: task.intermediateResult ?? null,
       updated_at: task.updatedAt.toISOString(),

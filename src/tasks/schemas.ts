@@ -27,6 +27,7 @@ export const Payout = z
     tx_hash: z.string().nullable(),
   })
   .meta({ id: 'Payout' });
+export type PayoutT = z.infer<typeof Payout>;
 export const EscrowStatusEnum = z.enum(escrowStatuses);
 
 const MAX_REQUIREMENTS_BYTES = 65_536;

@@ -86,6 +86,14 @@ describe('a batch paid with one x402 payment by the stock client', () => {
     const final = await json(await p.payFetch(client)(`${p.baseUrl}/v1/batches/${created.batch_id}`));
     expect(final.totals).toMatchObject({ released: '585000', refunded: '150000', completed: 3, failed: 1 });
     expect(final.failures).toEqual([expect.objectContaining({ index: 2, refunded: '150000' })]);
+    // Each item's payouts carry their confirmed transactions: one poll of the batch shows every movement.
+    expect(final.items.map((i: { payouts: { kind: string; status: string; tx_hash: string }[] }) => i.payouts.map((x) => `${x.kind}:${x.status}`))).toEqual([
+      ['release:confirmed'],
+      ['release:confirmed'],
+      ['refund:confirmed'],
+      ['release:confirmed'],
+    ]);
+    for (const i of final.items) expect(i.payouts[0].tx_hash).toMatch(/^0x[0-9a-f]{64}$/);
   });
 
   it('refuses over max_spend before any money moves', async () => {
