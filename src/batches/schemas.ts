@@ -141,6 +141,15 @@ export const BatchStatusEnum = z.enum(['running', 'completed', 'partially_failed
   description: 'running until every item has ended; then completed (all delivered), partially_failed, failed (none delivered) or cancelled',
 });
 
+export const Usage = z
+  .object({
+    tokens_used: z.number().int().nullable(),
+    model_calls: z.number().int().nullable().meta({ description: 'LLM calls of a hosted agent (its iterations)' }),
+    llm_cost_usd: z.number().nullable().meta({ description: 'What the hosted agent’s model calls cost, in USD' }),
+  })
+  .meta({ id: 'Usage', description: 'What the agent reported with its result (null where it reported nothing)' });
+export type UsageT = z.infer<typeof Usage>;
+
 export const BatchItemView = z
   .object({
     index: z.number().int(),
@@ -157,6 +166,7 @@ export const BatchItemView = z
     refunded: AtomicAmount.meta({ description: 'Refunded to the payer, planned or confirmed: see payouts' }),
     payouts: z.array(Payout).meta({ description: 'Releases and refunds of the item’s escrow, each with its status and transaction' }),
     failure: z.string().nullable().meta({ description: 'Why the item delivered nothing (failed, cancelled, expired)' }),
+    usage: Usage,
     result: ResultContent.nullable().meta({ description: 'The delivered result, once completed' }),
     result_hash: z.string().nullable(),
   })
@@ -180,6 +190,7 @@ function batchExample() {
     result: null,
     result_hash: null,
     stage: 'done',
+    usage: { tokens_used: null, model_calls: null, llm_cost_usd: null },
     ...extra,
   });
   return {
@@ -193,6 +204,7 @@ function batchExample() {
       item(0, 'task_7h2k9d0s1a3f5g6j8l4z', 'completed', {
         result: { type: 'text', content: 'Buyers: off-grid households…', metadata: { tokens_used: 812, model: 'research-1', duration_seconds: 41 } },
         result_hash: '4f2a9c0e7b1d3a5c6e8f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d',
+        usage: { tokens_used: 812, model_calls: 3, llm_cost_usd: 0.0021 },
       }),
       item(1, 'task_2b5n8m1k4j7h0g3f6d9s', 'failed', {
         depends_on: [0],
@@ -205,7 +217,17 @@ function batchExample() {
         failure: 'The agent answered 502 three times',
       }),
     ],
-    totals: { escrow: '200000', fee: '10000', paid: '210000', released: '97500', refunded: '100000', completed: 1, failed: 1, running: 0 },
+    totals: {
+      escrow: '200000',
+      fee: '10000',
+      paid: '210000',
+      released: '97500',
+      refunded: '100000',
+      completed: 1,
+      failed: 1,
+      running: 0,
+      usage: { tokens_used: 812, model_calls: 3, llm_cost_usd: 0.0021 },
+    },
     failures: [{ index: 1, task_id: 'task_2b5n8m1k4j7h0g3f6d9s', status: 'failed', reason: 'The agent answered 502 three times', attempts: 3, refunded: '100000' }],
     fund_tx_hash: '0x8f3c2a1b0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a39281706f5e4d3c2b1a098',
     created_at: '2026-11-21T12:00:00.000Z',
@@ -231,6 +253,7 @@ export const BatchView = z
         completed: z.number().int(),
         failed: z.number().int(),
         running: z.number().int(),
+        usage: Usage.meta({ description: 'The items’ usage added up (null where no item reported it)' }),
       })
       .meta({ id: 'BatchTotals' }),
     failures: z

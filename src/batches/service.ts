@@ -12,7 +12,7 @@ import type { BatchItemRow, BatchTasks, CancelOne, PlannedItem } from '../tasks/
 import { payoutView, type TaskClient } from '../tasks/client.js';
 import type { ResultContentT } from '../tasks/schemas.js';
 import { publicStatus, type TaskStatus } from '../tasks/state-machine.js';
-import type { BatchItemInput, BatchViewT, CancelBatchInput, CreateBatchInput } from './schemas.js';
+import type { BatchItemInput, BatchViewT, CancelBatchInput, CreateBatchInput, UsageT } from './schemas.js';
 
 export interface BatchDeps {
   db: Db;
@@ -214,6 +214,7 @@ export class BatchService {
         completed: delivered,
         failed: failures.length,
         running: views.length - ended,
+        usage: addUsage(views.map((v) => v.usage)),
       },
       failures: failures.map((v) => ({
         index: v.index,
@@ -227,6 +228,25 @@ export class BatchService {
       created_at: batch.createdAt.toISOString(),
     };
   }
+}
+
+/** What an agent reported with its result: tokens, and for a hosted agent its model calls and their cost. */
+function usageOf(result: ResultContentT | null): UsageT {
+  const meta = (result?.metadata ?? {}) as Record<string, unknown>;
+  const int = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : null);
+  return {
+    tokens_used: int(meta.tokens_used),
+    model_calls: int(meta.iterations),
+    llm_cost_usd: typeof meta.cost_usd === 'number' && Number.isFinite(meta.cost_usd) && meta.cost_usd >= 0 ? meta.cost_usd : null,
+  };
+}
+
+/** Usage added up over items; a figure stays null while no item reported it. */
+function addUsage(usages: UsageT[]): UsageT {
+  const sum = (pick: (u: UsageT) => number | null) =>
+    usages.reduce<number | null>((total, u) => (pick(u) === null ? total : (total ?? 0) + pick(u)!), null);
+  const cost = sum((u) => u.llm_cost_usd);
+  return { tokens_used: sum((u) => u.tokens_used), model_calls: sum((u) => u.model_calls), llm_cost_usd: cost === null ? null : Math.round(cost * 1e6) / 1e6 };
 }
 
 function batchStatus(batch: BatchRow, count: number, ended: number, delivered: number): BatchViewT['status'] {
@@ -263,6 +283,7 @@ function itemView({ task, attempts, transfers }: BatchItemRow, dispatchState: st
     refunded: moved('refund'),
     payouts: transfers.map(payoutView),
     failure: delivered || !ENDED.has(status) ? null : (task.failureReason ?? task.cancelReason ?? status),
+    usage: usageOf(delivered ? (task.result as ResultContentT) : null),
     result: delivered ? (task.result as ResultContentT) : null,
     result_hash: delivered ? task.resultHash : null,
   };

@@ -7,18 +7,24 @@ import { escrowAccount } from '../../src/ledger/accounts.js';
 import { AgentServer, type AgentReply, type Received } from '../helpers/agent-server.js';
 import { buildTestApp, wallet, type TestApp } from '../helpers/app.js';
 import { call, expectError, registerAgent } from '../helpers/fixtures.js';
+import { LlmServer } from '../helpers/llm-server.js';
 
 const SECRET = 'batch-test-webhook-secret-0123456789abcd';
 const owner = wallet(1);
 const payer = wallet(3);
 const stranger = wallet(4);
 let t: TestApp;
+let llm: LlmServer;
 const servers: AgentServer[] = [];
 const dispatchers: Dispatcher[] = [];
 
 beforeAll(async () => {
+  // A loopback chat-completions server: every call reports 150 tokens; the answer echoes the prompt's last section.
+  llm = await new LlmServer((req) => `Wrote it from: ${String(req.messages.at(-1)?.content ?? '').split('\n\n').at(-1)}`).start();
   t = await buildTestApp(
     {
+      LLM_BASE_URL: llm.baseUrl,
+      LLM_API_KEY: 'sk-batch-test',
       TASK_TIMEOUT_MIN_SECONDS: '1',
       DISPATCH_LEASE_MS: '1500',
       DISPATCH_HEARTBEAT_MS: '100',
@@ -34,7 +40,10 @@ afterEach(async () => {
   await Promise.all(dispatchers.splice(0).map((d) => d.stop(0)));
   await Promise.all(servers.splice(0).map((s) => s.stop()));
 });
-afterAll(() => t.close());
+afterAll(async () => {
+  await t.close();
+  await llm.stop();
+});
 
 const reply = (content: string): AgentReply => ({
   status: 200,
@@ -102,6 +111,8 @@ describe('batches: one request hires many agents', () => {
     const order = finished.sort((a, b) => a.at!.getTime() - b.at!.getTime()).map((f) => batch.items.findIndex((i) => i.task_id === f.id));
     expect(order).not.toEqual([0, 1, 2, 3, 4]);
     expect(view.totals).toMatchObject({ escrow: '500000', completed: 5, failed: 0, running: 0 });
+    // Usage rolls up: each webhook answer reported 1 token and no model calls.
+    expect(view.totals.usage).toEqual({ tokens_used: 5, model_calls: null, llm_cost_usd: null });
     expect(view.failures).toEqual([]);
   });
 
@@ -172,6 +183,26 @@ describe('batches: one request hires many agents', () => {
     expect(view.items[1].failure).toMatch(/predecessor 0 .* ended cancelled without a result/);
     expect(view.items[1].refunded).toBe('100000');
     expect(view.status).toBe('partially_failed');
+  });
+
+  it('a hosted agent gets its predecessor’s result in its prompt, and its tokens, model calls and cost roll up', async () => {
+    const { agent: researcher } = await agentWith(() => reply('Solar lanterns sell best in Kisumu'));
+    const hosted = await registerAgent(t, owner, {
+      name: 'Hosted Writer',
+      capabilities: ['hostedwriter'],
+      pricing: { base_rate: '1000' },
+      runtime: { kind: 'hosted_llm', model: 'test-model', system_prompt: 'Write.' },
+    });
+    const batch = await createBatch({ items: [item(researcher.id, 'research'), item(hosted.id, 'write it up', { depends_on: [0] })] });
+    const view = await runBatch(batch.batch_id, [dispatcher()]);
+    expect(view.status).toBe('completed');
+    const prompt = String(llm.requests.at(-1)!.messages.at(-1)!.content);
+    expect(prompt).toContain('Results of the tasks this one depends on');
+    expect(prompt).toContain('Solar lanterns sell best in Kisumu');
+    expect(view.items[1].result.content).toContain('Solar lanterns sell best in Kisumu');
+    expect(view.items[1].usage).toMatchObject({ tokens_used: 150, model_calls: 1 });
+    expect(view.items[1].usage.llm_cost_usd).toBeGreaterThan(0);
+    expect(view.totals.usage).toEqual({ tokens_used: 151, model_calls: 1, llm_cost_usd: view.items[1].usage.llm_cost_usd });
   });
 
   it('continue: the dependent still runs, told that its predecessor failed', async () => {
