@@ -35,7 +35,10 @@ import { BatchService } from './batches/service.js';
 import { batchTotal } from './batches/schemas.js';
 import { BatchTasks } from './tasks/batch-items.js';
 import { receiptRoutes } from './routes/v1/receipts.js';
+import { limitRoutes } from './routes/v1/limits.js';
+import { LimitsService } from './limits/service.js';
 import { sessionRoutes } from './routes/v1/sessions.js';
+import { networkRoutes } from './routes/v1/network.js';
 import { devRoutes, type DevFaucet } from './routes/dev.js';
 import { adminRoutes } from './routes/v1/admin.js';
 import { createEscrowRuntime, type EscrowRuntime } from './escrow/runtime.js';
@@ -74,6 +77,8 @@ export interface Services {
   paymentLifecycle: PaymentLifecycle;
   /** Many tasks hired with one payment. */
   batches: BatchService;
+  /** Spending limits a wallet sets on itself, enforced in paid writes before payment. */
+  limits: LimitsService;
 }
 
 declare module 'fastify' {
@@ -150,6 +155,7 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
     }),
     payments: new PaymentsService(db),
     paymentLifecycle: new PaymentLifecycle(db, clock, { escrow: wallets.escrowAddress, fee: wallets.feeAddress }, config.PAYMENT_LEASE_MS),
+    limits: new LimitsService({ db, clock, fundingWindowSeconds: config.TASK_FUNDING_WINDOW_SECONDS }),
   };
 }
 
@@ -242,7 +248,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   await app.register(errorHandlerPlugin);
   await app.register(jsonBodyPlugin);
-  await app.register(openapiPlugin);
+  await app.register(openapiPlugin, { x402Enabled: config.X402_ENABLED });
   await app.register(callerPlugin, { deferTo: (request) => x402 !== null && request.routeOptions.config.price !== undefined });
   app.addCallerSource({
     name: 'siwe',
@@ -276,11 +282,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(idempotencyPlugin, { db: database.db, clock, ttlSeconds: config.IDEMPOTENCY_TTL_SECONDS });
 
   await app.register(healthRoutes);
+  await app.register(networkRoutes, { devChainRpcUrl: config.CHAIN_RPC_URL ? undefined : deps.chainRpcUrl });
   await app.register(agentRoutes);
   await app.register(taskRoutes);
   await app.register(taskEventRoutes);
   await app.register(batchRoutes);
   await app.register(receiptRoutes);
+  await app.register(limitRoutes);
   await app.register(sessionRoutes);
   if (deps.devFaucet) await app.register(devRoutes, { faucet: deps.devFaucet });
   if (config.ADMIN_API_KEY) await app.register(adminRoutes, { apiKey: config.ADMIN_API_KEY, escrow });

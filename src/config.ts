@@ -52,6 +52,18 @@ const configObject = z.object({
   CHAIN_RPC_URL: z.url({ protocol: /^(https?|wss?)$/ }).optional(),
   CHAIN_NETWORK: z.enum(['base', 'base-sepolia']).default('base'),
   /**
+   * A JSON-RPC URL of the same chain that clients may use, published by GET /v1/network. Never
+   * derived from CHAIN_RPC_URL (which may carry a provider key); a URL with credentials is refused.
+   * With the embedded dev chain its own URL is published instead.
+   */
+  PUBLIC_CHAIN_RPC_URL: z
+    .url({ protocol: /^(https?|wss?)$/ })
+    .refine((v) => {
+      const u = new URL(v);
+      return u.username === '' && u.password === '';
+    }, 'must not carry credentials (user:password@): it is published to every client')
+    .optional(),
+  /**
    * Facilitator key: settles x402 payments in-process and pays their gas. Required with
    * CHAIN_RPC_URL unless FACILITATOR_URL is set; embedded chain default: anvil account 2.
    */

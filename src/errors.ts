@@ -60,6 +60,8 @@ export const errorCodes = {
   batch_not_found: { status: 404, type: 'not_found_error', retryable: false },
   /** A batch whose escrows and fee exceed its own max_spend (refused before any payment). */
   spend_limit_exceeded: { status: 422, type: 'invalid_request_error', retryable: false },
+  /** Over a cap the paying wallet set on itself (limits/: max_per_task, max_per_batch, max_per_day); refused before payment. */
+  spending_limit_exceeded: { status: 422, type: 'invalid_request_error', retryable: false },
   /** No online agent matches an item's agent_query within its budget. */
   no_matching_agent: { status: 409, type: 'conflict_error', retryable: false },
   agent_exists: { status: 409, type: 'conflict_error', retryable: false },

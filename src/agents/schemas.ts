@@ -102,9 +102,9 @@ export const OwnedAgent = AgentSummary.extend({
   examples: [
     {
       ...agentExample,
-      owner_address: '0x90F79bf6EB2c4f870365E785982E1f101E93b906',
-      payout_address: '0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC',
-      runtime: { kind: 'webhook', url: 'https://agent.example.com/tasks' },
+      owner_address: '0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65',
+      payout_address: '0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc',
+      runtime: { kind: 'webhook', url: 'https://agent.example.com/tasks', secret: '[redacted]', timeout_ms: 30000 },
       created_at: '2026-10-01T08:00:00.000Z',
       updated_at: '2026-11-20T09:30:00.000Z',
     },
@@ -144,8 +144,8 @@ export const RegisterAgentBody = z
         description: 'Generates marketing images from a brief',
         capabilities: ['image-generation', 'design'],
         pricing: { base_rate: '500000', unit: 'per-task', currency: 'USDC' },
-        payout_address: '0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC',
-        runtime: { kind: 'webhook', url: 'https://agent.example.com/tasks' },
+        payout_address: '0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc',
+        runtime: { kind: 'webhook', url: 'https://agent.example.com/tasks', secret: 'whsec_3f9a1c7e5b2d8046a1e9c3b7d5f20864' },
       },
     ],
   });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { AgentId } from '../agents/schemas.js';
+import { TOOLSETS } from '../dispatcher/runtimes/hosted-llm-config.js';
 import { AtomicAmount, PositiveAtomicAmount, Timestamp, WalletAddress } from '../http/schemas.js';
 import { CreateTaskBody, EscrowStatusEnum, Payout, ResultContent, TaskId, TaskStatusEnum } from '../tasks/schemas.js';
 
@@ -38,6 +39,18 @@ export const BatchItem = z
     requirements: taskFields.requirements,
     budget: taskFields.budget,
     timeout_seconds: taskFields.timeout_seconds,
+    toolsets: z
+      .array(z.enum(TOOLSETS))
+      .max(8)
+      .optional()
+      .meta({ description: 'For a hosted agent: the only toolsets it may use on this item (a subset of what its owner enabled; [] = none)' }),
+    max_iterations: z
+      .number()
+      .int()
+      .min(1)
+      .max(200)
+      .optional()
+      .meta({ description: 'For a hosted agent: at most this many model calls on this item (never more than its owner allows, default 50)' }),
     depends_on: z
       .array(z.number().int().min(0).max(MAX_BATCH_ITEMS - 1))
       .max(MAX_BATCH_ITEMS)
@@ -283,5 +296,5 @@ export const CancelBatchBody = z
       .meta({ description: 'Needed when items are running: each running item refunds its escrow minus the cancellation fee' }),
   })
   .strict()
-  .meta({ id: 'CancelBatch' });
+  .meta({ id: 'CancelBatch', examples: [{ reason: 'No longer needed', accept_partial_refund: true }] });
 export type CancelBatchInput = z.infer<typeof CancelBatchBody>;

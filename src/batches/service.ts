@@ -85,6 +85,7 @@ export class BatchService {
         budget: BigInt(budget.amount),
         timeoutSeconds: timeout_seconds,
         dependsOn: item.depends_on ?? [],
+        runLimits: runLimitsOf(item),
       };
     } catch (err) {
       if (!isAppError(err)) throw err;
@@ -228,6 +229,12 @@ export class BatchService {
       created_at: batch.createdAt.toISOString(),
     };
   }
+}
+
+/** The item's limits on a hosted agent's run, if it set any. */
+function runLimitsOf(item: BatchItemInput): PlannedItem['runLimits'] {
+  if (item.toolsets === undefined && item.max_iterations === undefined) return null;
+  return { ...(item.toolsets ? { toolsets: [...item.toolsets] } : {}), ...(item.max_iterations ? { max_iterations: item.max_iterations } : {}) };
 }
 
 /** What an agent reported with its result: tokens, and for a hosted agent its model calls and their cost. */

@@ -128,6 +128,8 @@ export const tasks = pgTable(
     batchIndex: integer('batch_index'),
     /** Tasks of the same batch whose results this one needs first. */
     dependsOn: jsonb('depends_on').$type<string[]>(),
+    /** What the client allowed a hosted agent on this task: `{toolsets?, max_iterations?}` (narrows the owner's settings). */
+    runLimits: jsonb('run_limits').$type<{ toolsets?: string[]; max_iterations?: number }>(),
     createdAt: ts('created_at').notNull(),
     updatedAt: ts('updated_at').notNull(),
   },
@@ -433,3 +435,4 @@ export type ChainTransferRow = typeof chainTransfers.$inferSelect;
 
 export * from './callback-schema.js';
 export * from './session-schema.js';
+export * from './limits-schema.js';

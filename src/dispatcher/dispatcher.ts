@@ -280,6 +280,7 @@ export class Dispatcher {
     const base = this.opts.publicBaseUrl.replace(/\/$/, '');
     return {
       ...(predecessors ? { predecessors } : {}),
+      ...(task.runLimits ? { limits: task.runLimits } : {}),
       taskId: task.id,
       agentId: task.agentId,
       description: task.description,

@@ -25,6 +25,13 @@ export interface TaskBrief {
    * an item gets from the rest of its batch.
    */
   predecessors?: PredecessorResult[];
+  /** What the client allowed this task's hosted agent (a batch item's toolsets and max_iterations); it can only narrow the owner's settings. */
+  limits?: RunLimits;
+}
+
+export interface RunLimits {
+  toolsets?: string[];
+  max_iterations?: number;
 }
 
 export interface PredecessorResult {

@@ -16,7 +16,7 @@ export const PositiveAtomicAmount = AtomicAmount.refine((v) => v !== '0', 'must 
 export const WalletAddress = z
   .string()
   .regex(/^0x[0-9a-fA-F]{40}$/, 'must be a 0x-prefixed 20-byte hex address')
-  .meta({ description: 'EVM address', examples: ['0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC'] });
+  .meta({ description: 'EVM address', examples: ['0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc'] });
 
 export const Timestamp = z.iso.datetime().meta({ description: 'ISO-8601 time (UTC)', examples: ['2026-11-21T12:00:00.000Z'] });
 

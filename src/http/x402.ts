@@ -78,6 +78,10 @@ declare module 'fastify' {
 
 const PAYMENT_HEADER = 'payment-signature';
 
+/** The x402 schemes the priced routes accept (their 402 challenges' `accepts`; GET /v1/network lists them). */
+export const X402_SCHEMES = ['exact'] as const;
+export const X402_VERSION = 2;
+
 function adapterFor(request: FastifyRequest): HTTPAdapter {
   const header = (name: string) => {
     const v = request.headers[name.toLowerCase()];
@@ -202,7 +206,7 @@ export const x402Plugin = fp(
       const price = (amount: bigint) => ({ asset: opts.target.usdc, amount: amount.toString(), extra: { ...opts.target.usdcDomain } });
       const server = new x402HTTPResourceServer(opts.resourceServer, {
         accepts: {
-          scheme: 'exact',
+          scheme: X402_SCHEMES[0],
           network: opts.target.network,
           maxTimeoutSeconds: opts.maxTimeoutSeconds,
           payTo: dynamic ? (ctx: HTTPRequestContext) => dynamic(requestOf(ctx)).payTo : opts.feeAddress,

@@ -16,6 +16,7 @@ export const priceNames = [
   'create_batch',
   'batch_status',
   'cancel_batch',
+  'batch_events',
 ] as const;
 export type PriceName = (typeof priceNames)[number];
 
@@ -37,6 +38,7 @@ export function priceBook(config: Config): PriceBook {
     create_batch: config.PRICE_BATCH_FEE,
     batch_status: config.PRICE_TASK_STATUS,
     cancel_batch: config.PRICE_CANCEL_TASK,
+    batch_events: config.PRICE_TASK_EVENTS,
   };
 }
 

@@ -15,6 +15,8 @@ export interface PlannedItem {
   timeoutSeconds: number | undefined;
   /** Indexes of the items it depends on. */
   dependsOn: readonly number[];
+  /** What the client allows a hosted agent on it (toolsets, max_iterations); null: its owner's settings. */
+  runLimits: { toolsets?: string[]; max_iterations?: number } | null;
 }
 
 /** A batch item as its batch's view reads it: the task, its runs, and its escrow's transfers. */
@@ -67,6 +69,7 @@ export class BatchTasks extends TaskModule {
         batchId: input.batchId,
         batchIndex: index,
         dependsOn: item.dependsOn.map((d) => ids[d]!),
+        runLimits: item.runLimits,
         createdAt: now,
         updatedAt: now,
       })),

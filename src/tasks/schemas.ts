@@ -152,18 +152,29 @@ export const TaskResult = z
     task_id: TaskId,
     status: z.literal('completed'),
     result: ResultContent,
-    result_hash: z.string().meta({ description: 'SHA-256 (hex) of the delivered result' }),
+    result_hash: z.string().meta({
+      description:
+        'SHA-256 (hex, 64 lower-case digits) of the canonical JSON of `result`: object keys sorted at every level (by UTF-16 code unit), ' +
+        'no whitespace, arrays in their order, strings and numbers as JSON.stringify writes them. Not the bytes the agent sent.',
+    }),
     completed_at: Timestamp,
   })
   .meta({
     id: 'TaskResult',
+    description:
+      'The body is canonical JSON (keys sorted at every level), so `result` comes back exactly as it was hashed: ' +
+      '`sha256(canonicalJson(result)) == result_hash`.',
     examples: [
       {
-        task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
-        status: 'completed',
-        result: { type: 'text', content: 'Light up your nights with…', metadata: { tokens_used: 412, model: 'gpt-4o-mini', duration_seconds: 7.2 } },
-        result_hash: '9f2c…',
         completed_at: '2026-11-21T12:09:30.000Z',
+        result: {
+          content: 'Light up your nights with a solar lantern that charges all day.',
+          metadata: { duration_seconds: 7.2, model: 'gpt-4o-mini', tokens_used: 412 },
+          type: 'text',
+        },
+        result_hash: '5515fef7276693da98fd240807f7a611cccf6c92f63943bd18b001e74bed9a9f',
+        status: 'completed',
+        task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
       },
     ],
   });
@@ -299,20 +310,43 @@ export const DeliverBody = z
   .strict()
   .meta({
     id: 'Delivery',
-    examples: [{ result: { type: 'text', content: 'Light up your nights…', metadata: { tokens_used: 412, model: 'gpt-4o-mini', duration_seconds: 7.2 } } }],
+    description:
+      'The result as delivered. The service stores it with `result_hash` = SHA-256 (hex) of its canonical JSON (keys sorted ' +
+      'at every level, no whitespace): hash that, not the bytes you sent, to compare or to claim.',
+    examples: [
+      { result: { type: 'text', content: 'Light up your nights with a solar lantern that charges all day.', metadata: { tokens_used: 412, model: 'gpt-4o-mini', duration_seconds: 7.2 } } },
+    ],
   });
 
 export const Delivered = z
-  .object({ task_id: TaskId, status: z.literal('completed'), result_hash: z.string(), completed_at: Timestamp })
+  .object({
+    task_id: TaskId,
+    status: z.literal('completed'),
+    result_hash: z.string().meta({
+      description:
+        'SHA-256 (hex, 64 lower-case digits) of the canonical JSON of `result`: object keys sorted at every level (by UTF-16 code unit), ' +
+        'no whitespace, arrays in their order, strings and numbers as JSON.stringify writes them. Not the bytes the agent sent.',
+    }),
+    completed_at: Timestamp,
+  })
   .meta({
     id: 'Delivered',
-    examples: [{ task_id: 'task_7h2k9d0s1a3f5g6j8l4z', status: 'completed', result_hash: '9f2c…', completed_at: '2026-11-21T12:09:30.000Z' }],
+    examples: [{ task_id: 'task_7h2k9d0s1a3f5g6j8l4z', status: 'completed', result_hash: '5515fef7276693da98fd240807f7a611cccf6c92f63943bd18b001e74bed9a9f', completed_at: '2026-11-21T12:09:30.000Z' }],
   });
 
 export const ClaimBody = z
-  .object({ result_hash: z.string().regex(/^(0x)?[0-9a-fA-F]{64}$/, 'must be the SHA-256 (hex) of the delivered result') })
+  .object({
+    result_hash: z
+      .string()
+      .regex(/^(0x)?[0-9a-fA-F]{64}$/, 'must be the SHA-256 (hex) of the delivered result')
+      .meta({
+        description:
+          'SHA-256 (hex, optionally 0x-prefixed) of the canonical JSON of the delivered result: object keys sorted at every level, ' +
+          'no whitespace. Not the bytes the agent sent (else `result_hash_mismatch`).',
+      }),
+  })
   .strict()
-  .meta({ id: 'Claim', examples: [{ result_hash: '9f2c5d0e6b1a4f3c8d7e2b9a0c1d3e5f7a9b2c4d6e8f0a1b3c5d7e9f1a2b4c6d' }] });
+  .meta({ id: 'Claim', examples: [{ result_hash: '5515fef7276693da98fd240807f7a611cccf6c92f63943bd18b001e74bed9a9f' }] });
 
 export const ClaimApproved = z
   .object({
@@ -327,7 +361,7 @@ export const ClaimApproved = z
       {
         task_id: 'task_7h2k9d0s1a3f5g6j8l4z',
         claim_status: 'approved',
-        payment: { amount: '975000', tx_hash: '0x7d…', recipient: '0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC', status: 'confirmed' },
+        payment: { amount: '975000', tx_hash: '0x7d…', recipient: '0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc', status: 'confirmed' },
         claimed_at: '2026-11-21T12:10:00.000Z',
       },
     ],

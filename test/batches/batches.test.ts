@@ -140,6 +140,8 @@ describe('batches: one request hires many agents', () => {
       [1, 'completed', 'left done'],
       [2, 'completed', 'right done'],
     ]);
+    // An item's limits for a hosted agent ride in the brief (a webhook agent just sees them).
+    expect((bottom.body.task as any).limits).toBeUndefined();
     // The top item got no context from the rest of the batch.
     expect((server.requestsFor(batch.items[0]!.task_id)[0]!.body.task as any).predecessors).toBeUndefined();
     expect(view.items[3].depends_on).toEqual([1, 2]);
@@ -193,7 +195,7 @@ describe('batches: one request hires many agents', () => {
       pricing: { base_rate: '1000' },
       runtime: { kind: 'hosted_llm', model: 'test-model', system_prompt: 'Write.' },
     });
-    const batch = await createBatch({ items: [item(researcher.id, 'research'), item(hosted.id, 'write it up', { depends_on: [0] })] });
+    const batch = await createBatch({ items: [item(researcher.id, 'research'), item(hosted.id, 'write it up', { depends_on: [0], toolsets: [], max_iterations: 5 })] });
     const view = await runBatch(batch.batch_id, [dispatcher()]);
     expect(view.status).toBe('completed');
     const prompt = String(llm.requests.at(-1)!.messages.at(-1)!.content);
@@ -201,6 +203,8 @@ describe('batches: one request hires many agents', () => {
     expect(prompt).toContain('Solar lanterns sell best in Kisumu');
     expect(view.items[1].result.content).toContain('Solar lanterns sell best in Kisumu');
     expect(view.items[1].usage).toMatchObject({ tokens_used: 150, model_calls: 1 });
+    const [row] = await t.app.db.select().from(tasks).where(eq(tasks.id, batch.items[1]!.task_id));
+    expect(row!.runLimits).toEqual({ toolsets: [], max_iterations: 5 });
     expect(view.items[1].usage.llm_cost_usd).toBeGreaterThan(0);
     expect(view.totals.usage).toEqual({ tokens_used: 151, model_calls: 1, llm_cost_usd: view.items[1].usage.llm_cost_usd });
   });

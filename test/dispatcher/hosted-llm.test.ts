@@ -222,6 +222,25 @@ describe('the hosted_llm runtime', () => {
     expect(ctx.updates.map((u) => u.progress_percent)).toEqual([33, 67, 95]);
   });
 
+  it('keeps within the task’s limits: only the toolsets the task allows, at most its max_iterations', async () => {
+    // The owner enabled http_fetch and 10 iterations; the task (a batch item) allows no tools and 2 iterations.
+    for (let i = 0; i < 5; i++) queue.push(toolCall([{ id: `call_${i}`, name: 'http_fetch', args: { url: `${pagesUrl}/facts` } }]));
+    const limited = { ...brief, limits: { toolsets: [], max_iterations: 2 } };
+    const outcome = await runtime().run(limited, config({ toolsets: ['http_fetch'], max_iterations: 10 }), context());
+    expect(failed(outcome).reason).toMatch(/max_iterations \(2\)/);
+    expect(recorded).toHaveLength(2);
+    expect(recorded[0]?.body.tools ?? []).toEqual([]);
+    const tool = recorded[1]?.body.messages.find((m) => m.role === 'tool');
+    expect(tool?.content).toContain('unknown tool: http_fetch'); // the page was never fetched
+    // A task cannot widen what the owner allows: a larger limit keeps the owner's.
+    queue.length = 0;
+    recorded.length = 0;
+    for (let i = 0; i < 5; i++) queue.push(toolCall([{ id: `c_${i}`, name: 'nothing', args: {} }]));
+    const wider = await runtime().run({ ...brief, limits: { toolsets: ['http_fetch'], max_iterations: 200 } }, config({ max_iterations: 3 }), context());
+    expect(failed(wider).reason).toMatch(/max_iterations \(3\)/);
+    expect(recorded[0]?.body.tools ?? []).toEqual([]);
+  });
+
   it('stops at the cost cap before a call: the third call is never made', async () => {
     // each call: 1000 prompt tokens × 600 USD per million = 0.60 USD, more than half of the 1 USD cap
     const usage = { prompt_tokens: 1000, completion_tokens: 0, total_tokens: 1000 };

@@ -5,6 +5,9 @@ import type { ModelPrice } from './llm-prices.js';
 
 /** The `hosted_llm` runtime's per-agent config schema and its operator options (see ./hosted-llm.ts). */
 
+/** The tools a hosted agent's owner may enable (a task may only narrow them, `RunLimits`). */
+export const TOOLSETS = ['http_fetch'] as const;
+
 export const HostedLlmConfig = z
   .object({
     kind: z.literal('hosted_llm'),
@@ -14,7 +17,7 @@ export const HostedLlmConfig = z
     /** Default: the operator's key (only with the operator's base URL). Never logged, never returned. */
     api_key: z.string().min(1).max(4096).optional(),
     system_prompt: z.string().max(20_000),
-    toolsets: z.array(z.enum(['http_fetch'])).max(8).default([]),
+    toolsets: z.array(z.enum(TOOLSETS)).max(8).default([]),
     max_iterations: z.number().int().min(1).max(200).default(50),
     max_cost_usd: z.number().positive().max(100).optional(),
     temperature: z.number().min(0).max(2).optional(),
@@ -23,6 +26,19 @@ export const HostedLlmConfig = z
   .strict();
 export type HostedLlmConfigT = z.infer<typeof HostedLlmConfig>;
 export type Toolset = HostedLlmConfigT['toolsets'][number];
+
+/**
+ * A run within a task's limits: only the toolsets both the owner enabled and the task allows, and
+ * at most the smaller of the two iteration limits.
+ */
+export function withinLimits(config: HostedLlmConfigT, limits: { toolsets?: readonly string[]; max_iterations?: number } | undefined): HostedLlmConfigT {
+  if (!limits) return config;
+  return {
+    ...config,
+    toolsets: limits.toolsets ? config.toolsets.filter((t) => limits.toolsets!.includes(t)) : config.toolsets,
+    max_iterations: Math.min(config.max_iterations, limits.max_iterations ?? config.max_iterations),
+  };
+}
 
 export interface HostedLlmOptions {
   /** The operator's OpenAI-compatible endpoint (…/v1), used when an agent names none. */

@@ -2,7 +2,7 @@ import { redactText } from '../../net/redact.js';
 import { formatUsdc } from '../../payments/prices.js';
 import type { AgentRuntime, RunContext, RunOutcome, TaskBrief } from '../runtime.js';
 import { defaultHttpFetchPolicy } from '../tools/http-fetch.js';
-import { HostedLlmConfig, type HostedLlmConfigT, type HostedLlmOptions } from './hosted-llm-config.js';
+import { HostedLlmConfig, withinLimits, type HostedLlmConfigT, type HostedLlmOptions } from './hosted-llm-config.js';
 import { callProvider, costOf, resolveProvider, RunFailure, usageOf, type ChatMessage, type Usage } from './llm-provider.js';
 import type { ModelPrice } from './llm-prices.js';
 import { normalizeToolCalls, runToolCalls, toolDefinitions, toolsFor } from './llm-tools.js';
@@ -146,7 +146,7 @@ export function createHostedLlmRuntime(opts: HostedLlmOptions): AgentRuntime<Hos
     configSchema: HostedLlmConfig,
     async run(brief, config, ctx) {
       try {
-        return await runLoop(brief, config, ctx, opts);
+        return await runLoop(brief, withinLimits(config, brief.limits), ctx, opts);
       } catch (err) {
         const failure = err instanceof RunFailure ? err : new RunFailure(`hosted agent crashed: ${err instanceof Error ? err.message : String(err)}`, false);
         return { kind: 'failed', reason: redactText(failure.message, [config.api_key, opts.defaultApiKey]), retryable: failure.retryable };

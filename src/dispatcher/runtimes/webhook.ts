@@ -55,6 +55,7 @@ export function assignedPayload(brief: TaskBrief): string {
       deadline: brief.deadline.toISOString(),
       attempt: brief.attempt,
       ...(brief.predecessors?.length ? { predecessors: brief.predecessors } : {}),
+      ...(brief.limits ? { limits: brief.limits } : {}),
     },
     callbacks: { progress: brief.callbacks.progress, deliver: brief.callbacks.deliver },
   });

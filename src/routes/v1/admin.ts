@@ -12,6 +12,10 @@ import { reconcile } from '../../ledger/reconcile.js';
 
 const adminKey: { [scheme: string]: string[] }[] = [{ adminKey: [] }];
 
+/** Leads every admin route's description in the OpenAPI document. */
+const OPERATOR_ONLY =
+  '**Operator only.** Exists only when the operator sets ADMIN_API_KEY (else 404) and takes that key as `x-admin-key`; not for clients.';
+
 const Reconciliation = z
   .object({
     ok: z.boolean(),
@@ -115,7 +119,7 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
       operationId: 'reconcile',
       tags: ['admin'],
       summary: 'Check the ledger and reconcile it with the chain',
-      description: 'Every movement sums to zero; the escrow and fee wallets hold on chain what their ledger accounts say.',
+      description: `${OPERATOR_ONLY} Every movement sums to zero; the escrow and fee wallets hold on chain what their ledger accounts say.`,
       security: adminKey,
       response: { 200: Reconciliation, ...errorResponses(403, 503) },
     },
@@ -144,6 +148,7 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
       tags: ['admin'],
       summary: 'What needs an operator',
       description:
+        `${OPERATOR_ONLY} ` +
         'Tasks whose outcome could not be recorded (parked, never dispatched again), payouts the settlement worker gave up ' +
         'on or that stay unsent past two leases (e.g. a refund from a wallet whose key is not configured), and payments the ' +
         'recovery sweep has not resolved after two leases.',
@@ -193,7 +198,7 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
       operationId: 'resolveDispute',
       tags: ['admin'],
       summary: 'Resolve a dispute with a split of the frozen escrow',
-      description: 'The payer share is refunded, the agent share released (minus the platform fee); the shares must add up to the escrow.',
+      description: `${OPERATOR_ONLY} The payer share is refunded, the agent share released (minus the platform fee); the shares must add up to the escrow.`,
       security: adminKey,
       params: z.object({ id: z.string().regex(/^dispute_[0-9a-z]{20}$/) }),
       body: ResolveBody,

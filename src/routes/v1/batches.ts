@@ -1,17 +1,38 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { openBatchEventStream } from '../../batches/event-stream.js';
 import { BatchParams, BatchView, CancelBatchBody, CreateBatchBody } from '../../batches/schemas.js';
+import { TaskChangeFeed } from '../../tasks/change-feed.js';
+import { StreamResume } from '../../tasks/stream-resume.js';
 import { callerOf } from '../../http/caller.js';
 import { errorResponses } from '../../http/schemas.js';
 import { paidCall } from '../../http/x402.js';
 import { payThen } from '../../payments/paid-write.js';
+import { batchSpend } from '../../limits/rules.js';
 import { formatUsdc } from '../../payments/prices.js';
-import { IdempotencyHeaders, paid, priced } from '../common.js';
+import { EventStreamHeaders, IdempotencyHeaders, paid, priced, sendEventStream } from '../common.js';
+
+const BatchEventStream = z.string().meta({
+  id: 'BatchEventStream',
+  description:
+    'Server-sent events (`text/event-stream`). Each `event: batch` carries the batch view as JSON in `data:` (the same object as ' +
+    'GET /v1/batches/{id}) and an `id:` to resume from. Comment lines (`: heartbeat`) keep the connection open. The stream ends ' +
+    'after the event whose status is no longer `running`.',
+  examples: ['retry: 3000\n\nid: eyJ0Ijoi….Xk3…:0\nevent: batch\ndata: {"batch_id":"batch_…","status":"running","items":[…]}\n\n: heartbeat\n\n'],
+});
 
 /** Batches: many tasks hired, funded and followed together with one payment. */
 export async function batchRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
-  const { batches, tasks } = app.services;
+  const { batches, tasks, limits } = app.services;
+  const feed = new TaskChangeFeed(app.database);
+  app.addHook('onClose', async () => feed.close());
+  const resume = new StreamResume(app.config.CALLBACK_SIGNING_SECRET, app.config.EVENT_STREAM_RESUME_SECONDS, app.clock);
+  const resumed = (req: FastifyRequest) => {
+    const header = req.headers['last-event-id'];
+    return resume.resume(typeof header === 'string' ? header : undefined, (req.params as { id?: string }).id ?? '');
+  };
 
   app.post('/v1/batches', {
     config: { auth: 'required', price: 'create_batch' },
@@ -34,7 +55,8 @@ export async function batchRoutes(fastify: FastifyInstance): Promise<void> {
       body: CreateBatchBody,
       response: { 201: BatchView, ...errorResponses(401, 402, 404, 409, 422) },
     },
-    handler: async (req, reply) => reply.code(201).send(await payThen(app.paidWrites, paidCall(req, reply), batches.createWrite(callerOf(req).address, req.body))),
+    handler: async (req, reply) =>
+      reply.code(201).send(await payThen(app.paidWrites, paidCall(req, reply), limits.guard(callerOf(req).address, batchSpend(req.body.items, batches.total(req.body)), batches.createWrite(callerOf(req).address, req.body)))),
   });
 
   app.get('/v1/batches/:id', {
@@ -55,6 +77,45 @@ export async function batchRoutes(fastify: FastifyInstance): Promise<void> {
       response: { 200: BatchView, ...errorResponses(402, 401, 404) },
     },
     handler: async (req) => batches.view(callerOf(req).address, req.params.id),
+  });
+
+  app.get('/v1/batches/:id/events', {
+    config: { auth: 'required', price: 'batch_events', resume: (req) => resumed(req)?.payer ?? null },
+    schema: {
+      operationId: 'streamBatchEvents',
+      tags: ['batches'],
+      summary: 'Follow a batch as a stream of events',
+      description: priced(
+        app,
+        'batch_events',
+        'Instead of polling: one payment streams the batch view (server-sent events) after every change of any of its items, from ' +
+          'any process of the service, until every item has ended. A dropped connection reconnects with `Last-Event-ID` and is not ' +
+          `charged again within ${app.config.EVENT_STREAM_RESUME_SECONDS} s of its last event. For the payer.`,
+      ),
+      security: paid,
+      params: BatchParams,
+      headers: EventStreamHeaders,
+      response: {
+        200: { description: 'The event stream', content: { 'text/event-stream': { schema: BatchEventStream } } },
+        ...errorResponses(402, 401, 404),
+      },
+    },
+    handler: async (req, reply) => {
+      const caller = callerOf(req).address;
+      const batchId = req.params.id;
+      const from = resumed(req);
+      const first = await batches.view(caller, batchId); // 404 before any byte (and before following anything)
+      const stream = await openBatchEventStream({
+        taskIds: first.items.map((i) => i.task_id),
+        read: () => batches.view(caller, batchId),
+        feed,
+        heartbeatMs: app.config.EVENT_STREAM_HEARTBEAT_MS,
+        eventId: (n) => resume.eventId(batchId, caller, n),
+        firstEvent: from && from.payer === caller ? from.next : 0,
+        onError: (err) => req.log.warn({ err, batch: batchId }, 'event stream: the batch could not be read; stream ended'),
+      });
+      return sendEventStream(reply, stream);
+    },
   });
 
   app.post('/v1/batches/:id/cancel', {

@@ -7,15 +7,7 @@ import { SharedTaskReads, TaskChangeFeed } from '../../tasks/change-feed.js';
 import { openTaskEventStream } from '../../tasks/event-stream.js';
 import { TaskParams } from '../../tasks/schemas.js';
 import { StreamResume } from '../../tasks/stream-resume.js';
-import { paid, priced } from '../common.js';
-
-const EventStreamHeaders = z.object({
-  'last-event-id': z
-    .string()
-    .max(1024)
-    .optional()
-    .meta({ description: 'The id of the last event received: reconnecting with it within the resume window is not charged again' }),
-});
+import { EventStreamHeaders, paid, priced, sendEventStream } from '../common.js';
 
 const EventStream = z.string().meta({
   id: 'TaskEventStream',
@@ -74,11 +66,7 @@ export async function taskEventRoutes(fastify: FastifyInstance): Promise<void> {
         firstEvent: from && from.payer === caller ? from.next : 0,
         onError: (err) => req.log.warn({ err, task: taskId }, 'event stream: the task could not be read; stream ended'),
       });
-      return reply
-        .header('content-type', 'text/event-stream; charset=utf-8')
-        .header('cache-control', 'no-cache, no-transform')
-        .header('x-accel-buffering', 'no')
-        .send(stream as unknown as string); // a stream is sent as it is written, never serialized
+      return sendEventStream(reply, stream);
     },
   });
 }

@@ -21,17 +21,18 @@ import {
   TaskResult,
   TaskStatusView,
 } from '../../tasks/schemas.js';
-import { IdempotencyHeaders, paid, priced, signedIn } from '../common.js';
+import { IdempotencyHeaders, canonicalJsonSerializer, paid, priced, signedIn } from '../common.js';
 import { AppError } from '../../errors.js';
 import { fundingAmount, fundingWrite } from '../../escrow/funding.js';
 import { paidCall } from '../../http/x402.js';
 import { payThen } from '../../payments/paid-write.js';
+import { fundingSpend, taskSpend } from '../../limits/rules.js';
 import { formatUsdc } from '../../payments/prices.js';
 
 /** Tasks: create, poll, fetch the result, cancel, dispute. The caller's wallet owns what it creates. */
 export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
-  const { tasks, provider, taskLifecycle } = app.services;
+  const { tasks, provider, taskLifecycle, limits } = app.services;
 
   app.post('/v1/tasks', {
     config: { auth: 'required', price: 'create_task' },
@@ -44,7 +45,8 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
         'create_task',
        
         'Creates a task with a budget for one online agent. The task waits for funding until `expires_at`. ' +
-        'Errors: `agent_unavailable`, `budget_too_low` (below the agent’s base rate), `rate_limited`.',
+        'Errors: `agent_unavailable`, `budget_too_low` (below the agent’s base rate), `rate_limited`, ' +
+          '`spending_limit_exceeded` (the budget is over the wallet’s `max_per_task`, see GET /v1/limits).',
       ),
       security: paid,
       headers: IdempotencyHeaders,
@@ -52,7 +54,7 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       response: { 201: TaskCreated, ...errorResponses(402, 401, 404, 409, 422) },
     },
     handler: async (req, reply) =>
-      reply.code(201).send(await payThen(app.paidWrites, paidCall(req, reply), tasks.createWrite(callerOf(req).address, req.body))),
+      reply.code(201).send(await payThen(app.paidWrites, paidCall(req, reply), limits.guard(callerOf(req).address, taskSpend(req.body.budget.amount), tasks.createWrite(callerOf(req).address, req.body)))),
   });
 
   app.post('/v1/tasks/:id/fund', {
@@ -65,7 +67,8 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
         'Pays `amount` (at least the budget) plus the funding fee with x402, to the escrow wallet; the 402 challenge ' +
         'states the exact total. The task is checked before any money moves, the payment is settled, and only then ' +
         'is the task funded (status reads `in_progress`, stage `queued`). Funding twice answers 409 without charging. ' +
-        'Errors: `amount_mismatch`, `task_expired`, `insufficient_funds`.\n\n' +
+        'Errors: `amount_mismatch`, `task_expired`, `insufficient_funds`, `spending_limit_exceeded` (over the wallet’s ' +
+        '`max_per_task` or `max_per_day`, refused before the payment settles).\n\n' +
         `**Price:** the escrow amount + ${formatUsdc(app.prices.fund_task)} (x402; a failed request is not charged).`,
       security: paid,
       headers: IdempotencyHeaders,
@@ -78,7 +81,7 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
         throw new AppError('payment_required', 'Funding an escrow needs an x402 payment; x402 is disabled on this server');
       }
       const write = fundingWrite({ client: tasks, lifecycle: taskLifecycle }, app.prices.fund_task, callerOf(req).address, req.params.id, fundingAmount(req.body));
-      return payThen(app.paidWrites, paidCall(req, reply), write);
+      return payThen(app.paidWrites, paidCall(req, reply), limits.guard(callerOf(req).address, fundingSpend(fundingAmount(req.body)), write));
     },
   });
 
@@ -105,7 +108,11 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       summary: 'The hired agent delivers its result',
       description:
         'Signed by the assigned agent’s owner or payout wallet. Completes the task, stores the result with its SHA-256 and ' +
-        'releases the escrow to the payout wallet minus the platform fee. Not priced.',
+        'releases the escrow to the payout wallet minus the platform fee. Not priced.\n\n' +
+        '**Result hash:** `result_hash` is the SHA-256 (hex) of the canonical JSON of the result: object keys sorted at every ' +
+        'level (by UTF-16 code unit, as JavaScript sorts), no whitespace, arrays in order, strings and numbers as JSON.stringify ' +
+        'writes them; unknown top-level fields of `result` are dropped first. It is not the hash of the bytes sent: ' +
+        '`sha256(JSON.stringify(sortKeysDeep(result)))`.',
       security: signedIn,
       headers: IdempotencyHeaders,
       params: TaskParams,
@@ -125,7 +132,11 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
         app,
         'claim_task',
         'For the assigned agent: `result_hash` must be the SHA-256 of the delivered result (else `result_hash_mismatch`). ' +
-          'Answers the release payment with its transaction.',
+          'Answers the release payment with its transaction.\n\n' +
+          '**Result hash:** `result_hash` is the SHA-256 (hex) of the canonical JSON of the result: object keys sorted at every ' +
+        'level (by UTF-16 code unit, as JavaScript sorts), no whitespace, arrays in order, strings and numbers as JSON.stringify ' +
+        'writes them; unknown top-level fields of `result` are dropped first. It is not the hash of the bytes sent: ' +
+        '`sha256(JSON.stringify(sortKeysDeep(result)))`.',
       ),
       security: paid,
       headers: IdempotencyHeaders,
@@ -156,6 +167,7 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
 
   app.get('/v1/tasks/:id/result', {
     config: { auth: 'required', price: 'task_result' },
+    serializerCompiler: canonicalJsonSerializer,
     schema: {
       operationId: 'getTaskResult',
       tags: ['tasks'],
@@ -163,7 +175,13 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       description: priced(
         app,
         'task_result',
-        'For the payer. Before completion answers 409 `not_ready` with the current status.',
+        'For the payer. Before completion answers 409 `not_ready` with the current status. The body is canonical JSON (keys ' +
+          'sorted at every level), so `result` comes back with its keys in the order it was hashed in, whatever order the ' +
+          'agent sent them in.\n\n' +
+          '**Result hash:** `result_hash` is the SHA-256 (hex) of the canonical JSON of the result: object keys sorted at every ' +
+        'level (by UTF-16 code unit, as JavaScript sorts), no whitespace, arrays in order, strings and numbers as JSON.stringify ' +
+        'writes them; unknown top-level fields of `result` are dropped first. It is not the hash of the bytes sent: ' +
+        '`sha256(JSON.stringify(sortKeysDeep(result)))`.',
       ),
       security: paid,
       params: TaskParams,

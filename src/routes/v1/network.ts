@@ -1,0 +1,116 @@
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { USDC_DECIMALS } from '../../chain/constants.js';
+import { chainTarget, resolveWallets } from '../../chain/wallets.js';
+import { AtomicAmount, WalletAddress, errorResponses } from '../../http/schemas.js';
+import { X402_SCHEMES, X402_VERSION } from '../../http/x402.js';
+import { priceNames, type PriceName } from '../../payments/prices.js';
+
+const networkExample = {
+  network: 'eip155:8453',
+  chain: 'base',
+  chain_id: 8453,
+  dev_chain: true,
+  rpc_url: 'http://127.0.0.1:8545',
+  usdc: { address: '0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913', decimals: 6, eip712_name: 'USD Coin', eip712_version: '2' },
+  escrow_address: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8',
+  fee_address: '0x90F79bf6EB2c4f870365E785982E1f101E93b906',
+  x402: { enabled: true, version: 2, schemes: ['exact'] },
+  prices: {
+    search_agents: '1000',
+    get_agent: '2000',
+    rate_agent: '1000',
+    create_task: '5000',
+    fund_task: '5000',
+    task_status: '1000',
+    task_result: '2000',
+    cancel_task: '2000',
+    dispute_task: '5000',
+    claim_task: '2000',
+    task_events: '5000',
+    create_batch: '10000',
+    batch_status: '1000',
+    cancel_batch: '2000',
+    batch_events: '5000',
+  },
+  platform_fee_bps: 250,
+};
+
+export const NetworkInfo = z
+  .object({
+    network: z.string().meta({ description: 'The chain as CAIP-2 (what x402 challenges name in `accepts[].network`)' }),
+    chain: z.enum(['base', 'base-sepolia']).meta({ description: 'The chain by name (CHAIN_NETWORK)' }),
+    chain_id: z.number().int().meta({ description: 'EVM chain id (what SIWE messages must name)' }),
+    dev_chain: z.boolean().meta({ description: 'true: an embedded anvil dev chain made to look like Base (test USDC from POST /dev/faucet); false: the real chain' }),
+    rpc_url: z
+      .string()
+      .nullable()
+      .meta({
+        description:
+          'A JSON-RPC URL of this chain for clients: the embedded dev chain’s own, else the one the operator published ' +
+          '(PUBLIC_CHAIN_RPC_URL); null when none is published (use any RPC of the chain). Never the service’s own provider URL.',
+      }),
+    usdc: z
+      .object({
+        address: WalletAddress.meta({ description: 'The USDC contract (the x402 `asset`)' }),
+        decimals: z.number().int(),
+        eip712_name: z.string().meta({ description: 'EIP-712 domain name of the USDC contract (signing EIP-3009 authorizations)' }),
+        eip712_version: z.string(),
+      })
+      .meta({ description: 'The token every amount is in' }),
+    escrow_address: WalletAddress.meta({ description: 'The custodial escrow wallet: fundings and batches are paid to it' }),
+    fee_address: WalletAddress.meta({ description: 'The fee wallet: the per-call prices are paid to it' }),
+    x402: z.object({
+      enabled: z.boolean().meta({ description: 'false: priced routes take a wallet signature and charge nothing; funding is impossible' }),
+      version: z.number().int(),
+      schemes: z.array(z.string()).meta({ description: 'The x402 schemes priced routes accept' }),
+    }),
+    prices: z
+      .object(Object.fromEntries(priceNames.map((n) => [n, AtomicAmount])) as Record<PriceName, typeof AtomicAmount>)
+      .meta({
+        description:
+          'Per-call prices in atomic USDC, by operation. `fund_task` is the fee added to the escrow amount, `create_batch` the fee ' +
+          'added to the items’ escrows.',
+      }),
+    platform_fee_bps: z.number().int().meta({ description: 'Platform fee taken from a released escrow, in basis points' }),
+  })
+  .meta({ id: 'NetworkInfo', description: 'The chain, token, wallets, x402 schemes and prices of this service.', examples: [networkExample] });
+
+export type NetworkInfoT = z.infer<typeof NetworkInfo>;
+
+/** GET /v1/network: which chain, token and wallets the service uses, what it accepts and charges. Public, not priced. */
+export async function networkRoutes(fastify: FastifyInstance, opts: { devChainRpcUrl?: string | undefined }): Promise<void> {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const { config } = app;
+  const target = chainTarget(config);
+  const wallets = resolveWallets(config);
+  const devChain = !config.CHAIN_RPC_URL;
+  const info: NetworkInfoT = {
+    network: target.network,
+    chain: config.CHAIN_NETWORK,
+    chain_id: target.chainId,
+    dev_chain: devChain,
+    rpc_url: (devChain ? opts.devChainRpcUrl : undefined) ?? config.PUBLIC_CHAIN_RPC_URL ?? null,
+    usdc: { address: target.usdc, decimals: USDC_DECIMALS, eip712_name: target.usdcDomain.name, eip712_version: target.usdcDomain.version },
+    escrow_address: wallets.escrowAddress,
+    fee_address: wallets.feeAddress,
+    x402: { enabled: config.X402_ENABLED, version: X402_VERSION, schemes: config.X402_ENABLED ? [...X402_SCHEMES] : [] },
+    prices: Object.fromEntries(priceNames.map((n) => [n, app.prices[n].toString()])) as Record<PriceName, string>,
+    platform_fee_bps: config.PLATFORM_FEE_BPS,
+  };
+
+  app.get('/v1/network', {
+    schema: {
+      operationId: 'getNetwork',
+      tags: ['operations'],
+      summary: 'The chain, token, wallets, payment schemes and prices',
+      description:
+        'What a client needs before it pays: the chain (CAIP-2 and chain id), the USDC contract and its EIP-712 domain, the ' +
+        'escrow and fee wallets payments go to, a public RPC URL when one is published (the embedded dev chain’s, or ' +
+        'PUBLIC_CHAIN_RPC_URL), the x402 schemes accepted and the price of every priced operation. Public, not priced.',
+      response: { 200: NetworkInfo, ...errorResponses() },
+    },
+    handler: async () => info,
+  });
+}
