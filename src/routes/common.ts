@@ -1,6 +1,8 @@
 import type { Readable } from 'node:stream';
-import type { FastifyInstance, FastifyReply, FastifySerializerCompiler } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySerializerCompiler } from 'fastify';
+import type { Address } from 'viem';
 import { z } from 'zod';
+import { StreamResume } from '../tasks/stream-resume.js';
 import { createSerializerCompiler, serializerCompiler } from 'fastify-type-provider-zod';
 import { formatUsdc, type PriceName } from '../payments/prices.js';
 
@@ -44,6 +46,21 @@ export const EventStreamHeaders = z.object({
     .optional()
     .meta({ description: 'The id of the last event received: reconnecting with it within the resume window is not charged again' }),
 });
+
+/**
+ * Resumable event streams of one route (`/…/:id/events`): the resume tokens riding in event ids,
+ * and the stream a request's `Last-Event-ID` resumes (its payer and next event), if any.
+ */
+export function streamResumption(app: FastifyInstance): { resume: StreamResume; resumed(req: FastifyRequest): { payer: Address; next: number } | null } {
+  const resume = new StreamResume(app.config.CALLBACK_SIGNING_SECRET, app.config.EVENT_STREAM_RESUME_SECONDS, app.clock);
+  return {
+    resume,
+    resumed: (req) => {
+      const header = req.headers['last-event-id'];
+      return resume.resume(typeof header === 'string' ? header : undefined, (req.params as { id?: string }).id ?? '');
+    },
+  };
+}
 
 /** Sends a server-sent event stream as it is written (never serialized, never buffered by a proxy). */
 export function sendEventStream(reply: FastifyReply, stream: Readable): FastifyReply {

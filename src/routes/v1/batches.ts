@@ -1,17 +1,16 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { openBatchEventStream } from '../../batches/event-stream.js';
 import { BatchParams, BatchView, CancelBatchBody, CreateBatchBody } from '../../batches/schemas.js';
 import { TaskChangeFeed } from '../../tasks/change-feed.js';
-import { StreamResume } from '../../tasks/stream-resume.js';
 import { callerOf } from '../../http/caller.js';
 import { errorResponses } from '../../http/schemas.js';
 import { paidCall } from '../../http/x402.js';
 import { payThen } from '../../payments/paid-write.js';
 import { batchSpend } from '../../limits/rules.js';
 import { formatUsdc } from '../../payments/prices.js';
-import { EventStreamHeaders, IdempotencyHeaders, paid, priced, sendEventStream } from '../common.js';
+import { EventStreamHeaders, IdempotencyHeaders, paid, priced, sendEventStream, streamResumption } from '../common.js';
 
 const BatchEventStream = z.string().meta({
   id: 'BatchEventStream',
@@ -28,11 +27,7 @@ export async function batchRoutes(fastify: FastifyInstance): Promise<void> {
   const { batches, tasks, limits } = app.services;
   const feed = new TaskChangeFeed(app.database);
   app.addHook('onClose', async () => feed.close());
-  const resume = new StreamResume(app.config.CALLBACK_SIGNING_SECRET, app.config.EVENT_STREAM_RESUME_SECONDS, app.clock);
-  const resumed = (req: FastifyRequest) => {
-    const header = req.headers['last-event-id'];
-    return resume.resume(typeof header === 'string' ? header : undefined, (req.params as { id?: string }).id ?? '');
-  };
+  const { resume, resumed } = streamResumption(app);
 
   app.post('/v1/batches', {
     config: { auth: 'required', price: 'create_batch' },

@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { callerOf } from '../../http/caller.js';
@@ -6,8 +6,7 @@ import { errorResponses } from '../../http/schemas.js';
 import { SharedTaskReads, TaskChangeFeed } from '../../tasks/change-feed.js';
 import { openTaskEventStream } from '../../tasks/event-stream.js';
 import { TaskParams } from '../../tasks/schemas.js';
-import { StreamResume } from '../../tasks/stream-resume.js';
-import { EventStreamHeaders, paid, priced, sendEventStream } from '../common.js';
+import { EventStreamHeaders, paid, priced, sendEventStream, streamResumption } from '../common.js';
 
 const EventStream = z.string().meta({
   id: 'TaskEventStream',
@@ -25,11 +24,7 @@ export async function taskEventRoutes(fastify: FastifyInstance): Promise<void> {
   const feed = new TaskChangeFeed(app.database);
   const reads = new SharedTaskReads(feed, (id) => tasks.sharedStatus(id)); // one read per task per change, for all its streams
   app.addHook('onClose', async () => feed.close());
-  const resume = new StreamResume(app.config.CALLBACK_SIGNING_SECRET, app.config.EVENT_STREAM_RESUME_SECONDS, app.clock);
-  const resumed = (req: FastifyRequest) => {
-    const header = req.headers['last-event-id'];
-    return resume.resume(typeof header === 'string' ? header : undefined, (req.params as { id?: string }).id ?? '');
-  };
+  const { resume, resumed } = streamResumption(app);
 
   app.get('/v1/tasks/:id/events', {
     config: { auth: 'required', price: 'task_events', resume: (req) => resumed(req)?.payer ?? null },
