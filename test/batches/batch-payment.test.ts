@@ -129,3 +129,28 @@ async function runToEnd(batchId: string): Promise<any> {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+describe('the batch view’s results', () => {
+  it('read back in canonical key order, so each hashes to its result_hash', async () => {
+    const { createHash } = await import('node:crypto');
+    const client = p.demo(2);
+    const res = await post(p.payFetch(client), { items: [item('canonical', '100000')] });
+    expect(res.status).toBe(201);
+    const batchId = ((await json(res)) as { batch_id: string }).batch_id;
+    const end = Date.now() + 30_000;
+    for (;;) {
+      await dispatcher.runOnce();
+      await dispatcher.drain();
+      const text = await (await p.payFetch(client)(`${p.baseUrl}/v1/batches/${batchId}`)).text();
+      const view = JSON.parse(text) as { status: string; items: { result: unknown; result_hash: string }[] };
+      if (view.status !== 'running') {
+        const item = view.items[0]!;
+        // JSON.stringify keeps the order the server wrote: canonical, so the hash matches.
+        expect(createHash('sha256').update(JSON.stringify(item.result)).digest('hex')).toBe(item.result_hash);
+        break;
+      }
+      if (Date.now() > end) throw new Error('batch did not end');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
+});

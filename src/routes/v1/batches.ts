@@ -10,7 +10,7 @@ import { paidCall } from '../../http/x402.js';
 import { payThen } from '../../payments/paid-write.js';
 import { batchSpend } from '../../limits/rules.js';
 import { formatUsdc } from '../../payments/prices.js';
-import { EventStreamHeaders, IdempotencyHeaders, paid, priced, sendEventStream, streamResumption } from '../common.js';
+import { canonicalJsonSerializer, EventStreamHeaders, IdempotencyHeaders, paid, priced, sendEventStream, streamResumption } from '../common.js';
 
 const BatchEventStream = z.string().meta({
   id: 'BatchEventStream',
@@ -56,6 +56,8 @@ export async function batchRoutes(fastify: FastifyInstance): Promise<void> {
 
   app.get('/v1/batches/:id', {
     config: { auth: 'required', price: 'batch_status' },
+    // Canonical JSON (keys sorted at every level): each item's result reads back as its result_hash was computed.
+    serializerCompiler: canonicalJsonSerializer,
     schema: {
       operationId: 'getBatch',
       tags: ['batches'],
