@@ -9,19 +9,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { createDispatcher } from '../../src/dispatcher/index.js';
-import type { Dispatcher } from '../../src/dispatcher/dispatcher.js';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from '../../src/chain/constants.js';
-import { AgentServer } from '../helpers/agent-server.js';
-import { startPaidApp, type PaidApp } from '../helpers/paid.js';
+import { startClientHarness, type ClientHarness } from '../helpers/client-harness.js';
+import type { PaidApp } from '../helpers/paid.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.join(ROOT, 'bin/task-escrow.mjs');
-const SECRET = 'cli-test-webhook-secret-0123456789abcdef';
 let p: PaidApp;
-let agentServer: AgentServer;
-let dispatcher: Dispatcher;
+let harness: ClientHarness;
 let agentId: string;
 let dir: string;
 /** Everything every CLI run wrote, to check that no key ever shows. */
@@ -57,34 +52,12 @@ function cli(args: string[], wallet: number, env: Record<string, string> = {}): 
 }
 
 beforeAll(async () => {
-  agentServer = await new AgentServer(SECRET, async (r) => {
-    const description = String((r.body.task as { description?: string }).description);
-    if (description === 'breaks') return { status: 400, body: { error: 'cannot do that' } };
-    await new Promise((resolve) => setTimeout(resolve, 150));
-    return { status: 200, body: { result: { type: 'text', content: `${description} done`, metadata: { tokens_used: 3, model: 'm', duration_seconds: 0 } } } };
-  }).start();
-  p = await startPaidApp({ DISPATCH_BACKOFF_MS: '20', DISPATCH_HEARTBEAT_MS: '200' });
-  const res = await fetch(`${p.baseUrl}/v1/agents`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: await p.signIn(p.demo(5)) },
-    body: JSON.stringify({
-      name: 'CLI Writer',
-      capabilities: ['cli-writing'],
-      pricing: { base_rate: '100000' },
-      payout_address: privateKeyToAccount(generatePrivateKey()).address,
-      runtime: { kind: 'webhook', url: agentServer.url, secret: SECRET },
-    }),
-  });
-  expect(res.status).toBe(201);
-  agentId = ((await res.json()) as { id: string }).id;
-  dispatcher = createDispatcher(p.app);
-  dispatcher.start(20);
+  harness = await startClientHarness('CLI');
+  ({ p, agentId } = harness);
   dir = mkdtempSync(path.join(tmpdir(), 'cli-test-'));
 }, 60_000);
 afterAll(async () => {
-  await dispatcher?.stop(0);
-  await p?.close();
-  await agentServer?.stop();
+  await harness?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

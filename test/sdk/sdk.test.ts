@@ -3,47 +3,20 @@
  * Every payment is made by the SDK through the stock @x402/fetch client, under its own caps.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { createDispatcher } from '../../src/dispatcher/index.js';
-import type { Dispatcher } from '../../src/dispatcher/dispatcher.js';
-import { AgentServer } from '../helpers/agent-server.js';
-import { startPaidApp, type PaidApp } from '../helpers/paid.js';
+import { startClientHarness, type ClientHarness } from '../helpers/client-harness.js';
+import type { PaidApp } from '../helpers/paid.js';
 import { SpendLimitError, TaskEscrowClient, usdc, type Transport, type TaskStatus } from '../../sdk/src/index.js';
 
-const SECRET = 'sdk-test-webhook-secret-0123456789abcdef';
 let p: PaidApp;
-let agentServer: AgentServer;
-let dispatcher: Dispatcher;
+let harness: ClientHarness;
 let agentId: string;
 
 beforeAll(async () => {
-  agentServer = await new AgentServer(SECRET, async (r) => {
-    const description = String((r.body.task as { description?: string }).description);
-    if (description === 'breaks') return { status: 400, body: { error: 'cannot do that' } };
-    await new Promise((resolve) => setTimeout(resolve, 150));
-    return { status: 200, body: { result: { type: 'text', content: `${description} done`, metadata: { tokens_used: 3, model: 'm', duration_seconds: 0 } } } };
-  }).start();
-  p = await startPaidApp({ DISPATCH_BACKOFF_MS: '20', DISPATCH_HEARTBEAT_MS: '200' });
-  const res = await fetch(`${p.baseUrl}/v1/agents`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: await p.signIn(p.demo(5)) },
-    body: JSON.stringify({
-      name: 'SDK Writer',
-      capabilities: ['sdk-writing'],
-      pricing: { base_rate: '100000' },
-      payout_address: privateKeyToAccount(generatePrivateKey()).address,
-      runtime: { kind: 'webhook', url: agentServer.url, secret: SECRET },
-    }),
-  });
-  expect(res.status).toBe(201);
-  agentId = ((await res.json()) as { id: string }).id;
-  dispatcher = createDispatcher(p.app);
-  dispatcher.start(20);
+  harness = await startClientHarness('SDK');
+  ({ p, agentId } = harness);
 }, 60_000);
 afterAll(async () => {
-  await dispatcher?.stop(0);
-  await p?.close();
-  await agentServer?.stop();
+  await harness?.stop();
 });
 
 const client = (n: number, spend = { maxPerCall: usdc('2'), maxPerSession: usdc('10') }, extra: Partial<ConstructorParameters<typeof TaskEscrowClient>[0]> = {}) =>
