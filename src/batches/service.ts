@@ -12,7 +12,7 @@ import type { BatchItemRow, BatchTasks, CancelOne, PlannedItem } from '../tasks/
 import { payoutView, type TaskClient } from '../tasks/client.js';
 import type { ResultContentT } from '../tasks/schemas.js';
 import { publicStatus, type TaskStatus } from '../tasks/state-machine.js';
-import type { BatchItemInput, BatchViewT, CancelBatchInput, CreateBatchInput, UsageT } from './schemas.js';
+import { batchTotal, type BatchItemInput, type BatchViewT, type CancelBatchInput, type CreateBatchInput, type UsageT } from './schemas.js';
 
 export interface BatchDeps {
   db: Db;
@@ -51,14 +51,9 @@ export class BatchService {
     return runUnpaid(this.deps.db, this.createWrite(payer, input));
   }
 
-  /** What the batch costs: the items' escrows plus the batch fee. */
-  total(input: CreateBatchInput): bigint {
-    return input.items.reduce((sum, item) => sum + BigInt(item.budget.amount), this.deps.fee);
-  }
-
   /** Every item checked and its agent chosen; refused (before any payment) with the item named. */
   private async plan(exec: Executor, input: CreateBatchInput, chosen?: readonly string[]): Promise<PlannedItem[]> {
-    const total = this.total(input);
+    const total = batchTotal(input, this.deps.fee); // the same figure the x402 challenge asked for
     if (input.max_spend !== undefined && total > BigInt(input.max_spend)) {
       throw new AppError('spend_limit_exceeded', `The batch costs ${total} atomic USDC (escrows + fee), above its max_spend of ${input.max_spend}`, {
         param: 'max_spend',

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { openBatchEventStream } from '../../batches/event-stream.js';
-import { BatchParams, BatchView, CancelBatchBody, CreateBatchBody } from '../../batches/schemas.js';
+import { batchTotal, BatchParams, BatchView, CancelBatchBody, CreateBatchBody } from '../../batches/schemas.js';
 import { TaskChangeFeed } from '../../tasks/change-feed.js';
 import { callerOf } from '../../http/caller.js';
 import { errorResponses } from '../../http/schemas.js';
@@ -51,7 +51,7 @@ export async function batchRoutes(fastify: FastifyInstance): Promise<void> {
       response: { 201: BatchView, ...errorResponses(401, 402, 404, 409, 422) },
     },
     handler: async (req, reply) =>
-      reply.code(201).send(await payThen(app.paidWrites, paidCall(req, reply), limits.guard(callerOf(req).address, batchSpend(req.body.items, batches.total(req.body)), batches.createWrite(callerOf(req).address, req.body)))),
+      reply.code(201).send(await payThen(app.paidWrites, paidCall(req, reply), limits.guard(callerOf(req).address, batchSpend(req.body.items, batchTotal(req.body, app.prices.create_batch)), batches.createWrite(callerOf(req).address, req.body)))),
   });
 
   app.get('/v1/batches/:id', {
