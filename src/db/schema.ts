@@ -315,7 +315,11 @@ export const payments = pgTable(
     network: text('network').notNull(),
     /** EIP-3009 authorization nonce (bytes32 hex): one settlement per authorization. */
     authorizationNonce: text('authorization_nonce').notNull(),
-    /** verified (claimed, nothing sent) → settling (sent or about to be) → booked | refunded | failed. */
+    /**
+     * verified (claimed, nothing sent) → settling (sent or about to be) → booked | refunded | failed;
+     * a micro-fee: verified → deferred (served, owed: settled later in a batch) → booked | defaulted
+     * (its authorization failed at settlement: the payer is refused until it pays) → repaid.
+     */
     status: text('status').notNull(),
     txHash: text('tx_hash'),
     /** `METHOD /route/pattern` that was paid for. */
@@ -344,12 +348,16 @@ export const payments = pgTable(
     index('payments_task_idx').on(t.taskId),
     index('payments_header_idx').on(t.headerHash),
     index('payments_unresolved_idx').on(t.leaseExpiresAt).where(sql`status in ('verified','settling')`),
+    /** A payer's unsettled micro-fees and arrears (its exposure, read on every deferred payment). */
+    index('payments_payer_owed_idx').on(t.payerAddress, t.status).where(sql`status in ('deferred','defaulted')`),
+    /** Deferred micro-fees in the order the batch settler takes them (the soonest to expire first). */
+    index('payments_deferred_idx').on(t.validBefore).where(sql`status = 'deferred'`),
     /** One paid write per task at a time: a second funding (or cancel, dispute, rating) is refused before money moves. */
     uniqueIndex('payments_task_write_uq')
       .on(t.taskId)
       .where(sql`status in ('verified','settling') and purpose in ('fund_task','cancel_task','dispute_task','rate_agent')`),
     check('payments_kind_chk', sql`${t.kind} in ('call_fee','escrow_funding')`),
-    check('payments_status_chk', sql`${t.status} in ('verified','settling','booked','refunded','failed')`),
+    check('payments_status_chk', sql`${t.status} in ('verified','settling','booked','refunded','failed','deferred','defaulted','repaid')`),
     check('payments_amount_pos', sql`${t.amount} > 0`),
   ],
 );
