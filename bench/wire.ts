@@ -19,6 +19,9 @@ import Fastify from 'fastify';
 import pg from 'pg';
 import type { PrivateKeyAccount } from 'viem/accounts';
 import { DEV_ROLES } from '../src/chain/constants.js';
+import { chainTarget, resolveWallets } from '../src/chain/wallets.js';
+import { MicroFeeSettler } from '../src/payments/micro-fee-settler.js';
+import { Loop } from '../src/workers/loop.js';
 import { startDevChain, type DevChain } from '../src/chain/dev/devchain.js';
 import { createPglite } from '../src/db/client.js';
 import {
@@ -59,6 +62,8 @@ const X402_TIMEOUT_SECONDS = 3600;
 /** Demo wallets that pay (each owns tasks and polls or streams them), and the one that owns the agent. */
 const PAYER_SLOTS = [0, 1, 2, 3] as const;
 const OWNER_SLOT = 5;
+/** One payer may owe this much in deferred micro-fees (1 USDC: a thousand polls); four payers poll as fast as they can. */
+const MICRO_FEE_PAYER_CAP = '1000000';
 /** Request rate assumed to size the paid warm-up's pre-signed pool. */
 const PAID_RATE_GUESS = 300;
 /** Rows in the ceiling's table. */
@@ -119,11 +124,33 @@ async function serveCeiling(): Promise<Served> {
 async function serveWireApp(): Promise<Served> {
   const rpcUrl = process.env.BENCH_RPC_URL;
   if (!rpcUrl) throw new Error('BENCH_RPC_URL is not set');
-  return serveApp({
+  const served = await serveApp({
     dirPrefix: 'te-bench-wire-',
-    config: { X402_ENABLED: process.env.BENCH_X402 === 'true' ? 'true' : 'false', X402_MAX_TIMEOUT_SECONDS: String(X402_TIMEOUT_SECONDS) },
+    config: {
+      X402_ENABLED: process.env.BENCH_X402 === 'true' ? 'true' : 'false',
+      X402_MAX_TIMEOUT_SECONDS: String(X402_TIMEOUT_SECONDS),
+      MICRO_FEES_DEFERRED: process.env.BENCH_MICRO_FEES ?? 'true',
+      MICRO_FEE_PAYER_CAP: MICRO_FEE_PAYER_CAP,
+    },
     chainRpcUrl: rpcUrl,
   });
+  // The batch settler of the deferred micro-fees runs beside the API, as in ROLE=all (no other worker:
+  // the streams' tasks must stay in progress).
+  const { app } = served;
+  if (!app.microFees || !app.escrow) return served;
+  const settler = new MicroFeeSettler({
+    db: app.db,
+    lifecycle: app.services.paymentLifecycle,
+    operator: app.microFees.operator,
+    usdc: chainTarget(app.config).usdc,
+    feeAddress: resolveWallets(app.config).feeAddress,
+    chain: app.escrow.usdc,
+    batchSize: app.config.MICRO_FEE_BATCH_SIZE,
+    leaseMs: app.config.PAYMENT_LEASE_MS,
+  });
+  const loop = new Loop(() => settler.drain(), (err) => console.error('micro-fee settlement failed', err));
+  loop.start(app.config.MICRO_FEE_SETTLE_INTERVAL_MS);
+  return { app, close: async () => (await loop.stop(), served.close()) };
 }
 
 async function serve(kind: ServeKind): Promise<void> {

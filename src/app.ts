@@ -13,6 +13,10 @@ import { registerExactEvmScheme as registerExactEvmServerScheme } from '@x402/ev
 import { x402Plugin, type X402Options } from './http/x402.js';
 import { taskEventRoutes } from './routes/v1/task-events.js';
 import { createFacilitatorClient } from './payments/facilitator.js';
+import { createOperatorSender, type OperatorSender } from './chain/operator.js';
+import type { UsdcReader } from './chain/usdc.js';
+import { MicroFees } from './payments/micro-fees.js';
+import { PayerBalances } from './payments/payer-balances.js';
 import { fundingPrice, priceBook, type PriceBook } from './payments/prices.js';
 import { PaymentsService } from './payments/service.js';
 import { fundingAmount } from './escrow/funding.js';
@@ -35,11 +39,13 @@ import { BatchService } from './batches/service.js';
 import { batchTotal } from './batches/schemas.js';
 import { BatchTasks } from './tasks/batch-items.js';
 import { receiptRoutes } from './routes/v1/receipts.js';
+import { payerRoutes } from './routes/v1/payers.js';
 import { limitRoutes } from './routes/v1/limits.js';
 import { LimitsService } from './limits/service.js';
 import { sessionRoutes } from './routes/v1/sessions.js';
 import { networkRoutes } from './routes/v1/network.js';
 import { devRoutes, type DevFaucet } from './routes/dev.js';
+import { devX402Routes } from './routes/dev-x402.js';
 import { adminRoutes } from './routes/v1/admin.js';
 import { createEscrowRuntime, type EscrowRuntime } from './escrow/runtime.js';
 import type { TaskDeps } from './tasks/access.js';
@@ -93,6 +99,8 @@ declare module 'fastify' {
     paidWrites: PaidWriteDeps;
     /** The x402 facilitator (absent with x402 off): the recovery sweep settles through it. */
     facilitator: FacilitatorClient | undefined;
+    /** Micro-fees served before settlement, and the operator wallet their batch settler sends from (absent when off). */
+    microFees: { fees: MicroFees; operator: OperatorSender; balances: PayerBalances } | undefined;
     /** The chain side of the escrow (absent without a chain). */
     escrow: EscrowRuntime | undefined;
   }
@@ -160,23 +168,56 @@ export function createServices(config: Config, db: Db, clock: Clock): Services {
 }
 
 /** x402 on the priced routes: in-process facilitator (or a hosted one), prices from configuration. */
-function x402Options(config: Config, deps: AppDeps, services: Services, log: FastifyBaseLogger): X402Options & { facilitator: FacilitatorClient } {
+function x402Options(
+  config: Config,
+  deps: AppDeps,
+  services: Services,
+  log: FastifyBaseLogger,
+  usdc: UsdcReader | undefined,
+): X402Options & { facilitator: FacilitatorClient; micro: FastifyInstance['microFees'] } {
   const target = chainTarget(config);
   const wallets = resolveWallets(config);
+  const rpcUrl = deps.chainRpcUrl ?? config.CHAIN_RPC_URL;
+  const receiptPollMs = config.CHAIN_POLL_MS ?? (config.CHAIN_RPC_URL ? undefined : DEV_POLL_INTERVAL_MS);
+  const operator =
+    !config.FACILITATOR_URL && rpcUrl && wallets.operatorKey
+      ? createOperatorSender({ target, rpcUrl, operatorKey: wallets.operatorKey, db: deps.database.db, receiptPollMs })
+      : undefined;
+  const prices = priceBook(config);
+  // Micro-fees are served before settlement only where this service settles them itself (its operator wallet).
+  const micro =
+    config.MICRO_FEES_DEFERRED && operator && usdc
+      ? (() => {
+          const balances = new PayerBalances({ balanceOf: (_asset, payer) => usdc.balanceOf(payer) });
+          const terms = {
+            ceiling: config.MICRO_FEE_CEILING,
+            payerCap: config.MICRO_FEE_PAYER_CAP,
+            minValiditySeconds: config.MICRO_FEE_MIN_VALIDITY_SECONDS,
+            feeAddress: wallets.feeAddress,
+          };
+          return { fees: new MicroFees(services.paymentLifecycle, deps.clock ?? systemClock, terms, balances), operator, balances };
+        })()
+      : undefined;
+  const feeWallet = wallets.feeAddress.toLowerCase();
   const facilitator = createFacilitatorClient({
     target,
-    rpcUrl: deps.chainRpcUrl ?? config.CHAIN_RPC_URL,
+    rpcUrl,
     operatorKey: wallets.operatorKey,
+    operator,
     facilitatorUrl: config.FACILITATOR_URL,
-    receiptPollMs: config.CHAIN_POLL_MS ?? (config.CHAIN_RPC_URL ? undefined : DEV_POLL_INTERVAL_MS),
+    receiptPollMs,
     db: deps.database.db,
     log,
+    local: micro
+      ? { appliesTo: (r) => r.payTo.toLowerCase() === feeWallet && BigInt(r.amount) <= config.MICRO_FEE_CEILING, balances: micro.balances }
+      : undefined,
   });
   const resourceServer = new x402ResourceServer(facilitator);
   registerExactEvmServerScheme(resourceServer, { networks: [target.network] });
-  const prices = priceBook(config);
   return {
     facilitator,
+    micro,
+    microFees: micro?.fees,
     resourceServer,
     target,
     feeAddress: wallets.feeAddress,
@@ -186,6 +227,10 @@ function x402Options(config: Config, deps: AppDeps, services: Services, log: Fas
     dynamic: {
       fund_task: (request) => ({ amount: fundingPrice(prices, fundingAmount(request.body)), payTo: wallets.escrowAddress }),
       create_batch: (request) => ({ amount: batchTotal(request.body, prices.create_batch), payTo: wallets.escrowAddress }),
+      pay_arrears: async (request) => ({
+        amount: (await services.paymentLifecycle.owed((request.params as { address: string }).address)).arrears,
+        payTo: wallets.feeAddress,
+      }),
     },
   };
 }
@@ -209,7 +254,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const services = createServices(config, database.db, clock);
   const rpcUrl = deps.chainRpcUrl ?? config.CHAIN_RPC_URL;
   const escrow = rpcUrl ? createEscrowRuntime(config, rpcUrl) : undefined;
-  const x402 = config.X402_ENABLED ? { ...x402Options(config, deps, services, app.log), chain: escrow?.usdc } : null;
+  const x402 = config.X402_ENABLED ? { ...x402Options(config, deps, services, app.log, escrow?.usdc), chain: escrow?.usdc } : null;
   app.decorate('escrow', escrow);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -222,6 +267,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.decorate('prices', priceBook(config));
   app.decorate('paidWrites', { db: database.db, lifecycle: services.paymentLifecycle });
   app.decorate('facilitator', x402?.facilitator);
+  app.decorate('microFees', x402?.micro);
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
@@ -288,9 +334,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(taskEventRoutes);
   await app.register(batchRoutes);
   await app.register(receiptRoutes);
+  await app.register(payerRoutes);
   await app.register(limitRoutes);
   await app.register(sessionRoutes);
   if (deps.devFaucet) await app.register(devRoutes, { faucet: deps.devFaucet });
+  // Dev chain only, beside the faucet: demo wallets pay x402 challenges from Swagger UI (http/swagger-pay.ts).
+  if (deps.devFaucet && x402) await app.register(devX402Routes);
   if (config.ADMIN_API_KEY) await app.register(adminRoutes, { apiKey: config.ADMIN_API_KEY, escrow });
   return app;
 }

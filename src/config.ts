@@ -85,6 +85,21 @@ const configObject = z.object({
    * embedded one, which mines each transaction at once (a 1 s wait there was the p99 of a paid call).
    */
   CHAIN_POLL_MS: z.coerce.number().int().min(10).max(60_000).optional(),
+  /**
+   * Micro-fees (issue 9): an `exact` payment of at most MICRO_FEE_CEILING atomic USDC into the fee
+   * wallet is verified locally, served at once and booked as owed; the worker settles the owed
+   * authorizations in batches (one Multicall3 transaction each). A payer owes at most
+   * MICRO_FEE_PAYER_CAP unsettled; past it (or below the balance last seen on chain) its calls
+   * settle first as any payment. Only with the in-process facilitator. `false` settles every payment first.
+   */
+  MICRO_FEES_DEFERRED: bool.default(true),
+  MICRO_FEE_CEILING: atomic.default(10_000n),
+  MICRO_FEE_PAYER_CAP: atomic.default(100_000n),
+  /** An authorization is deferred only if it stays valid this long (its validBefore); else it settles first. */
+  MICRO_FEE_MIN_VALIDITY_SECONDS: z.coerce.number().int().min(10).max(3600).default(60),
+  /** How often the worker settles owed micro-fees, and at most how many authorizations one transaction carries. */
+  MICRO_FEE_SETTLE_INTERVAL_MS: z.coerce.number().int().min(50).default(1000),
+  MICRO_FEE_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(200),
   /** Confirmations a release or refund waits for. */
   CHAIN_CONFIRMATIONS: z.coerce.number().int().min(1).max(64).default(1),
   /** Settlement worker: how often it looks for payouts, how long it holds one, how it retries. */

@@ -39,6 +39,8 @@ export const errorCodes = {
   payment_invalid: { status: 402, type: 'payment_error', retryable: false },
   payment_replayed: { status: 402, type: 'payment_error', retryable: false },
   payment_failed: { status: 402, type: 'payment_error', retryable: true },
+  /** A micro-fee this payer was served on credit failed at settlement: refused until it pays (POST /v1/payers/{address}/arrears). */
+  payment_in_arrears: { status: 402, type: 'payment_error', retryable: false },
   // request shape
   validation_error: { status: 400, type: 'invalid_request_error', retryable: false },
   unsupported_currency: { status: 422, type: 'invalid_request_error', retryable: false },

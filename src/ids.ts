@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 
 /** Prefixed, URL-safe, random ids: `agent_…`, `task_…`, `dispute_…`, `rating_…`. */
-export const idPrefixes = ['agent', 'task', 'dispute', 'rating', 'req', 'pay', 'mov', 'xfer', 'sweep', 'sess', 'batch'] as const;
+export const idPrefixes = ['agent', 'task', 'dispute', 'rating', 'req', 'pay', 'mov', 'xfer', 'sweep', 'sess', 'batch', 'feebatch'] as const;
 export type IdPrefix = (typeof idPrefixes)[number];
 
 const ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyz';

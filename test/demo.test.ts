@@ -156,7 +156,7 @@ describe('npm run demo, without an LLM provider', () => {
     expectBatchesAddUp(summary);
   });
 
-  it('prints the task tree with every on-chain movement, and says sub-delegation is not built yet', () => {
+  it('prints the task tree with every on-chain movement, and says sub-delegation is not shown yet', () => {
     const text = lines.join('\n');
     expect(text).toContain('▸ Task tree of the batches');
     for (const batch of summary.batches.batches) {
@@ -167,8 +167,8 @@ describe('npm run demo, without an LLM provider', () => {
       }
     }
     expect(text).toContain('client paid');
-    expect(lines.filter((l) => /Sub-delegation .* is not built yet/.test(l))).toHaveLength(1);
-    expect(summary.batches.subDelegation).toMatch(/not built yet/);
+    expect(lines.filter((l) => /Sub-delegation .* is not shown by this demo yet/.test(l))).toHaveLength(1);
+    expect(summary.batches.subDelegation).toMatch(/not shown by this demo yet/);
     expect(text).not.toMatch(/✗/);
   });
 

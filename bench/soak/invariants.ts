@@ -27,7 +27,7 @@ async function query<T>(db: Db, q: ReturnType<typeof sql>): Promise<T[]> {
 // ── in flight ────────────────────────────────────────────────────────────────
 
 export interface InFlight {
-  /** Payments `verified` or `settling`. */
+  /** Payments `verified` or `settling`, and micro-fees `deferred` (served, not yet settled). */
   payments: number;
   /** Chain transfers `pending`, `signed` or `sent`. */
   transfers: number;
@@ -39,7 +39,7 @@ export async function inFlight(db: Db): Promise<InFlight> {
   const [row] = await query<{ p: string; x: string; t: string }>(
     db,
     sql`select
-      (select count(*) from payments where status in ('verified', 'settling'))::text as p,
+      (select count(*) from payments where status in ('verified', 'settling', 'deferred'))::text as p,
       (select count(*) from chain_transfers where status in ('pending', 'signed', 'sent'))::text as x,
       (select count(*) from tasks t where status in ('funded', 'in_progress')
          and not exists (select 1 from dispatch_jobs j where j.task_id = t.id and j.state = 'stuck'))::text as t`,
@@ -72,7 +72,7 @@ export async function describeInFlight(db: Db): Promise<string[]> {
     ...(await query<object>(
       db,
       sql`select 'payment' as row, id, status, purpose, task_id, amount::text, lease_owner, lease_expires_at, created_at, failure_reason
-          from payments where status in ('verified', 'settling') order by created_at limit 20`,
+          from payments where status in ('verified', 'settling', 'deferred') order by created_at limit 20`,
     )),
     ...(await query<object>(
       db,
@@ -201,11 +201,12 @@ export async function checkInvariants(db: Db, parties: Parties): Promise<Invaria
     }
   }
 
-  // 6. nothing left in an intermediate state
+  // 6. nothing left in an intermediate state; no micro-fee defaulted or written off (every payer can pay, every batch in time)
   const stranded = await query<object>(
     db,
     sql`select 'payment' as row, id, status, purpose, task_id, amount::text, lease_owner, lease_expires_at, failure_reason
-          from payments where status in ('verified', 'settling')
+          from payments where status in ('verified', 'settling', 'deferred', 'defaulted')
+             or (status = 'failed' and failure_reason like '%expired before the service settled it%')
         union all
         select 'transfer', id, status, kind, cause, amount::text, lease_owner, lease_expires_at, last_error
           from chain_transfers where status in ('pending', 'signed', 'sent', 'failed')
@@ -319,6 +320,9 @@ export interface BookFigures {
   payments: Record<string, { n: number; amount: bigint }>;
   /** Payments refunded by the recovery sweep (their failure reason says so). */
   sweepRefunds: number;
+  /** Micro-fees served before settlement and collected by a batch, and the batch transactions that did it. */
+  deferredCollected: number;
+  feeBatches: number;
   tasks: Record<string, number>;
   transfers: Record<string, number>;
 }
@@ -336,5 +340,10 @@ export async function bookFigures(db: Db): Promise<BookFigures> {
   const transfers = Object.fromEntries(
     (await query<{ k: string; n: string }>(db, sql`select kind || ' ' || status as k, count(*)::text as n from chain_transfers group by 1 order by 1`)).map((r) => [r.k, Number(r.n)]),
   );
-  return { payments, sweepRefunds: Number(sweep?.n ?? 0), tasks: tasksBy, transfers };
+  const [micro] = await query<{ n: string; batches: string }>(
+    db,
+    sql`select count(*)::text as n, count(distinct p.tx_hash)::text as batches
+        from ledger_entries e join payments p on p.id = e.payment_id where e.kind = 'fee_collected' and e.amount > 0`,
+  );
+  return { payments, sweepRefunds: Number(sweep?.n ?? 0), deferredCollected: Number(micro?.n ?? 0), feeBatches: Number(micro?.batches ?? 0), tasks: tasksBy, transfers };
 }

@@ -29,6 +29,7 @@ export function formatReport(r: SoakReport): string {
     `refused ${JSON.stringify(r.agentCalls.deliverRefused)}, ${r.agentCalls.deliverGaveUp} given up`);
   push(`  payments by final status:`);
   push(...table(Object.fromEntries(Object.entries(r.books.payments).map(([k, v]) => [k, `${v.n} (${usdc(v.amount)})`]))));
+  push(`  micro-fees served before settlement ${r.books.deferredCollected} (settled in ${r.books.feeBatches} batch transactions)`);
   push(`  refunded by the recovery sweep   ${r.books.sweepRefunds} payments (sweep log: ${r.logs.recovery.refunded} refunded, ${r.logs.recovery.released} released unsent claims, ${r.logs.recovery.failed} failed)`);
   push(`  tasks by status/escrow:`, ...table(r.books.tasks));
   push(`  chain transfers:`, ...table(r.books.transfers));

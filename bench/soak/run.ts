@@ -5,7 +5,9 @@
  *  1. the service process (ROLE=all) runs a seeded random workload: payers hire agents, fund
  *     tasks (sometimes several authorizations at once), poll, read results, cancel, dispute;
  *  2. it is killed with SIGKILL, either after a random delay or at a named crash point
- *     (`FAILPOINTS=payment:after-settle:<purpose>`: a payment moved on chain, nothing recorded);
+ *     (`FAILPOINTS=payment:after-settle:<purpose>`: a payment moved on chain, nothing recorded;
+ *     `microfee:after-send` / `microfee:after-receipt`: a batch of deferred micro-fees moved on
+ *     chain, nothing booked);
  *  3. the next service process (the restart) resolves the wreckage: the soak waits until nothing
  *     is in flight, then checks every invariant (invariants.ts) and records the figures.
  */
@@ -52,7 +54,13 @@ export interface SoakOptions {
   log?: (line: string) => void;
 }
 
-export type KillPlan = { kind: 'delay'; delayMs: number } | { kind: 'failpoint'; purpose: Purpose };
+export type KillPlan =
+  | { kind: 'delay'; delayMs: number }
+  | { kind: 'failpoint'; purpose: Purpose }
+  | { kind: 'microfee'; point: (typeof MICROFEE_POINTS)[number] };
+
+/** The crash points of the micro-fee batch settler (payments/micro-fee-settler.ts). */
+export const MICROFEE_POINTS = ['after-send', 'after-receipt'] as const;
 
 export interface IterationRecord {
   iteration: number;
@@ -104,7 +112,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function killPlan(seed: number, iteration: number, failpointShare: number, killDelayMaxMs: number): KillPlan {
   const rng = mulberry32(seedOf(seed, iteration, 'kill'));
-  if (rng.chance(failpointShare)) return { kind: 'failpoint', purpose: rng.pick(PURPOSES) };
+  if (rng.chance(failpointShare)) {
+    return rng.chance(0.25) ? { kind: 'microfee', point: rng.pick(MICROFEE_POINTS) } : { kind: 'failpoint', purpose: rng.pick(PURPOSES) };
+  }
   return { kind: 'delay', delayMs: rng.int(0, killDelayMaxMs) };
 }
 
@@ -146,7 +156,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     agents = await new SoakAgents(o.seed, origin).start();
     o.log(`soak: seed ${o.seed}, ${o.iterations} iterations, ${o.payers} payers, service on ${origin.baseUrl}, logs in ${logDir}`);
 
-    const failpointsOf = (plan: KillPlan | undefined) => (plan?.kind === 'failpoint' ? `payment:after-settle:${plan.purpose}` : undefined);
+    const failpointsOf = (plan: KillPlan | undefined) =>
+      plan?.kind === 'failpoint' ? `payment:after-settle:${plan.purpose}` : plan?.kind === 'microfee' ? `microfee:${plan.point}` : undefined;
     const plans = Array.from({ length: o.iterations }, (_, i) => killPlan(o.seed, i + 1, o.failpointShare, o.killDelayMaxMs));
     service = await startSoakService(settings, 'service-001', failpointsOf(plans[0]), logs);
     database = await openDatabase({ url: scratch.url, dataDir: '', poolMax: 4 });
@@ -189,10 +200,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       const laneOutcomes = await Promise.allSettled(lanes);
       stats.add(iterationStats);
       const killed = ended.signal === 'SIGKILL';
-      const killKind =
-        plan.kind === 'delay' ? 'delay' : diedFirst && killed ? `failpoint:${plan.purpose}` : `fallback:${plan.purpose}`;
+      const pointName = plan.kind === 'failpoint' ? plan.purpose : plan.kind === 'microfee' ? `microfee:${plan.point}` : '';
+      const killKind = plan.kind === 'delay' ? 'delay' : diedFirst && killed ? `failpoint:${pointName}` : `fallback:${pointName}`;
       const problems: string[] = [];
-      if (diedFirst && !(plan.kind === 'failpoint' && killed)) {
+      if (diedFirst && !(plan.kind !== 'delay' && killed)) {
         problems.push(`the service died on its own (${JSON.stringify(ended)}) before the kill; see ${current.logFile}`);
       }
       for (const l of laneOutcomes) if (l.status === 'rejected') problems.push(`a workload lane crashed (a bug of the soak): ${String(l.reason)}`);
@@ -206,8 +217,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       const next = outOfTime ? undefined : plans[i];
       const restartStart = Date.now();
       const name = `service-${String(i + 1).padStart(3, '0')}`;
+      // The batch settler's crash points would fire while the restart settles the wreckage's own
+      // micro-fees: that restart runs without them, and a fresh process is armed after the checks.
+      const armNow = next?.kind !== 'microfee';
       try {
-        service = await startSoakService(settings, name, failpointsOf(next), logs);
+        service = await startSoakService(settings, name, armNow ? failpointsOf(next) : undefined, logs);
       } catch (err) {
         service = undefined;
         violations.push(`iteration ${i} (${killKind}): the restarted service did not start (log ${path.join(logDir, name)}.log): ${String(err)}`);
@@ -249,6 +263,17 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         violations.push(`iteration ${i} (${killKind}): ${p}`);
       }
       o.log(progressLine(record, o.iterations, fresh));
+      if (!armNow && service) {
+        await service.process.stop(10_000);
+        await service.closed;
+        try {
+          service = await startSoakService(settings, `${name}-armed`, failpointsOf(next), logs);
+        } catch (err) {
+          service = undefined;
+          violations.push(`iteration ${i}: the service armed with ${failpointsOf(next)} did not start: ${String(err)}`);
+          break;
+        }
+      }
       if (outOfTime) {
         o.log(`soak: the time budget of ${Math.round(o.timeBudgetMs! / 1000)} s ran out after ${i} iterations`);
         break;

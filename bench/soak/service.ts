@@ -54,6 +54,11 @@ export function soakEnv(s: ServiceSettings, failpoints: string | undefined): Rec
     DISPATCH_BACKOFF_MS: '100',
     MAINTENANCE_INTERVAL_MS: '1000', // the minimum
     TASK_TIMEOUT_MIN_SECONDS: '1',
+    // Micro-fees served before settlement and settled in batches every 200 ms; a payer owes at most
+    // five polls at a time, so its calls also take the settle-first path.
+    MICRO_FEES_DEFERRED: 'true',
+    MICRO_FEE_SETTLE_INTERVAL_MS: '200',
+    MICRO_FEE_PAYER_CAP: '5000',
     ...(failpoints ? { FAILPOINTS: failpoints } : {}),
   });
 }

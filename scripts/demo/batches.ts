@@ -55,7 +55,7 @@ export const PIPELINE_BATCH: BatchPlan = {
 };
 
 export const SUB_DELEGATION_NOTE =
-  'Sub-delegation (a hosted agent hiring children with delegate_task, paid from its own escrow) is not built yet: nothing to show.';
+  'Sub-delegation (a hosted agent hiring children with delegate_task, paid from its own escrow) is not shown by this demo yet: see test/batches/delegation.test.ts.';
 
 // ------------------------------------------------------------------------------ the wire
 

@@ -12,7 +12,7 @@ export type X402Request = <T>(
   path: string,
   method?: 'GET' | 'POST',
   params?: Record<string, string> | object,
-) => Promise<{ status: number; body: T; txHash: string | null }>;
+) => Promise<{ status: number; body: T; txHash: string | null; paymentId: string | null }>;
 
 /** A release or refund of an escrow as GET /v1/tasks/{id}/status shows it. */
 export interface DemoPayout {
@@ -40,11 +40,25 @@ export interface Receipt {
   task_id: string | null;
   tx_hash: string;
   endpoint: string;
-  status: 'booked' | 'refunded';
+  status: 'booked' | 'refunded' | 'deferred';
 }
 
-/** Every receipt of the wallet, all pages (GET /v1/receipts is free, signed with SIWE). */
-export async function listReceipts(baseUrl: string, wallet: PrivateKeyAccount): Promise<Receipt[]> {
+/**
+ * The wallet's receipts, once none is `deferred`: micro-fees are served before they are settled,
+ * and the worker settles them in batches within a second or two (see README, *Micro-fees*).
+ */
+export async function listReceipts(baseUrl: string, wallet: PrivateKeyAccount, settleTimeoutMs = 30_000): Promise<Receipt[]> {
+  const until = Date.now() + settleTimeoutMs;
+  for (;;) {
+    const receipts = await receiptsNow(baseUrl, wallet);
+    if (!receipts.some((r) => r.status === 'deferred')) return receipts;
+    if (Date.now() > until) throw new DemoError(`micro-fees still unsettled after ${settleTimeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+/** Every receipt of the wallet now, all pages (GET /v1/receipts is free, signed with SIWE). */
+async function receiptsNow(baseUrl: string, wallet: PrivateKeyAccount): Promise<Receipt[]> {
   const receipts: Receipt[] = [];
   const host = new URL(baseUrl).host;
   let cursor: string | null = null;

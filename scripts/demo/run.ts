@@ -181,6 +181,7 @@ interface Tracked {
   escrow: bigint;
   searchTx: string | null;
   createTx: string | null;
+  searchPayment: string | null;
   payouts: StatusBody['payouts'];
   result: { type: string; content: unknown; hash: string } | null;
 }
@@ -349,7 +350,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
       path: string,
       method: 'GET' | 'POST' = 'GET',
       params?: Record<string, string> | object,
-    ): Promise<{ status: number; body: T; txHash: string | null }> => {
+    ): Promise<{ status: number; body: T; txHash: string | null; paymentId: string | null }> => {
       const url = new URL(path, baseUrl);
       if (method === 'GET' && params) for (const [k, v] of Object.entries(params)) url.searchParams.set(k, String(v));
       const res = await payFetch(url, {
@@ -360,7 +361,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
       if (!res.ok) throw new DemoError(`${method} ${url.pathname} answered ${res.status}: ${describeError(text)}`);
       const header = res.headers.get('payment-response');
       const txHash = header ? (decodePaymentResponseHeader(header).transaction ?? null) : null;
-      return { status: res.status, body: JSON.parse(text) as T, txHash };
+      // A micro-fee is served before its batch settlement (no PAYMENT-RESPONSE): its receipt is found by payment id.
+      return { status: res.status, body: JSON.parse(text) as T, txHash, paymentId: res.headers.get('x-payment-id') };
     };
 
     const clientBefore = await balance(payer.address);
@@ -398,6 +400,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
           escrow: 0n,
           searchTx: found.txHash,
           createTx: task.txHash,
+          searchPayment: found.paymentId,
           payouts: [],
           result: null,
         };
@@ -492,7 +495,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
 
     const byId = new Map(tasks.map((t) => [t.taskId, t]));
     const byTx = new Map<string, Tracked>();
+    const byPayment = new Map<string, Tracked>();
     for (const t of tasks) {
+      if (t.searchPayment) byPayment.set(t.searchPayment, t);
       if (t.searchTx) byTx.set(t.searchTx.toLowerCase(), t);
       if (t.createTx) byTx.set(t.createTx.toLowerCase(), t);
     }
@@ -504,7 +509,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     for (const r of receipts) {
       const amount = BigInt(r.amount);
       receiptsTotal += amount;
-      const task = (r.task_id ? byId.get(r.task_id) : undefined) ?? byTx.get(r.tx_hash.toLowerCase());
+      const task = (r.task_id ? byId.get(r.task_id) : undefined) ?? byPayment.get(r.payment_id) ?? byTx.get(r.tx_hash.toLowerCase());
       const fee = r.kind === 'escrow_funding' ? amount - (task?.escrow ?? 0n) : amount;
       if (r.kind === 'escrow_funding') fundingFees += fee;
       else callFees += fee;

@@ -137,6 +137,8 @@ export interface BatchOptions extends FollowOptions<Batch> {
   policy?: 'fail_fast' | 'continue';
   max_concurrency?: number;
   max_spend?: Atomic;
+  /** Where the service POSTs one signed `batch.<status>` event once every item has ended. */
+  callback_url?: string;
 }
 export interface BatchItemOutcome {
   index: number;
@@ -370,6 +372,7 @@ export class TaskEscrowClient {
       policy: opts.policy ?? 'fail_fast',
       max_concurrency: opts.max_concurrency ?? 3,
       ...(opts.max_spend !== undefined && { max_spend: bigintOf(opts.max_spend).toString() }),
+      ...(opts.callback_url !== undefined && { callback_url: opts.callback_url }),
     };
     const total = body.items.reduce((s, i) => s + BigInt(i.budget.amount), 0n) + BigInt(net.prices.create_batch);
     this.meter.ensure([total], `a batch of ${items.length} items`);

@@ -482,6 +482,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/payers/{address}/arrears": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Pay a wallet’s arrears
+         * @description Micro-fees (at most MICRO_FEE_CEILING each) are served at once and settled later in batches. A wallet one of whose authorizations then failed (its balance, its nonce spent elsewhere) is refused on every priced route with 402 `payment_in_arrears` until what it owes is paid here. The 402 challenge states the exact amount owed; the payment settles first and clears the arrears in the same transaction. Anyone may pay them. 409 `invalid_state` when the wallet owes nothing.
+         *
+         *     **Price:** what the wallet owes (x402; a failed request is not charged).
+         */
+        post: operations["payArrears"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/limits": {
         parameters: {
             query?: never;
@@ -728,6 +750,27 @@ export interface components {
             has_more: boolean;
         };
         /**
+         * @example {
+         *       "payer": "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",
+         *       "repaid": "2000",
+         *       "tx_hash": "0x9a8b…"
+         *     }
+         */
+        ArrearsPaid: {
+            /**
+             * @description The wallet whose arrears were paid: it is served again
+             * @example 0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc
+             */
+            payer: string;
+            /**
+             * @description What its failed fees came to, now paid
+             * @example 1000000
+             */
+            repaid: string;
+            /** @description The settlement of this payment */
+            tx_hash: string;
+        };
+        /**
          * @description Work that cannot proceed on its own and waits for an operator, each with its reason.
          * @example {
          *       "stuck_tasks": [],
@@ -952,6 +995,11 @@ export interface components {
             }[];
             fund_tx_hash: string | null;
             /**
+             * @description Children hired by the hosted agent of this task (delegate_task): their escrows were carved from its escrow, no payment
+             * @example task_7h2k9d0s1a3f5g6j8l4z
+             */
+            parent_task_id?: string;
+            /**
              * Format: date-time
              * @description ISO-8601 time (UTC)
              * @example 2026-11-21T12:00:00.000Z
@@ -985,7 +1033,7 @@ export interface components {
             /** @description Default 3600; bounds are configuration */
             timeout_seconds?: number;
             /** @description For a hosted agent: the only toolsets it may use on this item (a subset of what its owner enabled; [] = none) */
-            toolsets?: "http_fetch"[];
+            toolsets?: ("http_fetch" | "delegation")[];
             /** @description For a hosted agent: at most this many model calls on this item (never more than its owner allows, default 50) */
             max_iterations?: number;
             /** @description Indexes (0-based) of items of this batch whose results this item needs; it runs after them */
@@ -1024,7 +1072,7 @@ export interface components {
              */
             released: string;
             /**
-             * @description Refunded to the payer, planned or confirmed: see payouts
+             * @description Refunded to the payer, planned or confirmed: see payouts (a delegate_task child’s: back to its parent task’s escrow)
              * @example 1000000
              */
             refunded: string;
@@ -1049,7 +1097,7 @@ export interface components {
              */
             fee: string;
             /**
-             * @description What the one payment carried: escrows + fee
+             * @description What the one payment carried: escrows + fee (a delegate_task batch: carved from its parent task’s escrow, no payment)
              * @example 1000000
              */
             paid: string;
@@ -1106,6 +1154,40 @@ export interface components {
              * @default false
              */
             accept_partial_refund: boolean;
+        };
+        ChildTask: {
+            /** @example task_7h2k9d0s1a3f5g6j8l4z */
+            task_id: string;
+            /** @example agent_0k3v9x2m1q8w7e6r5t4y */
+            agent_id: string;
+            /** @description The delegate_task call that hired it (a batch of the same payer: GET /v1/batches/{id}) */
+            batch_id: string;
+            /** @description Its position in that call */
+            index: number;
+            /**
+             * @description created → in_progress → completed | failed | cancelled | disputed | expired (a funded task reads in_progress)
+             * @enum {string}
+             */
+            status: "created" | "in_progress" | "completed" | "failed" | "cancelled" | "disputed" | "expired";
+            /** @enum {string} */
+            escrow_status: "none" | "held" | "released" | "refunded" | "partially_refunded" | "frozen";
+            /**
+             * @description Carved from the parent’s escrow
+             * @example 1000000
+             */
+            escrow: string;
+            /**
+             * @description Paid out to its agent (minus the platform fee), planned or confirmed
+             * @example 1000000
+             */
+            released: string;
+            /**
+             * @description Back to the parent’s escrow (a failed, cancelled or timed-out child), or refunded to the payer once the parent had ended
+             * @example 1000000
+             */
+            refunded: string;
+            failure: string | null;
+            usage: components["schemas"]["Usage"];
         };
         /**
          * @example {
@@ -1184,7 +1266,8 @@ export interface components {
          *       ],
          *       "policy": "fail_fast",
          *       "max_concurrency": 3,
-         *       "max_spend": "400000"
+         *       "max_spend": "400000",
+         *       "callback_url": "https://client.example/hooks/batches"
          *     }
          */
         CreateBatch: {
@@ -1205,6 +1288,11 @@ export interface components {
              * @example 1000000
              */
             max_spend?: string;
+            /**
+             * Format: uri
+             * @description Once every item has ended, one signed POST `{id, type: "batch.completed" | "batch.partially_failed" | "batch.failed" | "batch.cancelled", created_at, data}` with the batch summary (signed as task callbacks are)
+             */
+            callback_url?: string;
         };
         /**
          * @example {
@@ -1441,7 +1529,13 @@ export interface components {
          *         "cancel_batch": "2000",
          *         "batch_events": "5000"
          *       },
-         *       "platform_fee_bps": 250
+         *       "platform_fee_bps": 250,
+         *       "micro_fees": {
+         *         "deferred": true,
+         *         "ceiling": "10000",
+         *         "payer_cap": "100000",
+         *         "min_validity_seconds": 60
+         *       }
          *     }
          */
         NetworkInfo: {
@@ -1567,6 +1661,23 @@ export interface components {
             };
             /** @description Platform fee taken from a released escrow, in basis points */
             platform_fee_bps: number;
+            /** @description Micro-fees settled in batches: the call is answered before its `exact` authorization is settled (no PAYMENT-RESPONSE; the answer carries `x-payment-settlement: deferred`). A payer whose authorization then fails is refused with `payment_in_arrears` until it pays POST /v1/payers/{address}/arrears. */
+            micro_fees: {
+                /** @description true: micro-fees are served at once and settled later in batches */
+                deferred: boolean;
+                /**
+                 * @description A payment to the fee wallet of at most this much is a micro-fee
+                 * @example 1000000
+                 */
+                ceiling: string;
+                /**
+                 * @description At most this much of one payer’s micro-fees is unsettled at a time; past it its calls settle first
+                 * @example 1000000
+                 */
+                payer_cap: string;
+                /** @description A micro-fee is deferred only if its authorization stays valid this long (its validBefore) */
+                min_validity_seconds: number;
+            };
         };
         /**
          * @example {
@@ -1834,13 +1945,13 @@ export interface components {
             kind: "call_fee" | "escrow_funding";
             task_id: string | null;
             /**
-             * @description booked: the call was served; refunded: its effect did not happen and the whole payment was sent back
+             * @description booked: the call was served and the payment settled; refunded: its effect did not happen and the whole payment was sent back; deferred: a micro-fee, the call was served and its authorization is settled in a later batch (`tx_hash` empty until then)
              * @enum {string}
              */
-            status: "booked" | "refunded";
+            status: "booked" | "refunded" | "deferred";
             /**
              * Format: date-time
-             * @description ISO-8601 time (UTC)
+             * @description When the payment was settled (deferred: when the call was served)
              * @example 2026-11-21T12:00:00.000Z
              */
             settled_at: string;
@@ -1870,7 +1981,8 @@ export interface components {
          *           "on_chain": "1005000",
          *           "ledger": "1005000",
          *           "difference": "0",
-         *           "in_flight": "0"
+         *           "in_flight": "0",
+         *           "incoming": "0"
          *         }
          *       ]
          *     }
@@ -1894,6 +2006,8 @@ export interface components {
                 ledger: string;
                 difference: string;
                 in_flight: string;
+                /** @description Micro-fees into this wallet settled by a sent batch, not yet booked */
+                incoming: string;
             }[];
         };
         Refund: {
@@ -1903,8 +2017,11 @@ export interface components {
              */
             amount: string;
             tx_hash: string | null;
-            /** @enum {string} */
-            status: "not_required" | "pending" | "confirmed" | "failed";
+            /**
+             * @description returned: a sub-delegated child’s refund went back to its parent task’s escrow (no transfer)
+             * @enum {string}
+             */
+            status: "not_required" | "pending" | "confirmed" | "failed" | "returned";
         };
         /**
          * @example {
@@ -2166,6 +2283,37 @@ export interface components {
              */
             created_at: string;
         };
+        /** @description Children a hosted agent hired with delegate_task on this task, paid from its escrow (present only when it hired some) */
+        TaskDelegation: {
+            /** @description In the order they were hired */
+            children: components["schemas"]["ChildTask"][];
+            totals: {
+                children: number;
+                running: number;
+                /**
+                 * @description Carved from this task’s escrow for its children
+                 * @example 1000000
+                 */
+                escrow: string;
+                /**
+                 * @description USDC in atomic units (6 decimals) as a decimal string
+                 * @example 1000000
+                 */
+                released: string;
+                /**
+                 * @description USDC in atomic units (6 decimals) as a decimal string
+                 * @example 1000000
+                 */
+                refunded: string;
+                /**
+                 * @description What the children cost this task’s escrow: their escrows minus what came back
+                 * @example 1000000
+                 */
+                spent: string;
+                /** @description This task’s own usage (from its result, once delivered) plus its children’s */
+                usage: components["schemas"]["Usage"];
+            };
+        };
         /**
          * @description Server-sent events (`text/event-stream`). Each `event: status` carries the task status view as JSON in `data:` (the same object as GET /v1/tasks/{id}/status) and an `id:` to resume from. Comment lines (`: heartbeat`) keep the connection open. The stream ends after the event whose status is no longer `created` or `in_progress`.
          * @example retry: 3000
@@ -2303,6 +2451,12 @@ export interface components {
             expires_at: string;
             /** @description When running work times out */
             deadline_at: string | null;
+            /**
+             * @description A child hired by the hosted agent of this task (delegate_task): its escrow was carved from that task’s
+             * @example task_7h2k9d0s1a3f5g6j8l4z
+             */
+            parent_task_id?: string;
+            delegation?: components["schemas"]["TaskDelegation"];
         };
         /**
          * @example {
@@ -4184,6 +4338,86 @@ export interface operations {
             };
             /** @description No valid wallet signature or session token: `authentication_required`, `invalid_signature`, `signature_expired`, `signature_replayed`, `session_expired`, `session_revoked` */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests: `rate_limited` (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error: `internal_error` (no details are exposed; quote `request_id`) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    payArrears: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The wallet whose arrears are paid
+                 * @example 0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc
+                 */
+                address: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ArrearsPaid"];
+                };
+            };
+            /** @description Malformed request: `validation_error` (the field at fault is in `param`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Payment required or refused */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflicts with the current state (see the operation description for its codes) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Valid JSON that breaks a rule (see the operation description for its codes) */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -2,12 +2,23 @@ import { z } from 'zod';
 import { AgentId } from '../agents/schemas.js';
 import { TOOLSETS } from '../dispatcher/runtimes/hosted-llm-config.js';
 import { AtomicAmount, PositiveAtomicAmount, Timestamp, WalletAddress } from '../http/schemas.js';
-import { CreateTaskBody, EscrowStatusEnum, Payout, ResultContent, TaskId, TaskStatusEnum } from '../tasks/schemas.js';
+import { CreateTaskBody, EscrowStatusEnum, Payout, ResultContent, TaskId, TaskStatusEnum, Usage } from '../tasks/schemas.js';
+
+export { Usage, type UsageT } from '../tasks/schemas.js';
 
 /** Wire shapes of batches (one zod schema per shape: validation, types and OpenAPI). */
 
 export const MAX_BATCH_ITEMS = 100;
 export const DEFAULT_MAX_CONCURRENCY = 3;
+
+/**
+ * Sub-delegation (delegate_task): a task hired by a client is depth 0 and its hosted agent may hire
+ * children (depth 1); children never delegate (a depth limit of 2 levels). At most 3 children of one
+ * parent run at once, at most 10 are hired by one call.
+ */
+export const MAX_DELEGATION_DEPTH = 2;
+export const MAX_CHILDREN_RUNNING = 3;
+export const MAX_CHILDREN_PER_CALL = 10;
 
 export const BatchId = z
   .string()
@@ -31,6 +42,21 @@ export const AgentQuery = z
 
 const taskFields = CreateTaskBody.shape;
 
+const BatchItemShape = {
+  toolsets: z
+    .array(z.enum(TOOLSETS))
+    .max(8)
+    .optional()
+    .meta({ description: 'For a hosted agent: the only toolsets it may use on this item (a subset of what its owner enabled; [] = none)' }),
+  max_iterations: z
+    .number()
+    .int()
+    .min(1)
+    .max(200)
+    .optional()
+    .meta({ description: 'For a hosted agent: at most this many model calls on this item (never more than its owner allows, default 50)' }),
+};
+
 export const BatchItem = z
   .object({
     agent_id: AgentId.optional().meta({ description: 'The agent to hire; or give agent_query' }),
@@ -39,18 +65,8 @@ export const BatchItem = z
     requirements: taskFields.requirements,
     budget: taskFields.budget,
     timeout_seconds: taskFields.timeout_seconds,
-    toolsets: z
-      .array(z.enum(TOOLSETS))
-      .max(8)
-      .optional()
-      .meta({ description: 'For a hosted agent: the only toolsets it may use on this item (a subset of what its owner enabled; [] = none)' }),
-    max_iterations: z
-      .number()
-      .int()
-      .min(1)
-      .max(200)
-      .optional()
-      .meta({ description: 'For a hosted agent: at most this many model calls on this item (never more than its owner allows, default 50)' }),
+    toolsets: BatchItemShape.toolsets,
+    max_iterations: BatchItemShape.max_iterations,
     depends_on: z
       .array(z.number().int().min(0).max(MAX_BATCH_ITEMS - 1))
       .max(MAX_BATCH_ITEMS)
@@ -79,6 +95,11 @@ export const CreateBatchBody = z
     max_spend: PositiveAtomicAmount.optional().meta({
       description: 'Refuse the batch, before any payment, if its escrows plus the batch fee exceed this (atomic USDC)',
     }),
+    callback_url: taskFields.callback_url.meta({
+      description:
+        'Once every item has ended, one signed POST `{id, type: "batch.completed" | "batch.partially_failed" | "batch.failed" | ' +
+        '"batch.cancelled", created_at, data}` with the batch summary (signed as task callbacks are)',
+    }),
   })
   .strict()
   .superRefine((body, ctx) => {
@@ -105,10 +126,60 @@ export const CreateBatchBody = z
         policy: 'fail_fast',
         max_concurrency: 3,
         max_spend: '400000',
+        callback_url: 'https://client.example/hooks/batches',
       },
     ],
   });
 export type CreateBatchInput = z.infer<typeof CreateBatchBody>;
+
+// ---------------------------------------------------------------- delegate_task (a hosted agent's tool)
+
+const DelegatedTask = z
+  .object({
+    agent_id: AgentId.optional().meta({ description: 'The agent to hire; or give agent_query' }),
+    agent_query: z
+      .string()
+      .trim()
+      .min(1)
+      .max(200)
+      .optional()
+      .meta({ description: 'A capability or words: the best-ranked online agent matching it whose base rate fits the budget is hired' }),
+    min_rating: z.number().min(1).max(5).optional().meta({ description: 'With agent_query: only agents rated at least this' }),
+    description: taskFields.description.meta({ description: 'What the child must do: its whole brief (it sees nothing of your context)' }),
+    requirements: taskFields.requirements,
+    budget: z
+      .union([z.string().regex(/^[1-9][0-9]{0,15}$/), z.number().int().positive().max(1e15)])
+      .transform((v) => String(v))
+      .meta({
+        description:
+          'The child’s escrow in atomic USDC units (6 decimals: "250000" is 0.25 USDC), carved from what remains of your task’s escrow',
+      }),
+    timeout_seconds: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .meta({ description: 'Default and most: the time your own task has left' }),
+    toolsets: BatchItemShape.toolsets,
+    max_iterations: BatchItemShape.max_iterations,
+  })
+  .strict()
+  .refine((i) => (i.agent_id === undefined) !== (i.agent_query === undefined), {
+    message: 'give exactly one of agent_id and agent_query',
+    path: ['agent_id'],
+  });
+
+/** The arguments of the `delegate_task` tool (OpenAI function calling): one task or several, hired at once. */
+export const DelegateTaskArgs = z
+  .object({
+    tasks: z
+      .array(DelegatedTask)
+      .min(1)
+      .max(MAX_CHILDREN_PER_CALL)
+      .meta({ description: `The children to hire (1 to ${MAX_CHILDREN_PER_CALL}); their results come back in this order` }),
+  })
+  .strict();
+export type DelegateTaskArgsT = z.infer<typeof DelegateTaskArgs>;
 
 /** A cycle of item indexes in a depends_on graph (edges item → its predecessors), if any. */
 export function findCycle(deps: readonly (readonly number[])[]): number[] | undefined {
@@ -153,15 +224,16 @@ export function batchTotal(body: unknown, fee: bigint): bigint {
 export const BatchStatusEnum = z.enum(['running', 'completed', 'partially_failed', 'failed', 'cancelled']).meta({
   description: 'running until every item has ended; then completed (all delivered), partially_failed, failed (none delivered) or cancelled',
 });
+export type BatchStatusT = z.infer<typeof BatchStatusEnum>;
 
-export const Usage = z
-  .object({
-    tokens_used: z.number().int().nullable(),
-    model_calls: z.number().int().nullable().meta({ description: 'LLM calls of a hosted agent (its iterations)' }),
-    llm_cost_usd: z.number().nullable().meta({ description: 'What the hosted agent’s model calls cost, in USD' }),
-  })
-  .meta({ id: 'Usage', description: 'What the agent reported with its result (null where it reported nothing)' });
-export type UsageT = z.infer<typeof Usage>;
+/** A batch's status from its items: running until every one has ended (`ended`), then by how many delivered. */
+export function batchStatusOf(counts: { items: number; ended: number; delivered: number; cancelled: boolean }): BatchStatusT {
+  if (counts.ended < counts.items) return 'running';
+  if (counts.cancelled) return 'cancelled';
+  if (counts.delivered === counts.items) return 'completed';
+  return counts.delivered === 0 ? 'failed' : 'partially_failed';
+}
+
 
 export const BatchItemView = z
   .object({
@@ -176,7 +248,9 @@ export const BatchItemView = z
     attempts: z.number().int().meta({ description: 'Runs the agent was given' }),
     escrow: AtomicAmount,
     released: AtomicAmount.meta({ description: 'Paid out to the agent (its escrow minus the platform fee), planned or confirmed: see payouts' }),
-    refunded: AtomicAmount.meta({ description: 'Refunded to the payer, planned or confirmed: see payouts' }),
+    refunded: AtomicAmount.meta({
+      description: 'Refunded to the payer, planned or confirmed: see payouts (a delegate_task child’s: back to its parent task’s escrow)',
+    }),
     payouts: z.array(Payout).meta({ description: 'Releases and refunds of the item’s escrow, each with its status and transaction' }),
     failure: z.string().nullable().meta({ description: 'Why the item delivered nothing (failed, cancelled, expired)' }),
     usage: Usage,
@@ -260,7 +334,9 @@ export const BatchView = z
       .object({
         escrow: AtomicAmount,
         fee: AtomicAmount,
-        paid: AtomicAmount.meta({ description: 'What the one payment carried: escrows + fee' }),
+        paid: AtomicAmount.meta({
+          description: 'What the one payment carried: escrows + fee (a delegate_task batch: carved from its parent task’s escrow, no payment)',
+        }),
         released: AtomicAmount,
         refunded: AtomicAmount,
         completed: z.number().int(),
@@ -282,6 +358,9 @@ export const BatchView = z
       )
       .meta({ description: 'The partial-failure report: every item that delivered nothing, why, after how many runs, and its refund' }),
     fund_tx_hash: z.string().nullable(),
+    parent_task_id: TaskId.optional().meta({
+      description: 'Children hired by the hosted agent of this task (delegate_task): their escrows were carved from its escrow, no payment',
+    }),
     created_at: Timestamp,
   })
   .meta({ id: 'Batch', examples: [batchExample()] });

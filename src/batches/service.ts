@@ -1,18 +1,19 @@
-import { eq } from 'drizzle-orm';
+import { and, eq } from 'drizzle-orm';
 import { getAddress } from 'viem';
 import type { AgentsService } from '../agents/service.js';
 import type { Clock } from '../clock.js';
-import type { Db, Executor, Tx } from '../db/client.js';
+import { withTransaction, type Db, type Executor, type Tx } from '../db/client.js';
 import { batches, type BatchRow } from '../db/schema.js';
 import { AppError, isAppError } from '../errors.js';
 import { newId } from '../ids.js';
 import { recordBatchFee } from '../ledger/ledger.js';
 import { runUnpaid, type PaidWrite } from '../payments/paid-write.js';
 import type { BatchItemRow, BatchTasks, CancelOne, PlannedItem } from '../tasks/batch-items.js';
-import { payoutView, type TaskClient } from '../tasks/client.js';
+import { payoutView, refundedOf, type TaskClient } from '../tasks/client.js';
 import type { ResultContentT } from '../tasks/schemas.js';
+import { addUsage, usageOf } from '../tasks/usage.js';
 import { publicStatus, type TaskStatus } from '../tasks/state-machine.js';
-import { batchTotal, type BatchItemInput, type BatchViewT, type CancelBatchInput, type CreateBatchInput, type UsageT } from './schemas.js';
+import { batchStatusOf, batchTotal, MAX_CHILDREN_RUNNING, MAX_DELEGATION_DEPTH, type BatchItemInput, type BatchViewT, type CancelBatchInput, type CreateBatchInput } from './schemas.js';
 
 export interface BatchDeps {
   db: Db;
@@ -60,6 +61,7 @@ export class BatchService {
         details: { total: total.toString(), max_spend: input.max_spend, fee: this.deps.fee.toString() },
       });
     }
+    if (input.callback_url) await this.deps.tasks.checkCallbackUrl(input.callback_url);
     const planned: PlannedItem[] = [];
     for (const [index, item] of input.items.entries()) {
       const agentId = chosen?.[index];
@@ -135,12 +137,77 @@ export class BatchService {
         fee: this.deps.fee,
         paymentId: settled.paymentId,
         fundTxHash: settled.txHash,
+        callbackUrl: input.callback_url ?? null,
         createdAt: this.deps.clock.now(),
       })
       .returning();
     await this.deps.items.createFunded(tx, { payer, batchId: id, items: planned, txHash: settled.txHash, paymentId: settled.paymentId });
     await recordBatchFee(tx, this.deps.clock, { amount: this.deps.fee, paymentId: settled.paymentId });
     return this.viewOf(row!, await this.deps.items.itemsOf(tx, id), await this.deps.items.dispatchStates(tx, id));
+  }
+
+  /**
+   * Children hired by the hosted agent of task `parentId` with delegate_task: a batch (policy
+   * `continue`, at most 3 running at once) paid from the parent's escrow. Each item is checked and
+   * its agent chosen first (agent_query as for any batch); then one transaction locks the parent,
+   * checks that it may delegate (running, escrow held, not itself a child), and creates and funds
+   * the children, each escrow carved from what remains of the parent's (refused whole if they do
+   * not fit). `key` names the call in the parent's run: a rerun of the parent making the same call
+   * gets the batch it hired before (not hired twice); a new call cancels the children still open
+   * from runs before `runStartedAt` (their run is gone), back into the parent's escrow, so at most
+   * one call's children (3 at once) run for a parent.
+   */
+  async createChildren(
+    parentId: string,
+    items: readonly BatchItemInput[],
+    key: string,
+    runStartedAt: Date,
+  ): Promise<{ batchId: string; reused: boolean }> {
+    const chosen: string[] = [];
+    for (const [index, item] of items.entries()) chosen.push((await this.planItem(this.deps.db, index, item)).agentId);
+    return withTransaction(this.deps.db, async (tx) => {
+      const parent = await this.deps.items.lockParent(tx, parentId);
+      if (parent.delegationDepth + 1 >= MAX_DELEGATION_DEPTH) {
+        throw new AppError('invalid_state', `Task ${parentId} is itself a delegated child: children cannot delegate (depth limit ${MAX_DELEGATION_DEPTH})`);
+      }
+      if (parent.status !== 'in_progress' || parent.escrowStatus !== 'held') {
+        throw new AppError('invalid_state', `Task ${parentId} is ${parent.status} with escrow ${parent.escrowStatus}: only a running task with its escrow held can delegate`);
+      }
+      const [earlier] = await tx
+        .select({ id: batches.id })
+        .from(batches)
+        .where(and(eq(batches.parentTaskId, parentId), eq(batches.delegationKey, key)));
+      if (earlier) return { batchId: earlier.id, reused: true };
+      await this.deps.items.supersede(tx, parentId, runStartedAt);
+      const planned: PlannedItem[] = [];
+      for (const [index, item] of items.entries()) {
+        planned.push(await this.planItem(tx, index, { ...item, agent_id: chosen[index]!, agent_query: undefined }));
+      }
+      const id = newId('batch');
+      await tx.insert(batches).values({
+        id,
+        payerAddress: parent.payerAddress,
+        policy: 'continue',
+        maxConcurrency: MAX_CHILDREN_RUNNING,
+        itemCount: planned.length,
+        escrowTotal: planned.reduce((sum, p) => sum + p.budget, 0n),
+        fee: 0n,
+        paymentId: null,
+        fundTxHash: null,
+        parentTaskId: parentId,
+        delegationKey: key,
+        createdAt: this.deps.clock.now(),
+      });
+      await this.deps.items.createCarved(tx, { parent, batchId: id, items: planned });
+      return { batchId: id, reused: false };
+    });
+  }
+
+  /** A batch's view for the service itself (delegate_task awaiting its children): no caller check. */
+  async viewOwn(id: string): Promise<BatchViewT> {
+    const [batch] = await this.deps.db.select().from(batches).where(eq(batches.id, id));
+    if (!batch) throw new AppError('batch_not_found', `Batch ${id} does not exist`);
+    return this.viewOf(batch, await this.deps.items.itemsOf(this.deps.db, id), await this.deps.items.dispatchStates(this.deps.db, id));
   }
 
   /** GET /v1/batches/{id}: its items in request order, totals and the partial-failure report. */
@@ -155,8 +222,9 @@ export class BatchService {
       check: () => this.cancellable(this.deps.db, caller, id, input),
       apply: async (tx) => {
         const batch = await this.cancellable(tx, caller, id, input);
-        await this.deps.items.cancelAll(tx, caller, id, { reason: input.reason, acceptPartial: input.accept_partial_refund }, cancelOne);
+        // Marked first: the last item's cancellation sends the batch's callback, which says `batch.cancelled`.
         const [row] = await tx.update(batches).set({ cancelledAt: this.deps.clock.now() }).where(eq(batches.id, batch.id)).returning();
+        await this.deps.items.cancelAll(tx, caller, id, { reason: input.reason, acceptPartial: input.accept_partial_refund }, cancelOne);
         return this.viewOf(row!, await this.deps.items.itemsOf(tx, id), await this.deps.items.dispatchStates(tx, id));
       },
     };
@@ -221,6 +289,7 @@ export class BatchService {
         refunded: v.refunded,
       })),
       fund_tx_hash: batch.fundTxHash,
+      ...(batch.parentTaskId ? { parent_task_id: batch.parentTaskId } : {}),
       created_at: batch.createdAt.toISOString(),
     };
   }
@@ -232,30 +301,8 @@ function runLimitsOf(item: BatchItemInput): PlannedItem['runLimits'] {
   return { ...(item.toolsets ? { toolsets: [...item.toolsets] } : {}), ...(item.max_iterations ? { max_iterations: item.max_iterations } : {}) };
 }
 
-/** What an agent reported with its result: tokens, and for a hosted agent its model calls and their cost. */
-function usageOf(result: ResultContentT | null): UsageT {
-  const meta = (result?.metadata ?? {}) as Record<string, unknown>;
-  const int = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : null);
-  return {
-    tokens_used: int(meta.tokens_used),
-    model_calls: int(meta.iterations),
-    llm_cost_usd: typeof meta.cost_usd === 'number' && Number.isFinite(meta.cost_usd) && meta.cost_usd >= 0 ? meta.cost_usd : null,
-  };
-}
-
-/** Usage added up over items; a figure stays null while no item reported it. */
-function addUsage(usages: UsageT[]): UsageT {
-  const sum = (pick: (u: UsageT) => number | null) =>
-    usages.reduce<number | null>((total, u) => (pick(u) === null ? total : (total ?? 0) + pick(u)!), null);
-  const cost = sum((u) => u.llm_cost_usd);
-  return { tokens_used: sum((u) => u.tokens_used), model_calls: sum((u) => u.model_calls), llm_cost_usd: cost === null ? null : Math.round(cost * 1e6) / 1e6 };
-}
-
 function batchStatus(batch: BatchRow, count: number, ended: number, delivered: number): BatchViewT['status'] {
-  if (ended < count) return 'running';
-  if (batch.cancelledAt) return 'cancelled';
-  if (delivered === count) return 'completed';
-  return delivered === 0 ? 'failed' : 'partially_failed';
+  return batchStatusOf({ items: count, ended, delivered, cancelled: batch.cancelledAt !== null });
 }
 
 function itemView({ task, attempts, transfers }: BatchItemRow, dispatchState: string | undefined, indexOf: Map<string, number>) {
@@ -282,7 +329,7 @@ function itemView({ task, attempts, transfers }: BatchItemRow, dispatchState: st
     attempts,
     escrow: (task.fundedAmount ?? task.budgetAmount).toString(),
     released: moved('release'),
-    refunded: moved('refund'),
+    refunded: refundedOf(task, transfers).toString(),
     payouts: transfers.map(payoutView),
     failure: delivered || !ENDED.has(status) ? null : (task.failureReason ?? task.cancelReason ?? status),
     usage: usageOf(delivered ? (task.result as ResultContentT) : null),

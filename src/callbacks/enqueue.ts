@@ -6,12 +6,12 @@ import { callbackDeliveries, type CallbackDeliveryRow, type CallbackEvent } from
 /**
  * The outbox side of client callbacks: `enqueueCallback` writes a pending delivery inside the
  * transaction of a task's terminal transition (no callback without the transition, no
- * transition without its callback). The `CallbackSender` (./sender.ts) delivers it.
+ * transition without its callback), or of the transition that ends a batch's last item
+ * (batches/ended.ts). The `CallbackSender` (./sender.ts) delivers it.
  * This module needs nothing but the database, so the task state machine can import it.
  */
 
-export interface EnqueueCallbackInput {
-  taskId: string;
+export type EnqueueCallbackInput = ({ taskId: string; batchId?: undefined } | { batchId: string; taskId?: undefined }) & {
   url: string;
   event: CallbackEvent;
   /** The event's `data` (JSON). */
@@ -22,13 +22,17 @@ export function newCallbackId(): string {
   return `cb_${randomBytes(16).toString('hex')}`;
 }
 
-/** Inserts a pending delivery; call it inside the transaction of the terminal transition. */
+/**
+ * Inserts a pending delivery; call it inside the transaction of the terminal transition. A batch's
+ * event is written once (a unique index): a second one for the same batch writes nothing.
+ */
 export async function enqueueCallback(tx: Executor, clock: Clock, input: EnqueueCallbackInput): Promise<string> {
   const now = clock.now();
   const id = newCallbackId();
   await tx.insert(callbackDeliveries).values({
     id,
-    taskId: input.taskId,
+    taskId: input.taskId ?? null,
+    batchId: input.batchId ?? null,
     url: input.url,
     event: input.event,
     payload: input.data ?? null,
@@ -36,7 +40,7 @@ export async function enqueueCallback(tx: Executor, clock: Clock, input: Enqueue
     attempts: 0,
     nextAttemptAt: now,
     createdAt: now,
-  });
+  }).onConflictDoNothing();
   return id;
 }
 

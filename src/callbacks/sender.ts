@@ -12,7 +12,8 @@ import { Loop } from '../workers/loop.js';
 import { callbackBody } from './enqueue.js';
 
 /**
- * Signed callbacks to a task's `callback_url` when it reaches a terminal state.
+ * Signed callbacks to a task's `callback_url` when it reaches a terminal state, and to a batch's once
+ * its last item has ended (`batch.<status>`, batches/ended.ts).
  *
  * `enqueueCallback` (./enqueue.ts) writes a pending delivery inside the transaction of the
  * transition. The `CallbackSender` then POSTs `{id, type, created_at, data}` signed with the
@@ -162,7 +163,7 @@ export class CallbackSender {
     const result = await this.attempt(row);
     const status = this.nextStatus(row, result);
     const recorded = await this.record(row, result, status);
-    const fields = { delivery: row.id, task: row.taskId, origin: originOf(row.url), attempt: row.attempts + 1, status, code: result.statusCode };
+    const fields = { delivery: row.id, task: row.taskId, batch: row.batchId, origin: originOf(row.url), attempt: row.attempts + 1, status, code: result.statusCode };
     if (!recorded) this.log.warn(fields, 'callback attempt not recorded: another sender recorded one first');
     else if (status === 'failed') this.log.warn({ ...fields, error: result.error }, 'callback given up');
     else if (status === 'pending') this.log.info({ ...fields, error: result.error }, 'callback attempt failed, will retry');

@@ -4,6 +4,7 @@ import {
   bigserial,
   check,
   customType,
+  type AnyPgColumn,
   index,
   integer,
   jsonb,
@@ -75,10 +76,20 @@ export const batches = pgTable(
     paymentId: text('payment_id'),
     fundTxHash: text('fund_tx_hash'),
     cancelledAt: ts('cancelled_at'),
+    /** Where the batch's one terminal event is POSTed (signed) once every item has ended; null: none. */
+    callbackUrl: text('callback_url'),
+    /**
+     * Children hired by a hosted agent with delegate_task: the task whose escrow pays them (their
+     * escrows are carved from it, no payment). Null for a batch a client paid for.
+     */
+    parentTaskId: text('parent_task_id').references((): AnyPgColumn => tasks.id),
+    /** Which delegate_task call of the parent's runs hired them (its ordinal and the items' hash): a rerun making the same call gets them back. */
+    delegationKey: text('delegation_key'),
     createdAt: ts('created_at').notNull(),
   },
   (t) => [
     index('batches_payer_idx').on(t.payerAddress, t.createdAt),
+    uniqueIndex('batches_delegation_uq').on(t.parentTaskId, t.delegationKey).where(sql`parent_task_id is not null`),
     check('batches_policy_chk', sql`${t.policy} in ('fail_fast','continue')`),
     check('batches_concurrency_pos', sql`${t.maxConcurrency} > 0`),
   ],
@@ -130,11 +141,17 @@ export const tasks = pgTable(
     dependsOn: jsonb('depends_on').$type<string[]>(),
     /** What the client allowed a hosted agent on this task: `{toolsets?, max_iterations?}` (narrows the owner's settings). */
     runLimits: jsonb('run_limits').$type<{ toolsets?: string[]; max_iterations?: number }>(),
+    /** A child hired by a hosted agent (delegate_task): the task whose escrow its own was carved from. */
+    parentTaskId: text('parent_task_id').references((): AnyPgColumn => tasks.id),
+    /** 0: hired by a client; 1: a child of a task at depth 0 (a child never delegates: depth limit 2). */
+    delegationDepth: smallint('delegation_depth').notNull().default(0),
     createdAt: ts('created_at').notNull(),
     updatedAt: ts('updated_at').notNull(),
   },
   (t) => [
     index('tasks_batch_idx').on(t.batchId, t.batchIndex).where(sql`batch_id is not null`),
+    index('tasks_parent_idx').on(t.parentTaskId).where(sql`parent_task_id is not null`),
+    check('tasks_delegation_depth_chk', sql`${t.delegationDepth} >= 0 and (${t.delegationDepth} = 0) = (${t.parentTaskId} is null)`),
     index('tasks_running_deadline_idx').on(t.deadlineAt).where(sql`status = 'in_progress'`),
     index('tasks_payer_idx').on(t.payerAddress, t.createdAt),
     index('tasks_agent_idx').on(t.agentId, t.createdAt),
@@ -444,3 +461,34 @@ export type ChainTransferRow = typeof chainTransfers.$inferSelect;
 export * from './callback-schema.js';
 export * from './session-schema.js';
 export * from './limits-schema.js';
+
+// ── x402 batch-settlement channels ───────────────────────────────────────────
+
+/**
+ * The server side of the x402 `batch-settlement` scheme: one row per payment channel, the record
+ * the stock `BatchSettlementEvmScheme` keeps through its `ChannelStorage` (payments/channels/storage.ts
+ * is the only writer). `channel` is that record as JSON, exactly as the package's own storages
+ * serialise it (amounts are decimal strings of atomic units, timestamps are ms numbers); `payer` and
+ * `receiver` are copied from its channel config (lowercase) for listing. A row whose `channel` is
+ * null is the lock placeholder an update inserts for a channel not stored yet: it is never
+ * committed (the same transaction fills or deletes it).
+ */
+export const paymentChannels = pgTable(
+  'payment_channels',
+  {
+    /** bytes32 channel id, lowercase `0x…` (64 hex digits). */
+    channelId: text('channel_id').primaryKey(),
+    channel: jsonb('channel').$type<import('@x402/evm/batch-settlement/server').Channel>(),
+    payer: text('payer'),
+    receiver: text('receiver'),
+    updatedAt: ts('updated_at').notNull().default(sql`now()`),
+  },
+  (t) => [
+    index('payment_channels_receiver_idx').on(t.receiver),
+    index('payment_channels_payer_idx').on(t.payer),
+    check('payment_channels_id_chk', sql`${t.channelId} ~ '^0x[0-9a-f]{64}$'`),
+    check('payment_channels_placeholder_chk', sql`(${t.channel} is null) = (${t.payer} is null) and (${t.channel} is null) = (${t.receiver} is null)`),
+  ],
+);
+
+export type PaymentChannelRow = typeof paymentChannels.$inferSelect;

@@ -5,7 +5,7 @@ import { agents, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
 import { isAppError } from '../errors.js';
 import type { TaskLifecycle } from '../tasks/lifecycle.js';
 import { backoffMs, workerId, type WorkerLog } from '../queue/index.js';
-import type { AgentRuntime, PredecessorResult, RunOutcome, TaskBrief } from './runtime.js';
+import type { AgentRuntime, PredecessorResult, RunOutcome, ServiceTool, ServiceTools, TaskBrief } from './runtime.js';
 import type { ResultContentT } from '../tasks/schemas.js';
 import { Loop } from '../workers/loop.js';
 import { BATCH_CLAIM_LOCK_SPACE, closeDispatch, DispatchJobs, doomedItems, type DispatchCandidate } from './jobs.js';
@@ -42,6 +42,8 @@ export interface DispatcherOptions {
   backoffBaseMs: number;
   workerId?: string;
   log?: DispatcherLog;
+  /** Tools the service offers hosted agents (delegate_task); their waits free this worker's slot. */
+  serviceTools?: ServiceTools;
 }
 
 /** Advisory-lock namespace of per-agent dispatch claims (the second key is hashtext(agent_id)). */
@@ -69,6 +71,8 @@ export class Dispatcher {
   private readonly jobs: DispatchJobs;
   private readonly maxLostRuns: number;
   private stopping = false;
+  /** Runs waiting inside a service tool (a parent awaiting its children): they hold no slot. */
+  private waiting = 0;
 
   constructor(private readonly opts: DispatcherOptions) {
     this.id = opts.workerId ?? workerId();
@@ -91,10 +95,14 @@ export class Dispatcher {
     return this.running.size;
   }
 
-  /** Claims what free slots allow and starts those runs; resolves once they are started (not finished). */
+  /**
+   * Claims what free slots allow and starts those runs; resolves once they are started (not
+   * finished). A run waiting for its children (delegate_task) leaves its slot to others, so parents
+   * waiting on this worker never starve their own children of slots.
+   */
   async runOnce(): Promise<number> {
     if (this.stopping) return 0;
-    const free = this.opts.concurrency - this.running.size;
+    const free = this.opts.concurrency - (this.running.size - this.waiting);
     if (free <= 0) return 0;
     await this.cancelDoomed();
     const claimed = await this.lease(free);
@@ -245,6 +253,7 @@ export class Dispatcher {
         report: async (update) => {
           await this.opts.tasks.reportProgress(task.id, update).catch(() => undefined);
         },
+        tools: this.serviceToolsFor(task),
       });
     } catch (err) {
       outcome = { kind: 'failed', reason: err instanceof Error ? err.message : String(err), retryable: true };
@@ -252,6 +261,21 @@ export class Dispatcher {
       clearTimeout(deadline);
     }
     await this.conclude(task, agent, brief, controller.signal, outcome, () => runtime.notifyCancelled?.(brief, config.data, 'timed out'));
+  }
+
+  /** The service's tools for this run (none for a child task), each call's wait leaving the slot free. */
+  private serviceToolsFor(task: Leased): ServiceTool[] {
+    return (this.opts.serviceTools?.forRun(task) ?? []).map((tool) => ({
+      ...tool,
+      execute: async (args, signal) => {
+        this.waiting++;
+        try {
+          return await tool.execute(args, signal);
+        } finally {
+          this.waiting--;
+        }
+      },
+    }));
   }
 
   /** A batch item's predecessors with their results, in its depends_on order. */

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { Delegations } from '../batches/delegation.js';
 import { publicBaseUrl } from '../config.js';
 import { Dispatcher } from './dispatcher.js';
 import { createRuntimes } from './runtimes/index.js';
@@ -11,6 +12,8 @@ export function createDispatcher(app: FastifyInstance, overrides: { workerId?: s
     clock: app.clock,
     tasks: app.services.taskLifecycle,
     runtimes: createRuntimes(config, app.clock),
+    // delegate_task for hosted agents whose owner enabled the `delegation` toolset (never on a child)
+    serviceTools: new Delegations({ db: app.db, clock: app.clock, batches: app.services.batches }),
     publicBaseUrl: overrides.publicBaseUrl ?? publicBaseUrl(config),
     concurrency: config.DISPATCH_CONCURRENCY,
     perAgentConcurrency: config.DISPATCH_PER_AGENT_CONCURRENCY,

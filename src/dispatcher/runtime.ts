@@ -55,6 +55,26 @@ export interface RunContext {
   signal: AbortSignal;
   /** Records progress for the status endpoint (safe to call often). */
   report(update: ProgressUpdate): Promise<void>;
+  /**
+   * Tools the service itself offers this run (delegate_task), each under the toolset that enables
+   * it; a hosted agent gets those its owner enabled (and the task allows). Absent: none (a child
+   * task is never offered delegate_task).
+   */
+  tools?: ServiceTool[];
+}
+
+/** A tool run by the service for a hosted agent (OpenAI function-calling definition). */
+export interface ServiceTool {
+  /** The toolset that enables it (hosted-llm-config.ts `TOOLSETS`). */
+  toolset: string;
+  definition: { name: string; description: string; parameters: unknown };
+  /** Its answer is JSON-serialised into the tool message; a throw becomes `{error: message}`. */
+  execute(args: unknown, signal: AbortSignal): Promise<unknown>;
+}
+
+/** What the service offers the run of one task (the dispatcher asks once per run). */
+export interface ServiceTools {
+  forRun(task: { id: string; delegationDepth: number }): ServiceTool[];
 }
 
 export type RunOutcome =

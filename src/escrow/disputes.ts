@@ -41,7 +41,7 @@ export async function resolveDispute(
       });
     }
     const [agent] = await tx.select().from(agents).where(eq(agents.id, task.agentId));
-    await planDisputeSplit(tx, clock, {
+    const planned = await planDisputeSplit(tx, clock, {
       task,
       payerAmount: input.payerAmount,
       agentAmount: input.agentAmount,
@@ -55,7 +55,8 @@ export async function resolveDispute(
       taskId: task.id,
       from: ['frozen'],
       to: escrowStatus,
-      set: { refundAmount: input.payerAmount, refundStatus: input.payerAmount > 0n ? 'pending' : 'not_required' },
+      // A sub-delegated child's payer share went back to its parent's escrow (no transfer to wait for).
+      set: { refundAmount: input.payerAmount, refundStatus: planned.returned > 0n ? 'returned' : input.payerAmount > 0n ? 'pending' : 'not_required' },
       actor: 'operator',
       detail: { dispute_id: dispute.id, payer_amount: input.payerAmount.toString(), agent_amount: input.agentAmount.toString() },
     });

@@ -7,6 +7,8 @@ import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
 import { EXTERNAL, PAYOUT_PENDING, PAYOUT_PENDING_FEE, TREASURY_PLATFORM_FEES, escrowAccount } from '../ledger/accounts.js';
 import { accountBalance, postMovement, transferEntries } from '../ledger/ledger.js';
+import { recordRefundReturned } from '../tasks/state-machine.js';
+import { returnsToParent, returnToParent } from './carve.js';
 import { BPS } from './rules.js';
 
 /**
@@ -232,6 +234,8 @@ export interface PlanRefundInput {
 
 export interface PlannedRefund {
   refund: ChainTransferRow | null;
+  /** What went back to the parent's escrow instead of a refund transfer (a sub-delegated child; else 0n). */
+  returned: bigint;
   release: PlannedRelease | null;
   /** What the task's escrow still holds afterwards (0n when the whole escrow was decided). */
   remaining: bigint;
@@ -240,6 +244,8 @@ export interface PlannedRefund {
 /**
  * Full refund (`refund` = the escrow) or partial refund where the agent keeps `agentShare`,
  * paid as a second transfer of kind `release`. Zero amounts enqueue nothing. Locks the task row.
+ * A sub-delegated child's refund goes back to its parent's escrow while that is held (carve.ts):
+ * a ledger movement, no transfer, and the task's refund reads `returned`.
  */
 export async function planRefund(tx: Tx, clock: Clock, input: PlanRefundInput): Promise<PlannedRefund> {
   const agentShare = input.agentShare ?? 0n;
@@ -247,8 +253,14 @@ export async function planRefund(tx: Tx, clock: Clock, input: PlanRefundInput): 
   if (agentShare > 0n && !input.agentPayout) throw new Error('outbox: an agent share needs the agent payout address');
   const task = await lockTask(tx, input.task.id);
   const from = escrowWalletOf(task, input.escrowWallet);
+  const parent = input.refund > 0n && task.parentTaskId ? await lockParent(tx, task.parentTaskId) : undefined;
+  let returned = 0n;
+  if (parent?.returns) {
+    if (await returnToParent(tx, clock, { parentId: parent.id, childId: task.id, amount: input.refund })) returned = input.refund;
+    await recordRefundReturned(tx, task.id);
+  }
   const refund =
-    input.refund > 0n
+    input.refund > 0n && !parent?.returns
       ? await enqueueTransfer(tx, clock, {
           kind: 'refund',
           taskId: task.id,
@@ -269,7 +281,7 @@ export async function planRefund(tx: Tx, clock: Clock, input: PlanRefundInput): 
         })
       : null;
   const remaining = await accountBalance(tx, escrowAccount(task.id));
-  return { refund: refund?.transfer ?? null, release, remaining };
+  return { refund: refund?.transfer ?? null, returned, release, remaining };
 }
 
 export interface PlanDisputeSplitInput {
@@ -320,16 +332,27 @@ export async function transfersNeedingAttention(exec: Executor, now: Date, stall
     .limit(100);
 }
 
-type TaskMoney = Pick<TaskRow, 'id' | 'payerAddress' | 'escrowAddress'>;
+type TaskMoney = Pick<TaskRow, 'id' | 'payerAddress' | 'escrowAddress' | 'parentTaskId'>;
 
 async function lockTask(tx: Tx, taskId: string): Promise<TaskMoney> {
   const [task] = await tx
-    .select({ id: tasks.id, payerAddress: tasks.payerAddress, escrowAddress: tasks.escrowAddress })
+    .select({ id: tasks.id, payerAddress: tasks.payerAddress, escrowAddress: tasks.escrowAddress, parentTaskId: tasks.parentTaskId })
     .from(tasks)
     .where(eq(tasks.id, taskId))
     .for('update');
   if (!task) throw new AppError('task_not_found', `Task ${taskId} does not exist`);
   return task;
+}
+
+/**
+ * A child's parent, locked: whether the child's refund goes back to its escrow is decided under the
+ * lock the parent's own end takes, so a refund never lands in an escrow that was already paid out.
+ * (Transitions of a child to failed or cancelled lock the parent first: state-machine.ts.)
+ */
+async function lockParent(tx: Tx, parentId: string): Promise<{ id: string; escrowStatus: string; returns: boolean }> {
+  const [parent] = await tx.select({ id: tasks.id, escrowStatus: tasks.escrowStatus }).from(tasks).where(eq(tasks.id, parentId)).for('update');
+  if (!parent) throw new AppError('task_not_found', `Task ${parentId} does not exist`);
+  return { ...parent, returns: returnsToParent(parent.escrowStatus) };
 }
 
 function escrowWalletOf(task: TaskMoney, requested: string | undefined): string {

@@ -12,7 +12,7 @@ type CodesByStatus = Partial<Record<number, readonly ErrorCode[]>>;
 /** What any operation may answer, unless the operation says otherwise below. */
 const common: CodesByStatus = {
   400: ['validation_error'],
-  402: ['payment_required', 'payment_invalid', 'insufficient_funds'],
+  402: ['payment_required', 'payment_invalid', 'insufficient_funds', 'payment_in_arrears'],
   401: ['authentication_required', 'invalid_signature', 'signature_expired', 'session_expired'],
   403: ['forbidden'],
   413: ['payload_too_large'],
@@ -38,7 +38,7 @@ export const operationErrorCodes: Record<string, CodesByStatus> = {
     422: ['budget_too_low', 'spending_limit_exceeded', 'idempotency_key_reused'],
   },
   fundTask: {
-    402: ['payment_required', 'insufficient_funds', 'payment_invalid', 'payment_replayed'],
+    402: ['payment_required', 'insufficient_funds', 'payment_invalid', 'payment_replayed', 'payment_in_arrears'],
     404: ['task_not_found'],
     409: ['invalid_state', 'state_conflict', 'idempotency_in_progress'],
     410: ['task_expired'],
@@ -61,6 +61,7 @@ export const operationErrorCodes: Record<string, CodesByStatus> = {
   streamBatchEvents: { 404: ['batch_not_found'] },
   cancelBatch: { 404: ['batch_not_found'], 409: ['invalid_state', 'work_in_progress', 'idempotency_in_progress'] },
   listReceipts: {},
+  payArrears: { 409: ['invalid_state'], 422: ['amount_mismatch'] },
   getLimits: {},
   putLimits: { 401: ['authentication_required', 'invalid_signature', 'signature_replayed'] },
   startSession: { 401: ['signature_replayed', 'authentication_required', 'invalid_signature', 'signature_expired'] },
@@ -107,6 +108,12 @@ const samples: Partial<Record<ErrorCode, { message: string; param?: string; deta
   },
   payment_invalid: { message: 'Payment refused: invalid_exact_evm_payload_signature' },
   payment_replayed: { message: 'This payment authorization has already been used; sign a new one' },
+  payment_in_arrears: {
+    message:
+      '0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65 owes 0.002 USDC in fees whose payment authorizations failed at settlement; ' +
+      'pay them with POST /v1/payers/0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65/arrears, then retry',
+    details: { payer: '0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65', owed: '2000', pay_at: '/v1/payers/0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65/arrears' },
+  },
   validation_error: { message: 'body.pricing.base_rate: must be a non-negative integer string in atomic units', param: 'pricing.base_rate' },
   payload_too_large: { message: 'Request body is larger than 1048576 bytes' },
   authentication_required: {

@@ -4,6 +4,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
 import { tidyDocument } from './openapi-tidy.js';
+import { swaggerPayTheme } from './swagger-pay.js';
 
 export const API_VERSION = '0.1.0';
 
@@ -76,7 +77,10 @@ export const openapiPlugin = fp(
                 'the service reads no other identity (a SIWE signature or a session token there still gets 402). ' +
                 'A successful paid response carries `PAYMENT-RESPONSE` with the settlement transaction. An event stream ' +
                 '(`/events`) already paid for resumes without a payment when it sends its `Last-Event-ID`. ' +
-                'GET /v1/network names the chain, the USDC contract, the schemes and the prices.',
+                'GET /v1/network names the chain, the USDC contract, the schemes and the prices. ' +
+                'In Swagger UI (/docs) try-it-out pays for you: a 402 opens a payment panel showing the amount and the wallet it ' +
+                'goes to; pay from a browser wallet (EIP-1193), or on the embedded dev chain from a demo wallet, and the request ' +
+                'is sent again with the signed PAYMENT-SIGNATURE.',
             },
             adminKey: {
               type: 'apiKey',
@@ -107,7 +111,8 @@ export const openapiPlugin = fp(
       transform: jsonSchemaTransform,
       transformObject: (document) => tidyDocument(jsonSchemaTransformObject(document) as Record<string, unknown>, { x402Enabled }) as ReturnType<typeof jsonSchemaTransformObject>,
     });
-    await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } });
+    // The theme adds the x402 payment panel to try-it-out (http/swagger-pay.ts).
+    await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true }, theme: swaggerPayTheme });
     app.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => app.swagger());
   },
   { name: 'openapi' },

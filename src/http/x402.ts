@@ -23,6 +23,8 @@ import { replayStored, requestHash, storedResponse } from './idempotency.js';
 import type { PriceBook, PriceName } from '../payments/prices.js';
 import { errorBody } from './error-handler.js';
 import { failpoint } from '../failpoints.js';
+import type { MicroFees } from '../payments/micro-fees.js';
+import { PaymentFenceError } from '../payments/lifecycle.js';
 
 /**
  * x402 for Fastify, over `x402HTTPResourceServer` of @x402/core. A route opts in with
@@ -48,8 +50,16 @@ export interface X402Options {
   lifecycle: PaymentLifecycle;
   /** Reads authorizations on chain (absent without a chain: a failed settlement is then ours). */
   chain?: Pick<AuthorizationProbe, 'authorizationState'> | undefined;
+  /** Micro-fees served before settlement (payments/micro-fees.ts); absent: every payment settles first. */
+  microFees?: MicroFees | undefined;
   /** Dynamic terms of a route (funding: the escrow amount plus the fee, paid to the escrow wallet). */
-  dynamic?: Partial<Record<PriceName, (request: FastifyRequest) => { amount: bigint; payTo: Address }>>;
+  dynamic?: Partial<Record<PriceName, (request: FastifyRequest) => DynamicTerms | Promise<DynamicTerms>>>;
+}
+
+/** A route's price and payee decided per request. */
+export interface DynamicTerms {
+  amount: bigint;
+  payTo: Address;
 }
 
 export interface VerifiedPayment {
@@ -63,6 +73,7 @@ export interface VerifiedPayment {
   row: PaymentRow;
   /** The handler took the payment over (paidCall): onSend does not settle it. */
   handled: boolean;
+  microFees: MicroFees | undefined;
 }
 
 declare module 'fastify' {
@@ -166,7 +177,19 @@ export function paidCall(request: FastifyRequest, reply: FastifyReply): PaidCall
   const payment = request.payment;
   if (!payment) return null;
   payment.handled = true;
-  return { payment: payment.row, owner: request.id, settle: () => settleVerified(payment, reply) };
+  const micro = payment.microFees;
+  return {
+    payment: payment.row,
+    owner: request.id,
+    settle: () => settleVerified(payment, reply),
+    defer: micro?.deferrable(payment.row) ? (tx) => micro.defer(tx, payment.row, request.id).then((d) => markDeferred(reply, d)) : undefined,
+  };
+}
+
+/** A deferred payment's answer says so: it carries no settlement (PAYMENT-RESPONSE) yet. */
+function markDeferred(reply: FastifyReply, deferred: boolean): boolean {
+  if (deferred) reply.header('x-payment-settlement', 'deferred');
+  return deferred;
 }
 
 function headerHash(header: string): string {
@@ -204,13 +227,23 @@ export const x402Plugin = fp(
       const methods = Array.isArray(route.method) ? route.method : [route.method];
       const dynamic = opts.dynamic?.[name];
       const price = (amount: bigint) => ({ asset: opts.target.usdc, amount: amount.toString(), extra: { ...opts.target.usdcDomain } });
+      // x402 asks for the price and the payee separately: one answer per request.
+      const termsOf = new WeakMap<FastifyRequest, Promise<DynamicTerms>>();
+      const terms = (ctx: HTTPRequestContext): Promise<DynamicTerms> => {
+        const request = requestOf(ctx);
+        let answer = termsOf.get(request);
+        if (!answer) termsOf.set(request, (answer = Promise.resolve(dynamic!(request))));
+        return answer;
+      };
+      const fixed = name === 'pay_arrears' ? undefined : opts.prices[name];
+      if (!dynamic && fixed === undefined) throw new Error(`x402: route ${route.url} has no price for ${name}`);
       const server = new x402HTTPResourceServer(opts.resourceServer, {
         accepts: {
           scheme: X402_SCHEMES[0],
           network: opts.target.network,
           maxTimeoutSeconds: opts.maxTimeoutSeconds,
-          payTo: dynamic ? (ctx: HTTPRequestContext) => dynamic(requestOf(ctx)).payTo : opts.feeAddress,
-          price: dynamic ? (ctx: HTTPRequestContext) => price(dynamic(requestOf(ctx)).amount) : price(opts.prices[name]),
+          payTo: dynamic ? async (ctx: HTTPRequestContext) => (await terms(ctx)).payTo : opts.feeAddress,
+          price: dynamic ? async (ctx: HTTPRequestContext) => price((await terms(ctx)).amount) : price(fixed!),
         },
         description: route.schema?.summary ?? name,
         mimeType: 'application/json',
@@ -253,6 +286,7 @@ export const x402Plugin = fp(
         throw new AppError('payment_invalid', 'The payment carries no EIP-3009 authorization');
       }
       const payer = getAddress(authorization.from);
+      await opts.microFees?.refuseArrears(payer, request.routeOptions.config.price!);
       const payTo = getAddress(result.paymentRequirements.payTo);
       const row = await opts.lifecycle.record({
         payer,
@@ -271,6 +305,7 @@ export const x402Plugin = fp(
         owner: request.id,
       });
       request.caller = { address: payer, via: 'x402' };
+      reply.header('x-payment-id', row.id); // the receipt's payment_id (GET /v1/receipts)
       request.payment = {
         server,
         context,
@@ -286,6 +321,7 @@ export const x402Plugin = fp(
         },
         row,
         handled: false,
+        microFees: opts.microFees,
       };
     });
 
@@ -326,6 +362,19 @@ export const x402Plugin = fp(
       if (payment.handled) return payload;
       payment.handled = true;
       const id = payment.row.id;
+      const micro = opts.microFees;
+      if (micro?.deferrable(payment.row)) {
+        try {
+          if (markDeferred(reply, await withTransaction(app.db, (tx) => micro.defer(tx, payment.row, request.id)))) return payload;
+        } catch (err) {
+          // Nothing was booked: the payment stays verified and the recovery sweep forgets it; nothing charged.
+          return replaceWithError(
+            request,
+            reply,
+            err instanceof PaymentFenceError ? new AppError('state_conflict', 'This payment took too long and was released; nothing was charged. Retry with a new payment.') : err,
+          );
+        }
+      }
       try {
         await opts.lifecycle.beginSettling(id, request.id);
       } catch (err) {

@@ -10,6 +10,7 @@
  * | `treasury:platform_fees`  | the platform's cut of a release                      | escrow wallet  |
  * | `payout_pending`          | decided payouts not yet confirmed on chain           | escrow wallet  |
  * | `payout_pending:fee`      | refunds of call fees decided, not yet confirmed      | fee wallet     |
+ * | `receivable:call_fees`    | micro-fees served and owed: their authorizations are settled later in a batch | no wallet yet |
  *
  * Sign convention: a positive amount adds to an account, a negative one takes from it. Money
  * that enters the service makes `external` negative, so the sum of every account is always 0.
@@ -23,6 +24,8 @@ export const TREASURY_PLATFORM_FEES = 'treasury:platform_fees';
 export const ESCROW_PREFIX = 'escrow:';
 /** Refunds of call fees, sent from the fee wallet that received them. */
 export const PAYOUT_PENDING_FEE = 'payout_pending:fee';
+/** Micro-fees whose calls were served and whose authorizations await a batch settlement (payments/micro-fees.ts). */
+export const RECEIVABLE_CALL_FEES = 'receivable:call_fees';
 
 /** The on-chain wallets the ledger's accounts live in. */
 export const wallets = ['escrow', 'fee'] as const;
@@ -36,6 +39,7 @@ const FIXED_ACCOUNTS: Readonly<Record<string, Wallet | null>> = {
   [TREASURY_FUND_FEES]: 'escrow',
   [TREASURY_PLATFORM_FEES]: 'escrow',
   [PAYOUT_PENDING_FEE]: 'fee',
+  [RECEIVABLE_CALL_FEES]: null,
 };
 
 /** Task ids are prefixed random strings: letters, digits, `_` and `-` only. */

@@ -30,6 +30,13 @@ import {
  * - `dispute_split`    escrow:<task> → payout_pending         a share decided by dispute resolution
  * - `payment_refund`   external → payout_pending              a payment into the escrow wallet whose effect did not happen, owed back
  * - `fee_refund`       external → payout_pending:fee          a call fee whose effect did not happen, owed back from the fee wallet
+ * - `fee_deferred`     external → receivable:call_fees        a micro-fee's call was served; its authorization is settled later
+ * - `fee_collected`    receivable:call_fees → treasury:call_fees   a batch settlement moved a deferred micro-fee into the fee wallet
+ * - `fee_defaulted`    receivable:call_fees → external        a deferred micro-fee's authorization failed at settlement: not collected
+ * - `carve`            escrow:<parent> → escrow:<child>       a child hired by the parent task's hosted agent (delegate_task) is
+ *                                                            funded from what remains of the parent's escrow (same wallet, no transfer)
+ * - `carve_return`     escrow:<child> → escrow:<parent>       a child's refund (failed, cancelled, timed out, dispute share) goes back
+ *                                                            to its parent's escrow while that escrow is held (escrow/carve.ts)
  */
 export const movementKinds = [
   'call_fee',
@@ -42,6 +49,11 @@ export const movementKinds = [
   'dispute_split',
   'payment_refund',
   'fee_refund',
+  'fee_deferred',
+  'fee_collected',
+  'fee_defaulted',
+  'carve',
+  'carve_return',
 ] as const;
 export type MovementKind = (typeof movementKinds)[number];
 

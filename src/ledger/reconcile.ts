@@ -1,6 +1,6 @@
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm';
 import type { Executor } from '../db/client.js';
-import { chainTransfers } from '../db/schema.js';
+import { chainTransfers, payments } from '../db/schema.js';
 import type { Wallet } from './accounts.js';
 import { checkLedger, walletBalance, type LedgerCheck } from './ledger.js';
 
@@ -24,6 +24,11 @@ export interface WalletReconciliation {
    * awaiting confirmations, `difference` is its negative; a difference beyond that is real.
    */
   inFlight: bigint;
+  /**
+   * Deferred micro-fees into this wallet whose batch settlement was sent but not yet booked: while
+   * one is mined and not booked, `difference` is up to this much (payments/micro-fee-settler.ts).
+   */
+  incoming: bigint;
 }
 
 export interface Reconciliation {
@@ -54,7 +59,16 @@ async function reconcileWallet(exec: Executor, wallet: Wallet, probe: WalletProb
   const onChain = await probe.usdcBalance();
   const ledger = await walletBalance(exec, wallet);
   const inFlight = await inFlightFrom(exec, probe.address);
-  return { wallet, address: probe.address, onChain, ledger, difference: onChain - ledger, inFlight };
+  const incoming = await incomingTo(exec, probe.address);
+  return { wallet, address: probe.address, onChain, ledger, difference: onChain - ledger, inFlight, incoming };
+}
+
+async function incomingTo(exec: Executor, address: string): Promise<bigint> {
+  const [row] = await exec
+    .select({ total: sql<string>`coalesce(sum(${payments.amount}), 0)::text` })
+    .from(payments)
+    .where(and(eq(payments.payTo, address.toLowerCase()), eq(payments.status, 'deferred'), isNotNull(payments.txHash)));
+  return BigInt(row?.total ?? '0');
 }
 
 async function inFlightFrom(exec: Executor, address: string): Promise<bigint> {

@@ -1,4 +1,4 @@
-import { and, eq, gte, sql } from 'drizzle-orm';
+import { and, eq, gte, isNull, sql } from 'drizzle-orm';
 import { getAddress } from 'viem';
 import type { Clock } from '../clock.js';
 import type { Db, Executor } from '../db/client.js';
@@ -24,7 +24,8 @@ export interface LimitsDeps {
  *
  * "Funded today" is read from the tasks themselves: the `funded_amount` of the wallet's tasks
  * whose `funded_at` is after 00:00 UTC (the service clock). It is the same with x402 on or off,
- * counts batch items and single fundings alike, and leaves fees out.
+ * counts batch items and single fundings alike, and leaves fees out. Sub-delegated children are not
+ * counted: their escrows are carved from their parent's, already counted, and bring no new money.
  */
 export class LimitsService {
   constructor(private readonly deps: LimitsDeps) {}
@@ -90,7 +91,9 @@ export class LimitsService {
     const [row] = await exec
       .select({ total: sql<string>`coalesce(sum(${tasks.fundedAmount}), 0)` })
       .from(tasks)
-      .where(and(eq(tasks.payerAddress, payer.toLowerCase()), gte(tasks.createdAt, createdSince), gte(tasks.fundedAt, start)));
+      .where(
+        and(eq(tasks.payerAddress, payer.toLowerCase()), gte(tasks.createdAt, createdSince), gte(tasks.fundedAt, start), isNull(tasks.parentTaskId)),
+      );
     return BigInt(String(row?.total ?? 0));
   }
 

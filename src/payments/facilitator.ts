@@ -4,29 +4,12 @@ import { x402Facilitator } from '@x402/core/facilitator';
 import { toFacilitatorEvmSigner } from '@x402/evm';
 import { ExactEvmSchemeV1 } from '@x402/evm/exact/v1/facilitator';
 import { NETWORKS as V1_NETWORKS } from '@x402/evm/v1';
-import {
-  BaseError,
-  ContractFunctionRevertedError,
-  createWalletClient,
-  encodeFunctionData,
-  ExecutionRevertedError,
-  http,
-  publicActions,
-  type Address,
-  type Chain,
-  type Hex,
-} from 'viem';
-import { privateKeyToAccount } from 'viem/accounts';
-import { base, baseSepolia } from 'viem/chains';
-import { SendLane } from '../chain/nonces.js';
+import { BaseError, ContractFunctionRevertedError, encodeFunctionData, ExecutionRevertedError, type Address, type Hex } from 'viem';
+import { createOperatorSender, type OperatorSender } from '../chain/operator.js';
 import type { ChainTarget } from '../chain/wallets.js';
 import type { Db } from '../db/client.js';
 import { describeError } from '../net/redact.js';
-import { FastExactEvmScheme } from './fast-exact.js';
-
-export function viemChain(target: ChainTarget): Chain {
-  return target.chainId === baseSepolia.id ? baseSepolia : base;
-}
+import { FastExactEvmScheme, type FastExactOptions } from './fast-exact.js';
 
 export interface FacilitatorOptions {
   target: ChainTarget;
@@ -41,6 +24,10 @@ export interface FacilitatorOptions {
   receiptPollMs?: number | undefined;
   /** A hosted facilitator instead. */
   facilitatorUrl?: string | undefined;
+  /** The operator wallet's sender, when the caller shares it (the micro-fee settler sends from it too). */
+  operator?: OperatorSender | undefined;
+  /** Micro-fees verified without the chain (fast-exact.ts `local`). */
+  local?: FastExactOptions['local'];
 }
 
 /**
@@ -50,22 +37,11 @@ export interface FacilitatorOptions {
 export function createFacilitatorClient(opts: FacilitatorOptions): FacilitatorClient {
   if (opts.facilitatorUrl) return new HTTPFacilitatorClient({ url: opts.facilitatorUrl });
   if (!opts.rpcUrl || !opts.operatorKey) throw new Error('An in-process facilitator needs a chain RPC URL and OPERATOR_PRIVATE_KEY');
-  const client = createWalletClient({
-    account: privateKeyToAccount(opts.operatorKey),
-    chain: viemChain(opts.target),
-    transport: http(opts.rpcUrl),
-  }).extend(publicActions);
-  // Every API process settles from this one key: nonces come from the database, one send at a
-  // time per wallet across processes (chain/nonces.ts), never from a per-process counter. Gas and
-  // fees are prepared before the turn; a turn only signs and broadcasts.
-  const lane = new SendLane(opts.db, client.account.address.toLowerCase());
+  const operator = opts.operator ?? createOperatorSender({ target: opts.target, rpcUrl: opts.rpcUrl, operatorKey: opts.operatorKey, db: opts.db, receiptPollMs: opts.receiptPollMs });
+  const { client } = operator;
   const send = async (call: { to: Address; data?: Hex | undefined; value?: bigint | undefined }, args: unknown): Promise<Hex> => {
-    const pending = client.getTransactionCount({ address: client.account.address, blockTag: 'pending' });
     try {
-      const request = await client.prepareTransactionRequest({ ...call, parameters: ['fees', 'gas', 'type', 'chainId'] });
-      return await lane.send(pending, async (nonce) =>
-        client.sendRawTransaction({ serializedTransaction: await client.signTransaction({ ...request, nonce } as Parameters<typeof client.signTransaction>[0]) }),
-      );
+      return await operator.send(call);
     } catch (err) {
       // The facilitator turns a send's exception into a reason code; the cause is logged here, with
       // the authorization's nonce, which the request's own error line carries too.
@@ -83,13 +59,13 @@ export function createFacilitatorClient(opts: FacilitatorOptions): FacilitatorCl
     verifyTypedData: (a) => client.verifyTypedData(a as Parameters<typeof client.verifyTypedData>[0]),
     writeContract: (a) => send({ to: a.address, data: encodeFunctionData({ abi: a.abi, functionName: a.functionName, args: a.args } as Parameters<typeof encodeFunctionData>[0]) }, a),
     sendTransaction: (a) => send({ to: a.to, data: a.data }, a),
-    waitForTransactionReceipt: (a) => client.waitForTransactionReceipt({ ...a, pollingInterval: opts.receiptPollMs }),
+    waitForTransactionReceipt: (a) => client.waitForTransactionReceipt({ ...a, pollingInterval: operator.receiptPollMs }),
     getCode: (a) => client.getCode(a),
   });
   // What `registerExactEvmScheme` of @x402/evm registers, except that v2 `exact` (every payment
   // this service asks for) verifies EOA authorizations fast and keeps the stock settle (fast-exact.ts).
   const facilitator = new x402Facilitator();
-  facilitator.register(opts.target.network, new FastExactEvmScheme(signer));
+  facilitator.register(opts.target.network, new FastExactEvmScheme(signer, opts.local ? { local: opts.local } : {}));
   // v1 names its networks plainly ("base"); registerV1 is typed for CAIP-2 only.
   facilitator.registerV1(V1_NETWORKS as Network[], new ExactEvmSchemeV1(signer));
   return {

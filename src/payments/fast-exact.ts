@@ -5,6 +5,7 @@ import { ExactEvmScheme } from '@x402/evm/exact/facilitator';
 import { getAddress, isAddress, parseSignature as viemParseSignature, type Address, type Hex } from 'viem';
 import { parseSignature, recoverAddressFromDigest } from '../crypto/ecdsa.js';
 import { eip3009Digest } from '../crypto/eip712.js';
+import type { PayerBalances } from './payer-balances.js';
 
 /**
  * The `exact` scheme of @x402/evm 2.27 for x402 v2, with a fast verify for the common payment: an
@@ -31,7 +32,7 @@ import { eip3009Digest } from '../crypto/eip712.js';
  */
 
 /** How often each path answered (tests, benchmarks). */
-export const fastExactStats = { fastValid: 0, fastInvalid: 0, stock: 0, vouchedSettles: 0, stockSettles: 0 };
+export const fastExactStats = { fastValid: 0, fastInvalid: 0, stock: 0, vouchedSettles: 0, stockSettles: 0, localValid: 0 };
 
 export interface FastExactOptions {
   /** How long a payer's code (empty: an account) is trusted. A stale answer cannot pass a bad payment: the simulation asks the token. */
@@ -43,6 +44,13 @@ export interface FastExactOptions {
   /** Handed to the stock scheme. */
   eip6492AllowedFactories?: string[];
   simulateInSettle?: boolean;
+  /**
+   * Micro-fees verified without the chain: for requirements this names, a valid EOA authorization
+   * is accepted when the payer's balance, as last seen (`balances`, one read per payer per TTL),
+   * covers it, instead of by an `eth_call` simulation per payment. Whether the nonce is still
+   * unused on chain is learnt when the authorization is settled (payments/micro-fees.ts).
+   */
+  local?: { appliesTo(requirements: PaymentRequirements): boolean; balances: PayerBalances };
 }
 
 // The stock scheme's reason codes (@x402/evm `ErrInvalidScheme` … `ErrAuthorizationValueMismatch`).
@@ -81,7 +89,7 @@ interface Authorization {
 }
 
 /** An EIP-3009 payload of the shape the fast path takes: six strings and a 65-byte hex signature. */
-interface PlainEip3009 {
+export interface PlainEip3009 {
   authorization: Authorization;
   signature: Hex;
 }
@@ -197,9 +205,19 @@ export class FastExactEvmScheme implements SchemeNetworkFacilitator {
     if (BigInt(auth.value) !== terms.amount) return refuse(REASONS.value);
     if ((await assetCode) === undefined || (await assetCode) === '0x') return undefined; // stock names it (or throws)
 
-    if (!(await this.simulate(terms.asset, plain))) return undefined; // stock diagnoses: nonce used, balance…
+    if (!(await this.coveredLocally(requirements, terms, auth)) && !(await this.simulate(terms.asset, plain))) return undefined; // stock diagnoses: nonce used, balance…
     this.vouch(signature, { payer: auth.from.toLowerCase(), digest: `0x${Buffer.from(digest).toString('hex')}` });
     return { isValid: true, invalidReason: undefined, payer: auth.from };
+  }
+
+  /** A micro-fee whose payer was seen to hold enough (see `FastExactOptions.local`). */
+  private async coveredLocally(requirements: PaymentRequirements, terms: PlainTerms, auth: Authorization): Promise<boolean> {
+    const local = this.opts.local;
+    if (!local?.appliesTo(requirements)) return false;
+    const balance = await local.balances.read(terms.asset, getAddress(auth.from)).catch(() => undefined);
+    if (balance === undefined || balance < terms.amount) return false;
+    fastExactStats.localValid++;
+    return true;
   }
 
   /** The stock verify's simulation: `transferWithAuthorization` by `eth_call`, true when it would succeed. */
@@ -257,7 +275,7 @@ function vouchingSigner(base: FacilitatorEvmSigner, signature: Hex, vouched: Vou
 const VOUCHED_CODE: Hex = '0xfe';
 
 /** `payload` if it is an EIP-3009 payload of six strings and a plain 65-byte ECDSA signature. */
-function plainEip3009(payload: unknown): PlainEip3009 | undefined {
+export function plainEip3009(payload: unknown): PlainEip3009 | undefined {
   const p = payload as { authorization?: Record<string, unknown>; signature?: unknown } | null;
   const a = p?.authorization;
   if (!a || typeof a !== 'object' || typeof p.signature !== 'string') return undefined;

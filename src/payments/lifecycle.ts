@@ -9,7 +9,8 @@ import { enqueuePaymentRefund } from '../escrow/outbox.js';
 import { newId } from '../ids.js';
 import { postMovement } from '../ledger/ledger.js';
 import { leaseDue, leaseUntil } from '../queue/index.js';
-import { EXTERNAL, TREASURY_CALL_FEES } from '../ledger/accounts.js';
+import { EXTERNAL, RECEIVABLE_CALL_FEES, TREASURY_CALL_FEES } from '../ledger/accounts.js';
+import { transferEntries } from '../ledger/ledger.js';
 
 /**
  * The lifecycle of one x402 payment, and the only code that writes `payments` rows:
@@ -22,8 +23,17 @@ import { EXTERNAL, TREASURY_CALL_FEES } from '../ledger/accounts.js';
  * settlement is sent, so after a crash at any line a row says how far the payment got. Each
  * step is one conditional UPDATE fenced by the status and the lease owner (the request, or the
  * recovery sweep that took the payment over after its lease expired).
+ *
+ * A micro-fee (payments/micro-fees.ts) may instead be served before it is settled:
+ *
+ *   verified ──defer──▶ deferred ──collect──▶ booked      (a batch settlement moved the money)
+ *                          ├──writeOff──▶ failed          (it expired unsettled: our loss, not the payer's)
+ *                          └──default──▶ defaulted ──repay──▶ repaid   (its authorization failed: the payer owes it)
+ *
+ * `deferred` is booked as owed (`receivable:call_fees`) in the transaction that serves the call;
+ * the batch settler (payments/micro-fee-settler.ts) leases deferred rows like any queue.
  */
-export type PaymentStatus = 'verified' | 'settling' | 'booked' | 'refunded' | 'failed';
+export type PaymentStatus = 'verified' | 'settling' | 'booked' | 'refunded' | 'failed' | 'deferred' | 'defaulted' | 'repaid';
 export type PaymentKind = 'call_fee' | 'escrow_funding';
 
 export interface PaymentRecordInput {
@@ -43,6 +53,14 @@ export interface PaymentRecordInput {
   validBefore: Date | null;
   /** Who holds the payment (the request id). */
   owner: string;
+}
+
+/** What a payer owes in micro-fees (atomic USDC). */
+export interface Owed {
+  /** Served, deferred, not yet settled. */
+  unsettled: bigint;
+  /** Defaulted: their authorizations failed at settlement; the payer is refused until it pays them. */
+  arrears: bigint;
 }
 
 export interface PaymentWallets {
@@ -82,6 +100,16 @@ const forgetPayment = preparedQuery((db) =>
     .delete(payments)
     .where(and(eq(payments.id, sql.placeholder('id')), eq(payments.status, 'verified'), eq(payments.leaseOwner, sql.placeholder('owner'))))
     .prepare('payments_forget'),
+);
+
+/** A payer's unsettled and defaulted micro-fees (`owed` below), read on every paid request of a deferring service. */
+const owedBy = preparedQuery((db) =>
+  db
+    .select({ status: payments.status, total: sql<string>`sum(${payments.amount})::text` })
+    .from(payments)
+    .where(and(eq(payments.payerAddress, sql.placeholder('payer')), inArray(payments.status, ['deferred', 'defaulted'])))
+    .groupBy(payments.status)
+    .prepare('payments_owed_by'),
 );
 
 export class PaymentLifecycle {
@@ -258,6 +286,112 @@ export class PaymentLifecycle {
   /** Refunds in its own transaction (the effect's transaction rolled back). */
   async refundNow(id: string, owner: string, settled: { txHash: string | null; reason: string }): Promise<PaymentRow> {
     return withTransaction(this.db, (tx) => this.refund(tx, id, owner, settled));
+  }
+
+  // ── micro-fees served before settlement ────────────────────────────────────
+
+  /** verified → deferred in the transaction that serves the call: the fee is owed (`receivable:call_fees`). */
+  async defer(tx: Tx, id: string, owner: string): Promise<PaymentRow> {
+    const now = this.clock.now();
+    const [row] = await tx
+      .update(payments)
+      .set({ status: 'deferred', updatedAt: now, leaseOwner: null, leaseExpiresAt: null })
+      .where(and(eq(payments.id, id), eq(payments.status, 'verified'), eq(payments.leaseOwner, owner)))
+      .returning();
+    if (!row) throw new PaymentFenceError(id, 'defer');
+    await this.moveFee(tx, row, 'fee_deferred', EXTERNAL, RECEIVABLE_CALL_FEES);
+    return row;
+  }
+
+  /** Names on a deferred payment the task its effect created (its receipt's task). */
+  async attachTask(tx: Tx, id: string, taskId: string | undefined): Promise<void> {
+    if (taskId) await tx.update(payments).set({ taskId }).where(and(eq(payments.id, id), eq(payments.status, 'deferred')));
+  }
+
+  /**
+   * What a payer owes: its deferred fees not yet settled, and its fees whose authorizations failed
+   * (arrears). In `tx` (under the payer's lock) by the query builder, else by the prepared statement.
+   */
+  async owed(payer: string, tx?: Tx): Promise<Owed> {
+    const rows = tx
+      ? await tx
+          .select({ status: payments.status, total: sql<string>`sum(${payments.amount})::text` })
+          .from(payments)
+          .where(and(eq(payments.payerAddress, payer.toLowerCase()), inArray(payments.status, ['deferred', 'defaulted'])))
+          .groupBy(payments.status)
+      : await owedBy(this.db).execute({ payer: payer.toLowerCase() });
+    const sum = (status: string) => BigInt(rows.find((r) => r.status === status)?.total ?? '0');
+    return { unsettled: sum('deferred'), arrears: sum('defaulted') };
+  }
+
+  /** Leases deferred fees for the batch settler, the soonest to expire first. */
+  async takeDeferred(owner: string, limit: number, leaseMs: number): Promise<PaymentRow[]> {
+    const ids = await leaseDue(this.db, {
+      table: 'payments',
+      due: sql`status = 'deferred'`,
+      owner,
+      leaseMs,
+      orderBy: sql`valid_before, id`,
+      limit,
+    });
+    if (ids.length === 0) return [];
+    return this.db.select().from(payments).where(inArray(payments.id, ids)).orderBy(payments.validBefore, payments.id);
+  }
+
+  /** Notes the batch transaction that carries these leased deferred fees (before its receipt is known). */
+  async markBatchSent(ids: readonly string[], owner: string, txHash: string): Promise<void> {
+    if (ids.length === 0) return;
+    await this.db
+      .update(payments)
+      .set({ txHash, updatedAt: this.clock.now() })
+      .where(and(inArray(payments.id, [...ids]), eq(payments.status, 'deferred'), eq(payments.leaseOwner, owner)));
+  }
+
+  /** deferred → booked: the batch moved the fee into the fee wallet. */
+  async collect(tx: Tx, id: string, owner: string, txHash: string): Promise<PaymentRow> {
+    const row = await this.closeDeferred(tx, id, owner, { status: 'booked', txHash, settledAt: this.clock.now() });
+    await this.moveFee(tx, row, 'fee_collected', RECEIVABLE_CALL_FEES, TREASURY_CALL_FEES);
+    return row;
+  }
+
+  /**
+   * deferred → defaulted (the payer's authorization failed at settlement: it owes the fee and is
+   * refused until it pays) or → failed (it expired before we settled it: our loss). Either way the
+   * fee was not collected.
+   */
+  async uncollected(tx: Tx, id: string, owner: string, outcome: { defaulted: boolean; reason: string }): Promise<PaymentRow> {
+    const row = await this.closeDeferred(tx, id, owner, {
+      status: outcome.defaulted ? 'defaulted' : 'failed',
+      txHash: null,
+      failureReason: outcome.reason.slice(0, 1000),
+    });
+    await this.moveFee(tx, row, 'fee_defaulted', RECEIVABLE_CALL_FEES, EXTERNAL);
+    return row;
+  }
+
+  /** A micro-fee's ledger movement (see ledger.ts): the whole payment from one account to another. */
+  private async moveFee(tx: Tx, row: PaymentRow, kind: 'fee_deferred' | 'fee_collected' | 'fee_defaulted', from: string, to: string): Promise<void> {
+    await postMovement(tx, this.clock, { kind, paymentId: row.id, taskId: row.taskId ?? undefined, entries: transferEntries(from, to, row.amount) });
+  }
+
+  private async closeDeferred(tx: Tx, id: string, owner: string, set: Partial<typeof payments.$inferInsert>): Promise<PaymentRow> {
+    const [row] = await tx
+      .update(payments)
+      .set({ ...set, updatedAt: this.clock.now(), leaseOwner: null, leaseExpiresAt: null })
+      .where(and(eq(payments.id, id), eq(payments.status, 'deferred'), eq(payments.leaseOwner, owner)))
+      .returning();
+    if (!row) throw new PaymentFenceError(id, 'close');
+    return row;
+  }
+
+  /** defaulted → repaid: `paymentId` paid the payer's arrears. Returns what they came to. */
+  async repay(tx: Tx, payer: string, paymentId: string): Promise<bigint> {
+    const rows = await tx
+      .update(payments)
+      .set({ status: 'repaid', failureReason: sql`coalesce(${payments.failureReason}, '') || ${` (repaid by ${paymentId})`}`, updatedAt: this.clock.now() })
+      .where(and(eq(payments.payerAddress, payer.toLowerCase()), eq(payments.status, 'defaulted')))
+      .returning({ amount: payments.amount });
+    return rows.reduce((sum, r) => sum + r.amount, 0n);
   }
 
   // ── recovery ──────────────────────────────────────────────────────────────

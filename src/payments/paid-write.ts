@@ -29,6 +29,11 @@ export interface PaidCall {
   /** The payment's lease owner (the request). */
   owner: string;
   settle(): Promise<SettleResult>;
+  /**
+   * A micro-fee that may be served before it is settled (payments/micro-fees.ts): defers it in
+   * `tx` (booked as owed) and answers true, or writes nothing and answers false (settle first).
+   */
+  defer?: ((tx: Tx) => Promise<boolean>) | undefined;
 }
 
 export interface PaidWrite<T> {
@@ -48,6 +53,10 @@ export async function payThen<T>(deps: PaidWriteDeps, paid: PaidCall | null, wri
   await write.check();
   if (!paid) return withTransaction(deps.db, (tx) => write.apply(tx, { txHash: null, paymentId: null }));
   const { payment, owner } = paid;
+  if (paid.defer) {
+    const deferred = await applyDeferred(deps, paid, write);
+    if (deferred) return deferred.result;
+  }
   await deps.lifecycle.beginSettling(payment.id, owner);
   const settled = await paid.settle();
   if (!settled.ok) throw await settlementFailed(deps.lifecycle, payment.id, owner, settled);
@@ -70,6 +79,29 @@ export async function payThen<T>(deps: PaidWriteDeps, paid: PaidCall | null, wri
       ...(err.param ? { param: err.param } : {}),
       details: { ...(err.details ?? {}), refunded: payment.amount.toString(), payment_tx_hash: txHash },
     });
+  }
+}
+
+/**
+ * A micro-fee served before settlement: the effect and the fee's booking as owed commit in one
+ * transaction, and nothing moves on chain now (the batch settler settles it later). Undefined
+ * when the payer's exposure does not allow it: nothing was written, settle first. A refused
+ * effect rolls the deferral back with it: the payment is forgotten, nothing was charged.
+ */
+async function applyDeferred<T>(deps: PaidWriteDeps, paid: PaidCall, write: PaidWrite<T>): Promise<{ result: T } | undefined> {
+  try {
+    return await withTransaction(deps.db, async (tx) => {
+      if (!(await paid.defer!(tx))) return undefined;
+      const result = await write.apply(tx, { txHash: null, paymentId: paid.payment.id });
+      await deps.lifecycle.attachTask(tx, paid.payment.id, write.taskOf?.(result));
+      return { result };
+    });
+  } catch (err) {
+    if (err instanceof PaymentFenceError) {
+      throw new AppError('state_conflict', 'This payment took too long and was released; nothing was charged. Retry with a new payment.', { cause: err });
+    }
+    await deps.lifecycle.forget(paid.payment.id, paid.owner).catch(() => undefined); // else the recovery sweep forgets it
+    throw err;
   }
 }
 

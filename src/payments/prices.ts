@@ -18,9 +18,12 @@ export const priceNames = [
   'cancel_batch',
   'batch_events',
 ] as const;
-export type PriceName = (typeof priceNames)[number];
+/** An operation with a configured price (GET /v1/network lists them). */
+export type FixedPriceName = (typeof priceNames)[number];
+/** Every priced operation: the fixed ones, and paying one's arrears (priced at what is owed). */
+export type PriceName = FixedPriceName | 'pay_arrears';
 
-export type PriceBook = Record<PriceName, bigint>;
+export type PriceBook = Record<FixedPriceName, bigint>;
 
 export function priceBook(config: Config): PriceBook {
   return {

@@ -15,8 +15,12 @@ export const ReceiptView = z
     endpoint: z.string().meta({ description: 'The operation paid for' }),
     kind: z.enum(['call_fee', 'escrow_funding']),
     task_id: z.string().nullable(),
-    status: z.enum(['booked', 'refunded']).meta({ description: 'booked: the call was served; refunded: its effect did not happen and the whole payment was sent back' }),
-    settled_at: Timestamp,
+    status: z.enum(['booked', 'refunded', 'deferred']).meta({
+      description:
+        'booked: the call was served and the payment settled; refunded: its effect did not happen and the whole payment was sent back; ' +
+        'deferred: a micro-fee, the call was served and its authorization is settled in a later batch (`tx_hash` empty until then)',
+    }),
+    settled_at: Timestamp.meta({ description: 'When the payment was settled (deferred: when the call was served)' }),
   })
   .meta({
     id: 'Receipt',
@@ -49,3 +53,17 @@ export const ReceiptsQuery = z
 export const ReceiptList = z
   .object({ receipts: z.array(ReceiptView), next_cursor: z.string().nullable() })
   .meta({ id: 'ReceiptList', examples: [{ receipts: [], next_cursor: null }] });
+
+export const ArrearsParams = z.object({ address: WalletAddress.meta({ description: 'The wallet whose arrears are paid' }) }).strict();
+
+export const ArrearsPaid = z
+  .object({
+    payer: WalletAddress.meta({ description: 'The wallet whose arrears were paid: it is served again' }),
+    repaid: AtomicAmount.meta({ description: 'What its failed fees came to, now paid' }),
+    tx_hash: z.string().meta({ description: 'The settlement of this payment' }),
+  })
+  .meta({
+    id: 'ArrearsPaid',
+    examples: [{ payer: '0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65', repaid: '2000', tx_hash: '0x9a8b…' }],
+  });
+export type ArrearsPaidT = z.infer<typeof ArrearsPaid>;

@@ -18,8 +18,8 @@ export interface Receipt {
   endpoint: string;
   kind: PaymentKind;
   task_id: string | null;
-  /** booked: the call was served; refunded: its effect did not happen and the payment went back. */
-  status: 'booked' | 'refunded';
+  /** booked: the call was served; refunded: its effect did not happen and the payment went back; deferred: served, settled in a later batch. */
+  status: 'booked' | 'refunded' | 'deferred';
   settled_at: string;
 }
 
@@ -36,18 +36,18 @@ function toReceipt(row: PaymentRow): Receipt {
     endpoint: row.endpoint,
     kind: row.kind as PaymentKind,
     task_id: row.taskId,
-    status: row.status === 'refunded' ? 'refunded' : 'booked',
+    status: row.status === 'refunded' ? 'refunded' : row.status === 'deferred' ? 'deferred' : 'booked',
     settled_at: (row.settledAt ?? row.createdAt).toISOString(),
   };
 }
 
-/** Receipts: the payments that were settled on chain, booked or refunded. Written by `lifecycle.ts`. */
+/** Receipts: the payments that were settled on chain (booked or refunded) or served before settlement (deferred). Written by `lifecycle.ts`. */
 export class PaymentsService {
   constructor(private readonly db: Db) {}
 
   /** The payer's settled payments (booked or refunded), newest first; `cursor` is the last payment_id of the previous page. */
   async receipts(payer: string, limit: number, cursor?: string): Promise<{ receipts: Receipt[]; next_cursor: string | null }> {
-    const mine = and(eq(payments.payerAddress, payer.toLowerCase()), inArray(payments.status, ['booked', 'refunded']));
+    const mine = and(eq(payments.payerAddress, payer.toLowerCase()), inArray(payments.status, ['booked', 'refunded', 'deferred']));
     let where = mine;
     if (cursor) {
       const [last] = await this.db.select().from(payments).where(and(mine, eq(payments.id, cursor)));

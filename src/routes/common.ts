@@ -4,7 +4,7 @@ import type { Address } from 'viem';
 import { z } from 'zod';
 import { StreamResume } from '../tasks/stream-resume.js';
 import { createSerializerCompiler, serializerCompiler } from 'fastify-type-provider-zod';
-import { formatUsdc, type PriceName } from '../payments/prices.js';
+import { formatUsdc, type FixedPriceName } from '../payments/prices.js';
 
 /** Request headers documented on every POST. */
 export const IdempotencyHeaders = z.object({
@@ -34,7 +34,7 @@ export const sessionHolder: { [scheme: string]: string[] }[] = [{ bearerAuth: []
 export const paid: { [scheme: string]: string[] }[] = [{ x402: [] }];
 
 /** A route description with its price, as configured. */
-export function priced(app: FastifyInstance, name: PriceName, text: string): string {
+export function priced(app: FastifyInstance, name: FixedPriceName, text: string): string {
   return `${text}\n\n**Price:** ${formatUsdc(app.prices[name])}, paid with x402 (a failed request is not charged).`;
 }
 

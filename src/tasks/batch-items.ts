@@ -1,6 +1,8 @@
 import { and, asc, eq, inArray } from 'drizzle-orm';
 import type { Executor, Tx } from '../db/client.js';
 import { chainTransfers, dispatchJobs, tasks, type ChainTransferRow, type TaskRow } from '../db/schema.js';
+import { AppError } from '../errors.js';
+import { assertCarvable } from '../escrow/carve.js';
 import { newId } from '../ids.js';
 import { TaskModule, type TaskDeps } from './access.js';
 import type { TaskLifecycle } from './lifecycle.js';
@@ -89,6 +91,79 @@ export class BatchTasks extends TaskModule {
       );
     }
     return ids;
+  }
+
+  /**
+   * The task whose hosted agent is hiring children (delegate_task), locked FOR UPDATE for the rest
+   * of the transaction: concurrent carves from it, and its own end, wait for this one. Without a
+   * parent of its own, so this is the first lock the transaction takes (parents before children).
+   */
+  async lockParent(tx: Tx, parentId: string): Promise<TaskRow> {
+    const [parent] = await tx.select().from(tasks).where(eq(tasks.id, parentId)).for('update');
+    if (!parent) throw new AppError('task_not_found', `Task ${parentId} does not exist`);
+    return parent;
+  }
+
+  /**
+   * The children of one delegate_task call, created and funded from the parent's escrow in the
+   * caller's transaction (which holds the parent's lock): refused whole if their escrows together
+   * exceed what remains of the parent's. Each is paid by the parent's payer (who can read and
+   * cancel it), marked with its parent, one level deeper, and runs at most until the parent's
+   * deadline. No payment, no fee, no spending cap: no new money moves.
+   */
+  async createCarved(tx: Tx, input: { parent: TaskRow; batchId: string; items: readonly PlannedItem[] }): Promise<string[]> {
+    const { parent } = input;
+    await assertCarvable(tx, parent.id, input.items.reduce((sum, i) => sum + i.budget, 0n));
+    const now = this.clock.now();
+    const left = parent.deadlineAt ? Math.floor((parent.deadlineAt.getTime() - now.getTime()) / 1000) : parent.timeoutSeconds;
+    if (left < this.rules.timeoutMinSeconds) {
+      throw new AppError('invalid_state', `Task ${parent.id} has ${Math.max(0, left)} s left, less than a child's shortest timeout (${this.rules.timeoutMinSeconds} s)`);
+    }
+    const ids = input.items.map(() => newId('task'));
+    await tx.insert(tasks).values(
+      input.items.map((item, index) => ({
+        id: ids[index]!,
+        agentId: item.agentId,
+        payerAddress: parent.payerAddress,
+        description: item.description,
+        requirements: item.requirements ?? null,
+        budgetAmount: item.budget,
+        currency: parent.currency,
+        chain: parent.chain,
+        callbackUrl: null,
+        timeoutSeconds: Math.min(item.timeoutSeconds ?? left, left),
+        status: 'created',
+        escrowStatus: 'none',
+        escrowAddress: parent.escrowAddress,
+        expiresAt: new Date(now.getTime() + this.rules.fundingWindowSeconds * 1000),
+        batchId: input.batchId,
+        batchIndex: index,
+        dependsOn: [],
+        runLimits: item.runLimits,
+        parentTaskId: parent.id,
+        delegationDepth: parent.delegationDepth + 1,
+        createdAt: now,
+        updatedAt: now,
+      })),
+    );
+    for (const [index, item] of input.items.entries()) {
+      await this.lifecycle.markCarved(tx, ids[index]!, {
+        parentId: parent.id,
+        amount: item.budget,
+        actor: `task:${parent.id}`,
+        batch: { batchId: input.batchId, dependsOn: [] },
+      });
+    }
+    return ids;
+  }
+
+  /**
+   * Children of the parent still open when a later run of it hires new ones: hired by an earlier run
+   * (before `runStartedAt`) that ended (a lost worker, a retry), no one awaits them. Cancelled on the
+   * refund rule, back into the parent's escrow (call holding the parent's lock).
+   */
+  supersede(tx: Tx, parentId: string, runStartedAt: Date): Promise<string[]> {
+    return this.lifecycle.endChildren(tx, parentId, `Superseded: the run of its parent task ${parentId} that hired it ended`, `task:${parentId}`, runStartedAt);
   }
 
   /** The batch's items in request order, with their runs and transfers. */

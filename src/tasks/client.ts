@@ -1,17 +1,19 @@
-import { eq, sql } from 'drizzle-orm';
+import { asc, eq, inArray, sql } from 'drizzle-orm';
 import { getAddress } from 'viem';
 import type { Executor, Tx } from '../db/client.js';
 import { preparedQuery } from '../db/prepared.js';
 import { chainTransfers, disputes, tasks, type AgentRow, type ChainTransferRow, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
-import { planRefund } from '../escrow/outbox.js';
 import { cancellationTerms, isDisputable, type EscrowStatus } from '../escrow/rules.js';
 import { newId } from '../ids.js';
 import { UnsafeUrlError, assertPublicUrl } from '../net/ssrf.js';
 import { runUnpaid, type PaidWrite } from '../payments/paid-write.js';
 import { TaskModule, type TaskDeps } from './access.js';
 import type { TaskLifecycle } from './lifecycle.js';
+import { addUsage, usageOf } from './usage.js';
 import type {
+  ChildTaskT,
+  TaskDelegationT,
   CancelTaskInput,
   CreateTaskInput,
   DisputeOpenedT,
@@ -23,7 +25,20 @@ import type {
   ResultContentT,
   PayoutT,
 } from './schemas.js';
-import { publicStatus, transition, type TaskStatus } from './state-machine.js';
+import { lockForEnd, publicStatus, transition, type TaskStatus } from './state-machine.js';
+
+/** What a task's transfers of one kind add up to (planned or confirmed). */
+function sumOf(transfers: readonly ChainTransferRow[], kind: 'release' | 'refund'): bigint {
+  return transfers.filter((t) => t.kind === kind).reduce((sum, t) => sum + t.amount, 0n);
+}
+
+/**
+ * What a task refunded: its refund transfers, or for a sub-delegated child whose refund went back to
+ * its parent's escrow (no transfer) the refund it decided.
+ */
+export function refundedOf(task: Pick<TaskRow, 'refundStatus' | 'refundAmount'>, transfers: readonly ChainTransferRow[]): bigint {
+  return sumOf(transfers, 'refund') + (task.refundStatus === 'returned' ? (task.refundAmount ?? 0n) : 0n);
+}
 
 /** A release or refund of a task's escrow as the API shows it (a task's status, a batch's items). */
 export function payoutView(x: ChainTransferRow): PayoutT {
@@ -171,6 +186,7 @@ export class TaskClient extends TaskModule {
     let task = row;
     if (task.status === 'created' && task.expiresAt <= this.clock.now()) task = await this.lifecycle.expireUnfunded(task.id);
     const transfers = await payoutsOf(this.db).execute({ taskId: task.id });
+    const delegation = task.delegationDepth === 0 ? await this.delegationOf(task) : undefined;
     return {
       task_id: task.id,
       status: publicStatus(task.status as TaskStatus),
@@ -183,6 +199,47 @@ export class TaskClient extends TaskModule {
       estimated_completion: task.estimatedCompletion?.toISOString() ?? null,
       expires_at: task.expiresAt.toISOString(),
       deadline_at: task.deadlineAt?.toISOString() ?? null,
+      ...(task.parentTaskId ? { parent_task_id: task.parentTaskId } : {}),
+      ...(delegation ? { delegation } : {}),
+    };
+  }
+
+  /** The children its hosted agent hired (delegate_task) with what they cost its escrow, if it hired any. */
+  private async delegationOf(task: TaskRow): Promise<TaskDelegationT | undefined> {
+    const children = await this.db.select().from(tasks).where(eq(tasks.parentTaskId, task.id)).orderBy(asc(tasks.createdAt), asc(tasks.batchIndex));
+    if (children.length === 0) return undefined;
+    const transfers = await this.db.select().from(chainTransfers).where(inArray(chainTransfers.taskId, children.map((c) => c.id)));
+    const views: ChildTaskT[] = children.map((c) => {
+      const own = transfers.filter((t) => t.taskId === c.id);
+      const delivered = c.resultHash !== null && (c.status === 'completed' || c.status === 'disputed');
+      const ended = !['created', 'funded', 'in_progress'].includes(c.status);
+      return {
+        task_id: c.id,
+        agent_id: c.agentId,
+        batch_id: c.batchId ?? '',
+        index: c.batchIndex ?? 0,
+        status: publicStatus(c.status as TaskStatus),
+        escrow_status: c.escrowStatus as EscrowStatus,
+        escrow: (c.fundedAmount ?? 0n).toString(),
+        released: sumOf(own, 'release').toString(),
+        refunded: refundedOf(c, own).toString(),
+        failure: delivered || !ended ? null : (c.failureReason ?? c.cancelReason ?? c.status),
+        usage: usageOf(delivered ? (c.result as ResultContentT) : null),
+      };
+    });
+    const total = (pick: (v: ChildTaskT) => string) => views.reduce((sum, v) => sum + BigInt(pick(v)), 0n);
+    const delivered = task.resultHash !== null && (task.status === 'completed' || task.status === 'disputed');
+    return {
+      children: views,
+      totals: {
+        children: views.length,
+        running: views.filter((v) => v.status === 'in_progress' || v.status === 'created').length,
+        escrow: total((v) => v.escrow).toString(),
+        released: total((v) => v.released).toString(),
+        refunded: total((v) => v.refunded).toString(),
+        spent: (total((v) => v.escrow) - total((v) => v.refunded)).toString(),
+        usage: addUsage([usageOf(delivered ? (task.result as ResultContentT) : null), ...views.map((v) => v.usage)]),
+      },
     };
   }
 
@@ -224,7 +281,8 @@ export class TaskClient extends TaskModule {
     if (!['created', 'funded', 'in_progress'].includes(status)) {
       throw new AppError('invalid_state', `Task ${id} is ${status} and cannot be cancelled`, { details: { status } });
     }
-    const terms = cancellationTerms(status, task.fundedAmount ?? 0n, task.progressPercent, this.rules.cancellationFeeBps);
+    // On what the escrow holds now (less what its children took); the apply recomputes it once they are cancelled.
+    const terms = cancellationTerms(status, await this.lifecycle.heldEscrow(exec, task), task.progressPercent, this.rules.cancellationFeeBps);
     if (status === 'in_progress' && !input.accept_partial_refund) {
       throw new AppError(
         'work_in_progress',
@@ -238,32 +296,9 @@ export class TaskClient extends TaskModule {
 
   /** Cancels in `tx` on the refund rule's terms (a batch's cancel runs it for each of its items). */
   async cancelIn(tx: Tx, caller: string, id: string, input: CancelTaskInput): Promise<TaskCancelledT> {
-    const { status, terms } = await this.cancellation(tx, caller, id, input);
-    const refundStatus = terms.refund > 0n ? 'pending' : 'not_required';
-    const row = await transition(tx, this.clock, {
-      taskId: id,
-      to: 'cancelled',
-      from: [status],
-      escrowStatus: terms.escrowStatus,
-      set: {
-        cancelReason: input.reason ?? null,
-        cancellationFee: terms.cancellationFee,
-        refundAmount: terms.refund,
-        refundStatus,
-        finishedAt: this.clock.now(),
-      },
-      actor: caller.toLowerCase(),
-      detail: { reason: input.reason ?? null, refund: terms.refund.toString(), fee: terms.cancellationFee.toString() },
-    });
-    if (status !== 'created') {
-      const agent = await this.agentsService.require(tx, row.agentId);
-      await planRefund(tx, this.clock, {
-        task: row,
-        refund: terms.refund,
-        agentShare: terms.cancellationFee,
-        agentPayout: agent.payoutAddress,
-      });
-    }
+    await lockForEnd(tx, id); // the task (and its parent, first): children and carves wait
+    await this.cancellation(tx, caller, id, input);
+    const { row, terms, refundStatus } = await this.lifecycle.cancelOnTerms(tx, id, { reason: input.reason ?? null, actor: caller.toLowerCase() });
     return {
       task_id: row.id,
       status: 'cancelled',
@@ -308,6 +343,8 @@ export class TaskClient extends TaskModule {
       actor: caller.toLowerCase(),
       detail: { reason: input.reason },
     });
+    // Its run stops (the dispatcher sees it is no longer in progress): so do its children's, their refunds back to its frozen escrow.
+    await this.lifecycle.endChildren(tx, id, `Its parent task ${id} is disputed`, caller.toLowerCase());
     const [d] = await tx
       .insert(disputes)
       .values({
@@ -351,12 +388,13 @@ export class TaskClient extends TaskModule {
     return task;
   }
 
-  private async checkCallbackUrl(url: string): Promise<void> {
+  /** A callback_url the service may POST to (public unless private URLs are allowed); 400 otherwise. */
+  async checkCallbackUrl(url: string, param = 'callback_url'): Promise<void> {
     try {
       await assertPublicUrl(url, { allowPrivate: this.rules.allowPrivateUrls });
     } catch (err) {
       if (err instanceof UnsafeUrlError) {
-        throw new AppError('validation_error', `callback_url is refused: ${err.message}`, { param: 'callback_url' });
+        throw new AppError('validation_error', `${param} is refused: ${err.message}`, { param });
       }
       throw err;
     }

@@ -1,15 +1,27 @@
-import { and, eq, lte, sql } from 'drizzle-orm';
-import { withTransaction, type Tx } from '../db/client.js';
+import { and, asc, eq, inArray, lt, lte, sql } from 'drizzle-orm';
+import { withTransaction, type Executor, type Tx } from '../db/client.js';
 import { agents, tasks, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
+import { carveEscrow, heldEscrow } from '../escrow/carve.js';
 import { planRefund, planRelease } from '../escrow/outbox.js';
+import { cancellationTerms, type CancellationTerms } from '../escrow/rules.js';
 import { closeDispatch, enqueueDispatch, stuckDispatches, type BatchSlot } from '../dispatcher/jobs.js';
 import { recordEscrowFunding } from '../ledger/ledger.js';
 import { TaskModule } from './access.js';
 import { resultHash } from './result-hash.js';
 import type { ResultContentT } from './schemas.js';
-import { escrowTransition, transition } from './state-machine.js';
+import { escrowTransition, lockForEnd, transition, type TaskStatus } from './state-machine.js';
 import { notifyTaskChanged } from './change-feed.js';
+
+/** A cancellation on the refund rule's terms, as decided. */
+export interface Cancellation {
+  row: TaskRow;
+  terms: CancellationTerms;
+  refundStatus: 'not_required' | 'pending' | 'returned';
+}
+
+/** Task statuses of a child that has not ended (a parent's end cancels those). */
+const OPEN: TaskStatus[] = ['created', 'funded', 'in_progress'];
 
 export interface ProgressReport {
   progress_percent?: number | undefined;
@@ -57,6 +69,27 @@ export class TaskLifecycle extends TaskModule {
       await recordEscrowFunding(tx, this.clock, { taskId: id, amount: funding.amount + fee, fundFee: fee, paymentId: funding.paymentId ?? null });
       return row;
     });
+  }
+
+  /**
+   * A child hired by its parent's hosted agent (delegate_task) is funded from the parent's escrow:
+   * `carve` escrow:<parent> → escrow:<child>, no payment. The caller holds the parent's row lock and
+   * checked what remains (escrow/carve.ts), in the transaction that created the child.
+   */
+  async markCarved(tx: Tx, id: string, carve: { parentId: string; amount: bigint; actor: string; batch: BatchSlot }): Promise<TaskRow> {
+    const row = await transition(tx, this.clock, {
+      taskId: id,
+      to: 'funded',
+      from: ['created'],
+      escrowFrom: ['none'],
+      escrowStatus: 'held',
+      set: { fundedAmount: carve.amount, fundTxHash: null, fundedAt: this.clock.now() },
+      actor: carve.actor,
+      detail: { amount: carve.amount.toString(), carved_from: carve.parentId },
+    });
+    await enqueueDispatch(tx, this.clock, { taskId: id, agentId: row.agentId, batch: carve.batch });
+    await carveEscrow(tx, this.clock, { parentId: carve.parentId, childId: id, amount: carve.amount });
+    return row;
   }
 
   /**
@@ -118,6 +151,8 @@ export class TaskLifecycle extends TaskModule {
         set: { result, resultHash: resultHash(result), finishedAt: now, progressPercent: 100, intermediateResult: null },
         actor,
       });
+      // Children still open (the run that hired them was lost): no one waits for them any more.
+      await this.endChildren(tx, id, `Its parent task ${id} completed`, 'system');
       const seconds = Math.max(0, Math.round((now.getTime() - (row.startedAt ?? row.createdAt).getTime()) / 1000));
       const [agent] = await tx
         .update(agents)
@@ -187,33 +222,39 @@ export class TaskLifecycle extends TaskModule {
     return escrowTransition(tx, this.clock, { taskId: task.id, from: ['held'], to: 'released', actor: 'system', detail: { payout: payoutAddress } });
   }
 
-  /** Work failed (or timed out): the whole escrow goes back to the payer. */
-  async markFailed(id: string, reason: string, actor = 'dispatcher'): Promise<TaskRow> {
-    return withTransaction(this.db, async (tx) => {
-      const task = await this.require(tx, id);
+  /**
+   * Work failed (or timed out): the whole escrow goes back to the payer. Its children are cancelled
+   * first (their refunds come back to its escrow), so the refund is what the escrow then holds.
+   */
+  async markFailed(id: string, reason: string, actor = 'dispatcher', exec?: Tx): Promise<TaskRow> {
+    return this.inTransaction(exec, async (tx) => {
+      await lockForEnd(tx, id);
+      await this.endChildren(tx, id, `Its parent task ${id} failed: ${reason}`.slice(0, 1000), actor);
+      const held = await heldEscrow(tx, await this.require(tx, id));
       const row = await transition(tx, this.clock, {
         taskId: id,
         to: 'failed',
         from: ['funded', 'in_progress'],
         escrowFrom: ['held'],
         escrowStatus: 'refunded',
-        set: { failureReason: reason, finishedAt: this.clock.now(), refundAmount: task.fundedAmount, refundStatus: 'pending' },
+        set: { failureReason: reason, finishedAt: this.clock.now(), refundAmount: held, refundStatus: held > 0n ? 'pending' : 'not_required' },
         actor,
         detail: { reason },
       });
-      await planRefund(tx, this.clock, { task: row, refund: task.fundedAmount ?? 0n });
+      await planRefund(tx, this.clock, { task: row, refund: held });
       return row;
     });
   }
 
   /**
    * A funded task that will not run (a batch item behind a failure, or its batch cancelled before it
-   * started): cancelled, the whole escrow back to the payer.
+   * started, or a child whose parent ended): cancelled, the whole escrow back to the payer (a child's:
+   * to its parent's escrow).
    */
   async cancelUnstarted(id: string, reason: string, actor: string, exec?: Tx): Promise<TaskRow> {
     return this.inTransaction(exec, async (tx) => {
-      const task = await this.require(tx, id);
-      const refund = task.fundedAmount ?? 0n;
+      await lockForEnd(tx, id);
+      const refund = await heldEscrow(tx, await this.require(tx, id));
       const row = await transition(tx, this.clock, {
         taskId: id,
         to: 'cancelled',
@@ -227,6 +268,71 @@ export class TaskLifecycle extends TaskModule {
       await planRefund(tx, this.clock, { task: row, refund });
       return row;
     });
+  }
+
+  /**
+   * Cancels a task on the refund rule's terms (escrow/rules.ts `cancellationTerms`) in `tx`: its
+   * children first (their refunds come back to its escrow), then the terms on what its escrow holds.
+   * The caller checked who may cancel.
+   */
+  async cancelOnTerms(tx: Tx, id: string, input: { reason: string | null; actor: string }): Promise<Cancellation> {
+    await lockForEnd(tx, id);
+    await this.endChildren(tx, id, `Its parent task ${id} was cancelled`, input.actor);
+    const task = await this.require(tx, id);
+    const status = task.status as TaskStatus;
+    const terms = cancellationTerms(status, await heldEscrow(tx, task), task.progressPercent, this.rules.cancellationFeeBps);
+    const row = await transition(tx, this.clock, {
+      taskId: id,
+      to: 'cancelled',
+      from: [status],
+      escrowStatus: terms.escrowStatus,
+      set: {
+        cancelReason: input.reason,
+        cancellationFee: terms.cancellationFee,
+        refundAmount: terms.refund,
+        refundStatus: terms.refund > 0n ? 'pending' : 'not_required',
+        finishedAt: this.clock.now(),
+      },
+      actor: input.actor,
+      detail: { reason: input.reason, refund: terms.refund.toString(), fee: terms.cancellationFee.toString() },
+    });
+    let refundStatus: Cancellation['refundStatus'] = terms.refund > 0n ? 'pending' : 'not_required';
+    if (status !== 'created') {
+      const agent = await this.agentsService.require(tx, row.agentId);
+      const planned = await planRefund(tx, this.clock, { task: row, refund: terms.refund, agentShare: terms.cancellationFee, agentPayout: agent.payoutAddress });
+      if (planned.returned > 0n) refundStatus = 'returned';
+    }
+    return { row, terms, refundStatus };
+  }
+
+  /**
+   * The task ended: every child not ended is cancelled, each on the refund rule (one not started:
+   * in full; one running: minus the cancellation fee its agent keeps, and the dispatcher interrupts
+   * its run). Their refunds go back to this task's escrow while it is held. Call it holding this
+   * task's row lock, before deciding what its own escrow pays out. `hiredBefore`: only the children
+   * of delegate_task calls made before then (an earlier run's, which no one awaits any more).
+   */
+  async endChildren(tx: Tx, parentId: string, reason: string, actor: string, hiredBefore?: Date): Promise<string[]> {
+    const open = await tx
+      .select({ id: tasks.id })
+      .from(tasks)
+      .where(and(eq(tasks.parentTaskId, parentId), inArray(tasks.status, OPEN), ...(hiredBefore ? [lt(tasks.createdAt, hiredBefore)] : [])))
+      .orderBy(asc(tasks.createdAt), asc(tasks.batchIndex));
+    const ended: string[] = [];
+    for (const { id } of open) {
+      await lockForEnd(tx, id); // then read again: a dispatcher may have started it meanwhile, or it ended
+      const child = await this.require(tx, id);
+      if (child.status === 'funded') await this.cancelUnstarted(id, reason, actor, tx);
+      else if (child.status === 'in_progress' || child.status === 'created') await this.cancelOnTerms(tx, id, { reason, actor });
+      else continue;
+      ended.push(id);
+    }
+    return ended;
+  }
+
+  /** What the task's escrow holds now: its funding, less what its children took and did not give back. */
+  heldEscrow(exec: Executor, task: TaskRow): Promise<bigint> {
+    return heldEscrow(exec, task);
   }
 
   /** An unfunded task past its funding deadline becomes expired (nothing to refund). */

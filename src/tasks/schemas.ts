@@ -30,6 +30,15 @@ export const Payout = z
 export type PayoutT = z.infer<typeof Payout>;
 export const EscrowStatusEnum = z.enum(escrowStatuses);
 
+export const Usage = z
+  .object({
+    tokens_used: z.number().int().nullable(),
+    model_calls: z.number().int().nullable().meta({ description: 'LLM calls of a hosted agent (its iterations)' }),
+    llm_cost_usd: z.number().nullable().meta({ description: 'What the hosted agent’s model calls cost, in USD' }),
+  })
+  .meta({ id: 'Usage', description: 'What the agent reported with its result (null where it reported nothing)' });
+export type UsageT = z.infer<typeof Usage>;
+
 const MAX_REQUIREMENTS_BYTES = 65_536;
 
 export const Budget = z
@@ -98,6 +107,44 @@ export const TaskCreated = z
   });
 export type TaskCreatedT = z.infer<typeof TaskCreated>;
 
+export const ChildTask = z
+  .object({
+    task_id: TaskId,
+    agent_id: AgentId,
+    batch_id: z.string().meta({ description: 'The delegate_task call that hired it (a batch of the same payer: GET /v1/batches/{id})' }),
+    index: z.number().int().meta({ description: 'Its position in that call' }),
+    status: TaskStatusEnum,
+    escrow_status: EscrowStatusEnum,
+    escrow: AtomicAmount.meta({ description: 'Carved from the parent’s escrow' }),
+    released: AtomicAmount.meta({ description: 'Paid out to its agent (minus the platform fee), planned or confirmed' }),
+    refunded: AtomicAmount.meta({
+      description: 'Back to the parent’s escrow (a failed, cancelled or timed-out child), or refunded to the payer once the parent had ended',
+    }),
+    failure: z.string().nullable(),
+    usage: Usage,
+  })
+  .meta({ id: 'ChildTask' });
+export type ChildTaskT = z.infer<typeof ChildTask>;
+
+export const TaskDelegation = z
+  .object({
+    children: z.array(ChildTask).meta({ description: 'In the order they were hired' }),
+    totals: z.object({
+      children: z.number().int(),
+      running: z.number().int(),
+      escrow: AtomicAmount.meta({ description: 'Carved from this task’s escrow for its children' }),
+      released: AtomicAmount,
+      refunded: AtomicAmount,
+      spent: AtomicAmount.meta({ description: 'What the children cost this task’s escrow: their escrows minus what came back' }),
+      usage: Usage.meta({ description: 'This task’s own usage (from its result, once delivered) plus its children’s' }),
+    }),
+  })
+  .meta({
+    id: 'TaskDelegation',
+    description: 'Children a hosted agent hired with delegate_task on this task, paid from its escrow (present only when it hired some)',
+  });
+export type TaskDelegationT = z.infer<typeof TaskDelegation>;
+
 export const TaskStatusView = z
   .object({
     task_id: TaskId,
@@ -111,6 +158,10 @@ export const TaskStatusView = z
     estimated_completion: Timestamp.nullable(),
     expires_at: Timestamp.meta({ description: 'Funding deadline of an unfunded task' }),
     deadline_at: Timestamp.nullable().meta({ description: 'When running work times out' }),
+    parent_task_id: TaskId.optional().meta({
+      description: 'A child hired by the hosted agent of this task (delegate_task): its escrow was carved from that task’s',
+    }),
+    delegation: TaskDelegation.optional(),
   })
   .meta({
     id: 'TaskStatus',
@@ -196,7 +247,9 @@ export const Refund = z
   .object({
     amount: AtomicAmount,
     tx_hash: z.string().nullable(),
-    status: z.enum(['not_required', 'pending', 'confirmed', 'failed']),
+    status: z.enum(['not_required', 'pending', 'confirmed', 'failed', 'returned']).meta({
+      description: 'returned: a sub-delegated child’s refund went back to its parent task’s escrow (no transfer)',
+    }),
   })
   .meta({ id: 'Refund' });
 

@@ -1,10 +1,11 @@
-import { and, eq, inArray } from 'drizzle-orm';
+import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
-import type { Executor } from '../db/client.js';
+import { rowsOf, type Executor } from '../db/client.js';
 import { taskEvents, tasks, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import type { EscrowStatus } from '../escrow/rules.js';
 import { enqueueCallback } from '../callbacks/enqueue.js';
+import { enqueueBatchCallbackIfEnded } from '../batches/ended.js';
 import { closeDispatch } from '../dispatcher/jobs.js';
 import { notifyTaskChanged } from './change-feed.js';
 import { publicStatus, publicStatuses, taskStatuses, type PublicStatus, type TaskStatus } from './statuses.js';
@@ -70,11 +71,9 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
   const conditions = [eq(tasks.id, req.taskId), inArray(tasks.status, [...req.from])];
   if (req.escrowFrom) conditions.push(inArray(tasks.escrowStatus, [...req.escrowFrom]));
   // Lock the row: concurrent transitions of one task queue here, and `before` is exact.
-  const [before] = await tx
-    .select({ status: tasks.status, escrowStatus: tasks.escrowStatus })
-    .from(tasks)
-    .where(eq(tasks.id, req.taskId))
-    .for('update');
+  const before = REFUNDING.has(req.to)
+    ? await lockForEnd(tx, req.taskId)
+    : (await tx.select({ status: tasks.status, escrowStatus: tasks.escrowStatus }).from(tasks).where(eq(tasks.id, req.taskId)).for('update'))[0];
   if (!before) throw new AppError('task_not_found', `Task ${req.taskId} does not exist`);
   const [row] = await tx
     .update(tasks)
@@ -101,6 +100,8 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
       data: { task_id: row.id, status: req.to, escrow_status: row.escrowStatus, agent_id: row.agentId, at: now.toISOString() },
     });
   }
+  // A batch whose last item just ended tells its callback_url, once.
+  if (row.batchId && (req.to === 'completed' || isTerminal(req.to))) await enqueueBatchCallbackIfEnded(tx, clock, row.batchId);
   await tx.insert(taskEvents).values({
     taskId: req.taskId,
     fromStatus: before.status,
@@ -112,6 +113,26 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
   });
   await notifyTaskChanged(tx, row.id);
   return row;
+}
+
+/** Transitions that refund: a sub-delegated child's refund may go back to its parent's escrow (escrow/carve.ts). */
+const REFUNDING: ReadonlySet<TaskStatus> = new Set(['failed', 'cancelled']);
+
+/**
+ * Locks the task and, first, its parent if it has one (one statement: rows are locked in the
+ * order sorted, the parent before the child). Every transaction that locks both takes them in this
+ * order (a parent's end locks itself, then cancels its children; a carve locks the parent, then
+ * creates children), so they never deadlock.
+ */
+export async function lockForEnd(tx: Executor, taskId: string): Promise<{ status: string; escrowStatus: string } | undefined> {
+  const rows = rowsOf<{ id: string; status: string; escrow_status: string }>(
+    await tx.execute(sql`
+      select id, status, escrow_status from tasks
+      where id = ${taskId} or id = (select parent_task_id from tasks where id = ${taskId})
+      order by (id = ${taskId}) for update`),
+  );
+  const row = rows.find((r) => r.id === taskId);
+  return row ? { status: row.status, escrowStatus: row.escrow_status } : undefined;
 }
 
 export interface EscrowTransitionRequest {
@@ -154,6 +175,11 @@ export async function escrowTransition(tx: Executor, clock: Clock, req: EscrowTr
   });
   await notifyTaskChanged(tx, row.id);
   return row;
+}
+
+/** A sub-delegated child's refund went back to its parent's escrow (a ledger movement: nothing to send). */
+export async function recordRefundReturned(tx: Executor, taskId: string): Promise<void> {
+  await tx.update(tasks).set({ refundStatus: 'returned' }).where(eq(tasks.id, taskId));
 }
 
 /** The settlement worker reports the task's own refund transfer: signed (its hash), then confirmed or failed. */

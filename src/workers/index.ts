@@ -4,6 +4,8 @@ import { CallbackSender } from '../callbacks/sender.js';
 import { createDispatcher } from '../dispatcher/index.js';
 import { runMaintenance, startMaintenance } from '../maintenance.js';
 import { PaymentRecovery } from '../payments/recovery.js';
+import { MicroFeeSettler } from '../payments/micro-fee-settler.js';
+import { chainTarget, resolveWallets } from '../chain/wallets.js';
 import { Loop } from './loop.js';
 
 export interface WorkerOptions {
@@ -14,11 +16,12 @@ export interface WorkerOptions {
   callbacksMs?: number;
   maintenanceMs?: number;
   recoveryMs?: number;
+  microFeesMs?: number;
 }
 
 /**
  * The background work of the worker role, on the app's database and configuration: the
- * dispatcher, the settlement worker and the payment recovery sweep (when money can move), the
+ * dispatcher, the settlement worker, the payment recovery sweep and the micro-fee batch settler (when money can move), the
  * callback sender and maintenance.
  * Returns the function that stops them all (the dispatcher hands unfinished runs back).
  */
@@ -37,6 +40,23 @@ export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}
       : undefined;
   const recoveryLoop = recovery ? new Loop(() => recovery.runOnce(), (err) => app.log.error({ err }, 'payment recovery failed')) : undefined;
   recoveryLoop?.start(intervals.recoveryMs ?? config.PAYMENT_RECOVERY_INTERVAL_MS);
+  const micro = config.X402_ENABLED && app.escrow ? app.microFees : undefined;
+  const microSettler = micro
+    ? new MicroFeeSettler({
+        db: app.db,
+        lifecycle: app.services.paymentLifecycle,
+        operator: micro.operator,
+        usdc: chainTarget(config).usdc,
+        feeAddress: resolveWallets(config).feeAddress,
+        chain: app.escrow!.usdc,
+        batchSize: config.MICRO_FEE_BATCH_SIZE,
+        leaseMs: config.PAYMENT_LEASE_MS,
+        log: app.log,
+        onSettled: (payers) => payers.forEach((p) => micro.balances.forget(chainTarget(config).usdc, p)),
+      })
+    : undefined;
+  const microLoop = microSettler ? new Loop(() => microSettler.drain(), (err) => app.log.error({ err }, 'micro-fee settlement failed')) : undefined;
+  microLoop?.start(intervals.microFeesMs ?? config.MICRO_FEE_SETTLE_INTERVAL_MS);
   const dispatcher = createDispatcher(app, intervals.publicBaseUrl ? { publicBaseUrl: intervals.publicBaseUrl } : {});
   dispatcher.start(intervals.dispatchMs ?? config.DISPATCH_INTERVAL_MS);
   const callbacks = new CallbackSender({
@@ -51,6 +71,7 @@ export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}
     await dispatcher.stop(config.SHUTDOWN_GRACE_MS / 2);
     await callbacks.stop();
     await recoveryLoop?.stop();
+    await microLoop?.stop();
     await Promise.all(settlement.map((worker) => worker.stop()));
     await stopMaintenance();
   };

@@ -94,6 +94,7 @@ describe('the dev chain stays apart from production code', () => {
     expect(chainFiles.filter((f) => !f.startsWith('src/chain/dev/'))).toEqual([
       'src/chain/constants.ts',
       'src/chain/nonces.ts',
+      'src/chain/operator.ts',
       'src/chain/usdc.ts',
       'src/chain/wallets.ts',
     ]);

@@ -157,6 +157,7 @@ describe('planRefund', () => {
     const nothing = await fundedTask(db, clock, 300n);
     expect(await tx((t) => planRefund(t, clock, { task: nothing, refund: 0n, agentShare: 0n }))).toEqual({
       refund: null,
+      returned: 0n,
       release: null,
       remaining: 300n,
     });

@@ -47,6 +47,8 @@ export async function startPaidApp(env: Record<string, string> = {}): Promise<Pa
     RATE_LIMIT_MAX: '100000',
     MAX_EVENT_LOOP_DELAY_MS: '0',
     X402_ENABLED: 'true',
+    // Every payment settles first here; the micro-fee tests (test/payments/micro-fees*.test.ts) turn deferral on.
+    MICRO_FEES_DEFERRED: 'false',
     ...env,
   });
   const app = await buildApp({ config, database: db.database, logger: false, chainRpcUrl: chain.rpcUrl });

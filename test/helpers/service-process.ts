@@ -75,6 +75,8 @@ export function serviceEnv(databaseUrl: string, rpcUrl: string, extra: Record<st
     RATE_LIMIT_MAX: '1000000',
     MAX_EVENT_LOOP_DELAY_MS: '0',
     SHUTDOWN_GRACE_MS: '2000',
+    // Every payment settles first here; the micro-fee tests (test/payments/micro-fees*.test.ts) turn deferral on.
+    MICRO_FEES_DEFERRED: 'false',
     ...extra,
   };
 }
@@ -141,4 +143,15 @@ export async function startService(env: Record<string, string>, timeoutMs = 30_0
       clearTimeout(timer);
     },
   };
+}
+
+/** Polls `probe` every 100 ms until it answers something truthy (returned), or throws after `timeoutMs`. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

@@ -37,8 +37,8 @@ describe('reconcile', () => {
     expect(books).toEqual({
       ledger: { ok: true, total: 0n, unbalancedMovements: [] },
       wallets: [
-        { wallet: 'escrow', address: ESCROW.address, onChain: 0n, ledger: 0n, difference: 0n, inFlight: 0n },
-        { wallet: 'fee', address: FEE_WALLET.address, onChain: 0n, ledger: 0n, difference: 0n, inFlight: 0n },
+        { wallet: 'escrow', address: ESCROW.address, onChain: 0n, ledger: 0n, difference: 0n, inFlight: 0n, incoming: 0n },
+        { wallet: 'fee', address: FEE_WALLET.address, onChain: 0n, ledger: 0n, difference: 0n, inFlight: 0n, incoming: 0n },
       ],
       ok: true,
     });

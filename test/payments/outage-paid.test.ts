@@ -31,7 +31,7 @@ beforeAll(async () => {
   const target = new URL(scratch.url);
   proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
   database = await openDatabase({ url: proxy.urlFor(scratch.url), dataDir: '', poolMax: 3 });
-  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', RATE_LIMIT_MAX: '100000', MAX_EVENT_LOOP_DELAY_MS: '0', X402_ENABLED: 'true' });
+  const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', RATE_LIMIT_MAX: '100000', MAX_EVENT_LOOP_DELAY_MS: '0', X402_ENABLED: 'true', MICRO_FEES_DEFERRED: 'false' });
   app = await buildApp({ config, database, logger: false, chainRpcUrl: chain.rpcUrl });
   baseUrl = await app.listen({ host: '127.0.0.1', port: 0 });
 });

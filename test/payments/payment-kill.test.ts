@@ -19,7 +19,7 @@ import { agents, chainTransfers, payments, tasks } from '../../src/db/schema.js'
 import { newId } from '../../src/ids.js';
 import { checkLedger, walletBalance } from '../../src/ledger/ledger.js';
 import { x402ClientFor } from '../helpers/paid.js';
-import { scratchDatabase, serviceEnv, startService, type ScratchDatabase, type ServiceProcess } from '../helpers/service-process.js';
+import { scratchDatabase, serviceEnv, startService, waitFor, type ScratchDatabase, type ServiceProcess } from '../helpers/service-process.js';
 
 const AGENT_ID = newId('agent');
 const ESCROW = ANVIL_ACCOUNTS[DEV_ROLES.escrow]!.address;
@@ -48,16 +48,6 @@ async function service(extra: Record<string, string>): Promise<ServiceProcess> {
 }
 
 const balance = (a: Address) => usdcBalance(chain.rpcUrl, a);
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('kill -9 between settlement and booking', () => {
   it('ends with every payment refunded in full by the restarted service, no effect, exact books', { timeout: 120_000 }, async () => {

@@ -67,7 +67,7 @@ describe('a settlement that fails on our side (the operator wallet has no gas)',
   beforeAll(async () => {
     chain = await startDevChain({ silent: true, fundIndices: [] });
     db = await createTestDatabase();
-    const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'info', RATE_LIMIT_MAX: '100000', MAX_EVENT_LOOP_DELAY_MS: '0', X402_ENABLED: 'true' });
+    const config = loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'info', RATE_LIMIT_MAX: '100000', MAX_EVENT_LOOP_DELAY_MS: '0', X402_ENABLED: 'true', MICRO_FEES_DEFERRED: 'false' });
     app = await buildApp({
       config,
       database: db.database,

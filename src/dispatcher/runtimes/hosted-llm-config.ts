@@ -5,8 +5,12 @@ import type { ModelPrice } from './llm-prices.js';
 
 /** The `hosted_llm` runtime's per-agent config schema and its operator options (see ./hosted-llm.ts). */
 
-/** The tools a hosted agent's owner may enable (a task may only narrow them, `RunLimits`). */
-export const TOOLSETS = ['http_fetch'] as const;
+/**
+ * The tools a hosted agent's owner may enable (a task may only narrow them, `RunLimits`):
+ * `http_fetch`, and `delegation` (the `delegate_task` tool: hire children paid from the task's
+ * escrow; never offered on a task that is itself a child).
+ */
+export const TOOLSETS = ['http_fetch', 'delegation'] as const;
 
 export const HostedLlmConfig = z
   .object({

@@ -113,7 +113,11 @@ function addUsage(state: RunState, usage: Usage, price: ModelPrice | undefined):
 async function runLoop(brief: TaskBrief, config: HostedLlmConfigT, ctx: RunContext, opts: HostedLlmOptions): Promise<RunOutcome> {
   const startedAt = performance.now();
   const provider = resolveProvider(config, opts);
-  const tools = toolsFor(config.toolsets, { ...defaultHttpFetchPolicy, ...(opts.resolver ? { resolver: opts.resolver } : {}), ...opts.httpFetchPolicy });
+  const tools = toolsFor(
+    config.toolsets,
+    { ...defaultHttpFetchPolicy, ...(opts.resolver ? { resolver: opts.resolver } : {}), ...opts.httpFetchPolicy },
+    ctx.tools,
+  );
   const definitions = toolDefinitions(tools);
   const price = opts.priceTable?.[config.model] ?? opts.priceTable?.['*'];
   const costCap = config.max_cost_usd ?? opts.defaultMaxCostUsd;

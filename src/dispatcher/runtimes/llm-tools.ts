@@ -1,4 +1,5 @@
 import { executeHttpFetch, httpFetchTool, type HttpFetchPolicy } from '../tools/http-fetch.js';
+import type { ServiceTool } from '../runtime.js';
 import type { Toolset } from './hosted-llm-config.js';
 import type { AssistantMessage, ChatMessage, ToolCall } from './llm-provider.js';
 
@@ -11,13 +12,17 @@ export interface ToolImpl {
   execute(args: unknown, signal: AbortSignal): Promise<unknown>;
 }
 
-export function toolsFor(toolsets: readonly Toolset[], policy: HttpFetchPolicy): Map<string, ToolImpl> {
+/** The run's tools: those of the enabled toolsets, the service's own (delegate_task) included when offered. */
+export function toolsFor(toolsets: readonly Toolset[], policy: HttpFetchPolicy, service: readonly ServiceTool[] = []): Map<string, ToolImpl> {
   const tools = new Map<string, ToolImpl>();
   if (toolsets.includes('http_fetch')) {
     tools.set(httpFetchTool.name, {
       definition: httpFetchTool,
       execute: (args, signal) => executeHttpFetch(args, policy, signal),
     });
+  }
+  for (const tool of service) {
+    if ((toolsets as readonly string[]).includes(tool.toolset)) tools.set(tool.definition.name, tool);
   }
   return tools;
 }

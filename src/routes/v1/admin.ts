@@ -28,6 +28,7 @@ const Reconciliation = z
         ledger: z.string(),
         difference: z.string(),
         in_flight: z.string(),
+        incoming: z.string().meta({ description: 'Micro-fees into this wallet settled by a sent batch, not yet booked' }),
       }),
     ),
   })
@@ -37,7 +38,7 @@ const Reconciliation = z
       {
         ok: true,
         ledger: { ok: true, total: '0', unbalanced_movements: [] },
-        wallets: [{ wallet: 'escrow', address: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8', on_chain: '1005000', ledger: '1005000', difference: '0', in_flight: '0' }],
+        wallets: [{ wallet: 'escrow', address: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8', on_chain: '1005000', ledger: '1005000', difference: '0', in_flight: '0', incoming: '0' }],
       },
     ],
   });
@@ -136,6 +137,7 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
           ledger: w.ledger.toString(),
           difference: w.difference.toString(),
           in_flight: w.inFlight.toString(),
+          incoming: w.incoming.toString(),
         })),
       };
     },

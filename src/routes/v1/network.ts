@@ -5,7 +5,7 @@ import { USDC_DECIMALS } from '../../chain/constants.js';
 import { chainTarget, resolveWallets } from '../../chain/wallets.js';
 import { AtomicAmount, WalletAddress, errorResponses } from '../../http/schemas.js';
 import { X402_SCHEMES, X402_VERSION } from '../../http/x402.js';
-import { priceNames, type PriceName } from '../../payments/prices.js';
+import { priceNames, type FixedPriceName } from '../../payments/prices.js';
 
 const networkExample = {
   network: 'eip155:8453',
@@ -35,6 +35,7 @@ const networkExample = {
     batch_events: '5000',
   },
   platform_fee_bps: 250,
+  micro_fees: { deferred: true, ceiling: '10000', payer_cap: '100000', min_validity_seconds: 60 },
 };
 
 export const NetworkInfo = z
@@ -67,13 +68,26 @@ export const NetworkInfo = z
       schemes: z.array(z.string()).meta({ description: 'The x402 schemes priced routes accept' }),
     }),
     prices: z
-      .object(Object.fromEntries(priceNames.map((n) => [n, AtomicAmount])) as Record<PriceName, typeof AtomicAmount>)
+      .object(Object.fromEntries(priceNames.map((n) => [n, AtomicAmount])) as Record<FixedPriceName, typeof AtomicAmount>)
       .meta({
         description:
           'Per-call prices in atomic USDC, by operation. `fund_task` is the fee added to the escrow amount, `create_batch` the fee ' +
           'added to the items’ escrows.',
       }),
     platform_fee_bps: z.number().int().meta({ description: 'Platform fee taken from a released escrow, in basis points' }),
+    micro_fees: z
+      .object({
+        deferred: z.boolean().meta({ description: 'true: micro-fees are served at once and settled later in batches' }),
+        ceiling: AtomicAmount.meta({ description: 'A payment to the fee wallet of at most this much is a micro-fee' }),
+        payer_cap: AtomicAmount.meta({ description: 'At most this much of one payer’s micro-fees is unsettled at a time; past it its calls settle first' }),
+        min_validity_seconds: z.number().int().meta({ description: 'A micro-fee is deferred only if its authorization stays valid this long (its validBefore)' }),
+      })
+      .meta({
+        description:
+          'Micro-fees settled in batches: the call is answered before its `exact` authorization is settled (no PAYMENT-RESPONSE; ' +
+          'the answer carries `x-payment-settlement: deferred`). A payer whose authorization then fails is refused with ' +
+          '`payment_in_arrears` until it pays POST /v1/payers/{address}/arrears.',
+      }),
   })
   .meta({ id: 'NetworkInfo', description: 'The chain, token, wallets, x402 schemes and prices of this service.', examples: [networkExample] });
 
@@ -96,8 +110,14 @@ export async function networkRoutes(fastify: FastifyInstance, opts: { devChainRp
     escrow_address: wallets.escrowAddress,
     fee_address: wallets.feeAddress,
     x402: { enabled: config.X402_ENABLED, version: X402_VERSION, schemes: config.X402_ENABLED ? [...X402_SCHEMES] : [] },
-    prices: Object.fromEntries(priceNames.map((n) => [n, app.prices[n].toString()])) as Record<PriceName, string>,
+    prices: Object.fromEntries(priceNames.map((n) => [n, app.prices[n].toString()])) as Record<FixedPriceName, string>,
     platform_fee_bps: config.PLATFORM_FEE_BPS,
+    micro_fees: {
+      deferred: app.microFees !== undefined,
+      ceiling: config.MICRO_FEE_CEILING.toString(),
+      payer_cap: config.MICRO_FEE_PAYER_CAP.toString(),
+      min_validity_seconds: config.MICRO_FEE_MIN_VALIDITY_SECONDS,
+    },
   };
 
   app.get('/v1/network', {

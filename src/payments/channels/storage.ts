@@ -1,0 +1,135 @@
+import type { Channel, ChannelStorage, ChannelUpdateResult } from '@x402/evm/batch-settlement/server';
+import { and, asc, eq, isNotNull, sql } from 'drizzle-orm';
+import { withTransaction, type Db, type Tx } from '../../db/client.js';
+import { paymentChannels } from '../../db/schema.js';
+
+/**
+ * The `ChannelStorage` of the x402 `batch-settlement` server scheme (`@x402/evm/batch-settlement/server`,
+ * `BatchSettlementEvmScheme(receiver, { storage })`) on this service's database, Postgres or PGlite.
+ * The only writer of `payment_channels`.
+ *
+ * What the scheme keeps per channel is the package's `Channel` record: the channel config, the
+ * cumulative amount charged so far, the latest voucher (its signed cap and signature), the on-chain
+ * balance and total claimed last seen, the pending request of a call in flight. It is stored as one
+ * `jsonb` value, the JSON the package's own Redis and file storages write (`JSON.stringify` of the
+ * record: every token amount is already a decimal string of atomic units, times are ms numbers, an
+ * absent `pendingRequest` / `onchainSyncedAt` is left out), plus the payer and receiver (lowercase)
+ * as columns for listing. Channel ids are keyed lowercase, as the package's storages key them.
+ *
+ * `updateChannel` is atomic across processes: one transaction per update, holding the channel's row
+ * lock (`SELECT … FOR UPDATE`) from the read of `current` to the commit of what the callback
+ * returned, so concurrent updaters of one channel (in this process or in other API processes on the
+ * same database) run one after the other, each on the state the previous one committed. A channel
+ * not stored yet gets a placeholder row first (`INSERT … ON CONFLICT DO NOTHING`, `channel` null) so
+ * that the lock exists for it too; the same transaction fills the placeholder or deletes it, so no
+ * placeholder is ever committed. A callback that throws rolls the transaction back: nothing changes.
+ *
+ * The callback runs inside the transaction; it is synchronous (the interface says so) and should be
+ * a pure function of `current`: `withTransaction` re-runs the whole transaction, callback included,
+ * on a serialization failure or a deadlock. With one row lock per transaction and Postgres' default
+ * READ COMMITTED (which the whole service assumes) neither happens here.
+ */
+export interface DbChannelStorageOptions {
+  /**
+   * List only the channels paying this receiver. The scheme's channel manager claims, settles and
+   * refunds every channel `list()` returns as its own receiver's, so a table shared by several
+   * receivers must be scoped; unset: every channel.
+   */
+  receiver?: string;
+}
+
+/** How many times an update looks for (or creates) its row before giving up: only a storm of deletes could need a second. */
+const MAX_LOCK_ATTEMPTS = 20;
+
+const CHANNEL_ID = /^0x[0-9a-fA-F]{64}$/;
+
+/** The storage key of a channel id: a bytes32 hex string, lowercase (as the package's storages key it). */
+export function channelKey(channelId: string): string {
+  if (typeof channelId !== 'string' || !CHANNEL_ID.test(channelId)) throw new Error(`invalid batch-settlement channel id: ${String(channelId)}`);
+  return channelId.toLowerCase();
+}
+
+export class DbChannelStorage implements ChannelStorage {
+  private readonly receiver: string | undefined;
+
+  constructor(
+    private readonly db: Db,
+    opts: DbChannelStorageOptions = {},
+  ) {
+    this.receiver = opts.receiver?.toLowerCase();
+  }
+
+  async get(channelId: string): Promise<Channel | undefined> {
+    const [row] = await this.db
+      .select({ channel: paymentChannels.channel })
+      .from(paymentChannels)
+      .where(and(eq(paymentChannels.channelId, channelKey(channelId)), isNotNull(paymentChannels.channel)));
+    return row?.channel ?? undefined;
+  }
+
+  /** Every stored channel (of the receiver, when scoped), by channel id like the package's storages. */
+  async list(): Promise<Channel[]> {
+    const rows = await this.db
+      .select({ channel: paymentChannels.channel })
+      .from(paymentChannels)
+      .where(and(isNotNull(paymentChannels.channel), this.receiver === undefined ? undefined : eq(paymentChannels.receiver, this.receiver)))
+      .orderBy(asc(paymentChannels.channelId));
+    return rows.flatMap((r) => (r.channel ? [r.channel] : []));
+  }
+
+  /**
+   * Runs `update` on the channel's current record under its row lock and stores what it returns, in
+   * one transaction: the same object back = unchanged, `undefined` = delete, anything else = the new
+   * record (its `channelId` must be this channel's).
+   */
+  async updateChannel(channelId: string, update: (current: Channel | undefined) => Channel | undefined): Promise<ChannelUpdateResult> {
+    const key = channelKey(channelId);
+    return withTransaction(this.db, async (tx) => {
+      const current = await lockRow(tx, key);
+      const next = update(current);
+      if (next === current) {
+        if (current === undefined) await deleteRow(tx, key); // our placeholder
+        return { channel: current, status: 'unchanged' };
+      }
+      if (next === undefined) {
+        await deleteRow(tx, key);
+        return { channel: undefined, status: current ? 'deleted' : 'unchanged' };
+      }
+      if (channelKey(next.channelId) !== key) throw new Error(`channel ${key}: the update returned the record of channel ${next.channelId}`);
+      await tx
+        .update(paymentChannels)
+        .set({
+          channel: next,
+          payer: next.channelConfig.payer.toLowerCase(),
+          receiver: next.channelConfig.receiver.toLowerCase(),
+          updatedAt: sql`now()`,
+        })
+        .where(eq(paymentChannels.channelId, key));
+      return { channel: next, status: 'updated' };
+    });
+  }
+}
+
+/**
+ * Takes the row lock of channel `key` for the rest of `tx` and returns its record (undefined: not
+ * stored; the row locked is then a placeholder inserted by this transaction).
+ *
+ * Read committed: each statement sees what was committed before it began. The `SELECT … FOR
+ * UPDATE` waits for a transaction holding the lock and then reads the row as that one left it. When
+ * there is no row, the insert creates the placeholder; if another transaction inserted the row
+ * first (committed or not), the insert waits for it and does nothing, and the next `SELECT … FOR
+ * UPDATE` locks that row. A row deleted by its holder while this one waited is not found again:
+ * the loop inserts a placeholder anew.
+ */
+async function lockRow(tx: Tx, key: string): Promise<Channel | undefined> {
+  for (let attempt = 0; attempt < MAX_LOCK_ATTEMPTS; attempt++) {
+    const [row] = await tx.select({ channel: paymentChannels.channel }).from(paymentChannels).where(eq(paymentChannels.channelId, key)).for('update');
+    if (row) return row.channel ?? undefined;
+    await tx.insert(paymentChannels).values({ channelId: key }).onConflictDoNothing({ target: paymentChannels.channelId });
+  }
+  throw new Error(`channel ${key}: could not lock its row after ${MAX_LOCK_ATTEMPTS} attempts`);
+}
+
+async function deleteRow(tx: Tx, key: string): Promise<void> {
+  await tx.delete(paymentChannels).where(eq(paymentChannels.channelId, key));
+}
