@@ -21,6 +21,7 @@ import { ANVIL_ACCOUNTS, DEV_ROLES } from '../../src/chain/constants.js';
 import { startDevChain, usdcBalance, type DevChain } from '../../src/chain/dev/devchain.js';
 import { resultHash } from '../../src/tasks/result-hash.js';
 import { LlmServer } from '../helpers/llm-server.js';
+import { TaskEscrowClient, usdc } from '../../sdk/src/index.js';
 import { x402ClientFor } from '../helpers/paid.js';
 import { scratchDatabase, serviceEnv, startService, type ScratchDatabase, type ServiceProcess } from '../helpers/service-process.js';
 
@@ -186,6 +187,36 @@ describe('built-in agents on a fresh `npm start` (dev mode)', () => {
     // progress was reported (signed, through the API) while the agents worked
     expect(hired.some((h) => h.seen.some((s) => s.status === 'in_progress' && s.progress_percent > 0 && s.progress_percent < 100))).toBe(true);
     expect(await usdcBalance(rpcUrl, BUILTIN_OWNER.address)).toBe(ownerBefore + 3n * RELEASE);
+  });
+
+  it('the SDK’s hireAndWait and batch complete on it, every payment made by the SDK (micro-fees deferred, the default)', { timeout: 90_000 }, async () => {
+    const account = privateKeyToAccount(ANVIL_ACCOUNTS[DEV_ROLES.demo[3]!]!.privateKey);
+    const sdk = new TaskEscrowClient({ baseUrl: first!.baseUrl, account, spend: { maxPerCall: usdc('2'), maxPerSession: usdc('5') }, pollIntervalMs: 200 });
+    const [copy] = (await sdk.searchAgents('copywriting')).agents;
+    const [image] = (await sdk.searchAgents('image-generation')).agents;
+    expect([copy?.name, image?.name]).toEqual(['Copy Desk', 'Pixel Studio']);
+
+    const done = await sdk.hireAndWait({ agent_id: copy!.id, description: 'Write copy', requirements: { product: 'SunBeam solar lantern' }, budget: usdc('0.1') });
+    expect(done.status.status).toBe('completed');
+    expect(done.result?.result).toEqual(expectedResult('copywriting', 'Write copy', { product: 'SunBeam solar lantern' }));
+
+    const out = await sdk.batch(
+      [
+        { agent_id: image!.id, description: 'A logo for a solar lantern', budget: usdc('0.2') },
+        { agent_id: copy!.id, description: 'A tagline for a solar lantern', budget: usdc('0.1') },
+      ],
+      { policy: 'continue' },
+    );
+    expect(out.results.map((r) => [r.index, r.status])).toEqual([
+      [0, 'completed'],
+      [1, 'completed'],
+    ]);
+    expect(out.results[0]!.result).toEqual(expectedResult('image', 'A logo for a solar lantern'));
+    expect(out.failures).toEqual([]);
+    // The session meter counted what was paid: at least the escrows and their fees, within the cap.
+    const { spent } = sdk.spending();
+    expect(spent).toBeGreaterThanOrEqual(BigInt(usdc('0.4')));
+    expect(spent).toBeLessThanOrEqual(BigInt(usdc('5')));
   });
 
   it('a second start on the same data directory registers none again, and its agents still work', { timeout: 120_000 }, async () => {
