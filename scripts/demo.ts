@@ -8,7 +8,10 @@
  * the payouts on chain and prints what it cost. Then the same client hires with the batch resource
  * (POST /v1/batches): three tasks paid with ONE payment, and research → write where the writer gets
  * the research in its brief; it prints the task tree with every on-chain movement and checks that
- * the client paid exactly escrows + batch fees + polls. Exits 0, or 1 with the reason.
+ * the client paid exactly escrows + batch fees + polls. Last, sub-delegation: a hosted LLM agent
+ * (against a loopback chat-completions stand-in unless an LLM is configured) hires two children
+ * with delegate_task, paid from its own escrow; it prints that tree and checks its money against
+ * the ledger, the status views and the chain. Exits 0, or 1 with the reason.
  */
 import { DemoError, SEED_SUBTASKS, runDemo } from './demo/run.js';
 
@@ -38,6 +41,9 @@ try {
       ...(summary.receipts.unattributed !== 0n ? ['some fees could not be matched to a task'] : []),
       ...summary.batches.batches.filter((b) => b.status !== 'completed').map((b) => `batch ${b.label}: ${b.status}`),
       ...summary.batches.money.checks.filter((c) => !c.ok).map((c) => `batch money check failed: ${c.name}`),
+      ...(summary.delegation.parent.status !== 'completed' ? [`the delegating parent: ${summary.delegation.parent.status}`] : []),
+      ...summary.delegation.children.filter((c) => c.status !== 'completed').map((c) => `child ${c.taskId}: ${c.status}`),
+      ...summary.delegation.money.checks.filter((c) => !c.ok).map((c) => `sub-delegation check failed: ${c.name}`),
     ];
     console.error(`\ndemo failed: ${reasons.join('; ')}`);
     process.exit(1);

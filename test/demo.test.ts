@@ -86,7 +86,7 @@ describe('npm run demo, without an LLM provider', () => {
       delete process.env[name];
     }
     summary = await runDemo({ log: (line) => lines.push(line) });
-  }, 120_000);
+  }, 180_000);
   afterAll(() => {
     for (const [name, value] of Object.entries(saved)) process.env[name] = value;
   });
@@ -156,7 +156,7 @@ describe('npm run demo, without an LLM provider', () => {
     expectBatchesAddUp(summary);
   });
 
-  it('prints the task tree with every on-chain movement, and says sub-delegation is not shown yet', () => {
+  it('prints the task tree with every on-chain movement', () => {
     const text = lines.join('\n');
     expect(text).toContain('▸ Task tree of the batches');
     for (const batch of summary.batches.batches) {
@@ -167,9 +167,75 @@ describe('npm run demo, without an LLM provider', () => {
       }
     }
     expect(text).toContain('client paid');
-    expect(lines.filter((l) => /Sub-delegation .* is not shown by this demo yet/.test(l))).toHaveLength(1);
-    expect(summary.batches.subDelegation).toMatch(/not shown by this demo yet/);
+    expect(text).not.toMatch(/not shown by this demo yet/);
     expect(text).not.toMatch(/✗/);
+  });
+
+  it('says in one line that the hosted agent runs against a loopback chat-completions stand-in', () => {
+    expect(lines.filter((l) => /runs against a loopback chat-completions stand-in/.test(l))).toHaveLength(1);
+    expect(summary.delegation.llm).toBe('stand-in');
+  });
+
+  it('sub-delegates: the hosted agent hires two children with delegate_task, they run, and their results come back in input order', () => {
+    const d = summary.delegation;
+    expect(d.ok).toBe(true);
+    expect(d.parent).toMatchObject({ agentName: 'Launch Lead', status: 'completed', escrow: 2_000_000n });
+    expect(d.children.map((c) => [c.agentName, c.status, c.escrow, c.ran])).toEqual([
+      ['Field Scout', 'completed', 600_000n, true],
+      ['Copy Wright', 'completed', 500_000n, true],
+    ]);
+    // the model was handed the children's results in the order it asked, and answered from them
+    expect(d.toolAnswers).toHaveLength(1);
+    const answer = d.toolAnswers[0]!;
+    expect(answer.children.map((c) => [c.index, c.task_id, c.status])).toEqual(d.children.map((c, i) => [i, c.taskId, 'completed']));
+    expect(answer.children[1]!.result?.content).toContain('SunBeam');
+    expect(d.parent.resultText).toMatch(new RegExp(`\\[0\\] ${d.children[0]!.taskId} completed: .*\\[1\\] ${d.children[1]!.taskId} completed: .*SunBeam`));
+  });
+
+  it('moves the sub-delegation’s money exactly: carves and returns match the ledger and the status views, the client paid what the receipts say', () => {
+    const d = summary.delegation;
+    const m = d.money;
+    expect(m.checks.filter((c) => !c.ok)).toEqual([]);
+    // 0.6 + 0.5 carved from the parent's 2 USDC escrow (ledger carve = status delegation.totals.escrow = the tool's answer), nothing returned
+    expect(m.carved).toEqual({ ledger: 1_100_000n, status: 1_100_000n, children: 1_100_000n, tool: 1_100_000n });
+    expect(m.returned).toEqual({ ledger: 0n, status: 0n });
+    expect(d.toolAnswers[0]!.escrow).toEqual({ carved: '1100000', returned: '0', remaining: '900000' });
+    // each child released its escrow minus 2.5 % to its agent, on chain
+    for (const c of d.children) {
+      expect(c.payouts).toEqual([expect.objectContaining({ kind: 'release', amount: released(c.escrow), status: 'confirmed', txHash: expect.stringMatching(/^0x[0-9a-f]{64}$/) })]);
+      expect([c.released, c.refunded]).toEqual([released(c.escrow), 0n]);
+    }
+    // the parent's own share (2 − 1.1) released to its agent minus 2.5 %: escrow = carved + own release + platform fee
+    expect(m.parentOwn).toBe(900_000n);
+    expect(d.parent.payouts).toEqual([expect.objectContaining({ kind: 'release', amount: released(900_000n), status: 'confirmed' })]);
+    expect(m.parentEscrow).toBe(m.carved.ledger - m.returned.ledger + m.parentReleased + m.parentPlatformFee + m.parentRefunded);
+    expect(m.escrowBalances).toEqual([0n, 0n, 0n]);
+    // the client paid exactly its receipts: ONE escrow payment, the fees and the polls (children moved no new money)
+    expect(m.actual).toBe(m.expected);
+    expect(-m.client.change).toBe(m.actual);
+    expect(m.receipts.total).toBe(m.actual);
+    expect(m.actual).toBe(2_000_000n + m.fees.total);
+    expect(m.fees.polls).toBe(BigInt(m.polls) * 1000n);
+    expect(m.agentWallets.filter((w) => w.change !== 0n).map((w) => [w.agentName, w.change])).toEqual([
+      ['Launch Lead', released(900_000n)],
+      ['Copy Wright', released(500_000n)],
+      ['Field Scout', released(600_000n)],
+    ]);
+  });
+
+  it('prints the sub-delegation tree: the parent, its two children, carves, releases and their transactions', () => {
+    const text = lines.join('\n');
+    const d = summary.delegation;
+    expect(text).toContain('▸ Task tree of the sub-delegation');
+    expect(text).toContain(`${d.parent.taskId} ${d.parent.description}: Launch Lead, completed, escrow 2.000, carved 1.100 for 2 children, 0.000 returned`);
+    for (const c of d.children) {
+      expect(text).toContain(`${c.taskId} ${c.description}: ${c.agentName}, completed, cost ${usdc(c.escrow)}`);
+      expect(text).toContain(`carve     ${usdc(c.escrow).padStart(8)}  escrow:${shortHex(d.parent.taskId)} → escrow:${shortHex(c.taskId)}`);
+      const release = c.payouts[0]!;
+      expect(text).toContain(`${usdc(release.amount)}  → ${c.agentName} payout ${shortHex(release.to)} confirmed, tx ${shortHex(release.txHash)}`);
+    }
+    const own = d.parent.payouts[0]!;
+    expect(text).toContain(`${usdc(own.amount)}  → Launch Lead payout ${shortHex(own.to)} confirmed, tx ${shortHex(own.txHash)}`);
   });
 
   it('skips the hosted LLM agent and says why', () => {
@@ -195,9 +261,16 @@ describe('npm run demo, with an LLM provider (a fake one on loopback)', () => {
   let summary: DemoSummary;
 
   beforeAll(async () => {
-    llm = await new LlmServer(() => 'Sunlight by day, glow all night.').start();
+    // A configured LLM also runs the delegating agent: asked for delegate_task, it hires what its brief's requirements list.
+    llm = await new LlmServer((req) => {
+      if (!req.tools?.some((t) => t.function.name === 'delegate_task')) return 'Sunlight by day, glow all night.';
+      if (req.messages.some((m) => m.role === 'tool')) return 'Launch brief from the research and the copy.';
+      const requirements = /Requirements \(JSON\):\n([\s\S]*?)\n\nBudget:/.exec(String(req.messages[1]?.content))?.[1];
+      const tasks = (JSON.parse(requirements ?? 'null') as { delegate_task?: { tasks: unknown[] } } | null)?.delegate_task?.tasks ?? [];
+      return { tool_calls: [{ id: 'call_1', name: 'delegate_task', arguments: { tasks } }] };
+    }).start();
     summary = await runDemo({ log: () => undefined, env: { LLM_BASE_URL: llm.baseUrl, LLM_API_KEY: 'sk-demo-test-key', LLM_MODEL: 'demo-model' } });
-  }, 120_000);
+  }, 180_000);
   afterAll(() => llm.stop());
 
   it('registers the hosted agent and gives it a fourth subtask, paid like the others', () => {
@@ -207,7 +280,15 @@ describe('npm run demo, with an LLM provider (a fake one on loopback)', () => {
     expect(summary.tasks[3]).toMatchObject({ agentName: 'Tagline Muse', status: 'completed', resultType: 'text', resultText: 'Sunlight by day, glow all night.' });
     expectMoneyAddsUp(summary, 4);
     expectBatchesAddUp(summary);
-    expect(llm.requests).toHaveLength(1);
-    expect(llm.requests[0]).toMatchObject({ model: 'demo-model', authorization: 'Bearer sk-demo-test-key' });
+    const tagline = llm.requests.filter((r) => !r.tools);
+    expect(tagline).toHaveLength(1);
+    expect(tagline[0]).toMatchObject({ model: 'demo-model', authorization: 'Bearer sk-demo-test-key' });
+    // the delegating agent ran on the configured LLM too, and hired its two children
+    expect(summary.delegation.llm).toBe('configured');
+    expect(summary.delegation.children.map((c) => [c.agentName, c.status])).toEqual([
+      ['Field Scout', 'completed'],
+      ['Copy Wright', 'completed'],
+    ]);
+    expect(summary.delegation.money.checks.filter((c) => !c.ok)).toEqual([]);
   });
 });

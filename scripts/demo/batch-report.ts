@@ -7,7 +7,6 @@ export function printBatchReport(s: BatchDemoSummary, statusPrice: bigint, log: 
   log('');
   log('▸ Task tree of the batches: status, cost and on-chain movements');
   s.batches.forEach((b, i) => printBatch(b, i === s.batches.length - 1, log));
-  log(`  ${s.subDelegation}`);
   printMoney(s, statusPrice, log);
 }
 

@@ -54,9 +54,6 @@ export const PIPELINE_BATCH: BatchPlan = {
   ],
 };
 
-export const SUB_DELEGATION_NOTE =
-  'Sub-delegation (a hosted agent hiring children with delegate_task, paid from its own escrow) is not shown by this demo yet: see test/batches/delegation.test.ts.';
-
 // ------------------------------------------------------------------------------ the wire
 
 interface BatchItemBody {
@@ -161,7 +158,6 @@ export interface BatchDemoSummary {
   batches: DemoBatch[];
   calls: { create: number; batchPolls: number; statusPolls: number };
   money: BatchMoney;
-  subDelegation: string;
 }
 
 // ------------------------------------------------------------------------------ the run
@@ -224,7 +220,7 @@ export async function runBatchDemo(ctx: BatchDemoContext, plans: BatchPlan[] = [
   const batches = followed.map((f) => summarize(ctx, f, receipts));
   const money = checkMoney(ctx, batches, calls, receipts, before, after);
   const ok = money.ok && batches.every((b) => b.status === 'completed' && b.payments.length === 1);
-  return { ok, batches, calls, money, subDelegation: SUB_DELEGATION_NOTE };
+  return { ok, batches, calls, money };
 }
 
 function bodyOf(ctx: BatchDemoContext, plan: BatchPlan): object {

@@ -11,7 +11,9 @@ import { DemoAgent, describeError, fieldScoutWork, sleep, storySmithWork, type A
 import { printBatchReport } from './batch-report.js';
 import { runBatchDemo, WRITER_NAME, type BatchDemoSummary } from './batches.js';
 import { DemoError, listReceipts, type DemoPayout, type WalletChange, type X402Request } from './client.js';
+import { LEAD_NAME, printDelegationReport, runDelegationDemo, type DelegationSummary } from './delegation.js';
 import { delta, displayContent, shortHex, table, truncate, usdc } from './format.js';
+import { LlmStandIn } from './llm-stand-in.js';
 import { startEmbeddedService, type EmbeddedService } from './service.js';
 
 export { DemoError, type DemoPayout, type WalletChange };
@@ -22,7 +24,8 @@ export { DemoError, type DemoPayout, type WalletChange };
  * real x402 payments with the stock `@x402/fetch` client, escrows on an anvil chain, agents run
  * by the dispatcher, payouts confirmed by the settlement worker, balances read on chain. Then the
  * same with the batch resource (batches.ts): three tasks paid with one payment, and a two-step
- * research → write dependency.
+ * research → write dependency. Last, sub-delegation (delegation.ts): a hosted LLM agent hires two
+ * children with delegate_task, paid from its own escrow.
  */
 
 export interface DemoOptions {
@@ -94,6 +97,10 @@ export interface DemoSummary {
   feeWallet: WalletChange;
   /** The batch part: POST /v1/batches with one payment each, the task tree and its money check. */
   batches: BatchDemoSummary;
+  /** The sub-delegation part: a hosted agent hiring two children with delegate_task, its tree and money check. */
+  delegation: DelegationSummary;
+  /** The one line saying where the delegating agent's model runs (the loopback stand-in without a real LLM). */
+  delegationLlm: string;
   durationMs: number;
 }
 
@@ -201,8 +208,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
   const hosted = hostedLlmSettings(env);
   const agents: DemoAgent[] = [];
   let service: EmbeddedService | undefined;
+  let standIn: LlmStandIn | null = null;
   try {
-    log('task-escrow demo: batch delegation (fan out subtasks to agents in parallel, pay with x402, escrow on chain), then batches paid with one payment');
+    log('task-escrow demo: batch delegation (fan out subtasks to agents in parallel, pay with x402, escrow on chain), then batches paid with one payment, then sub-delegation');
     log('');
     log('▸ Starting the service in this process');
     service = await startEmbeddedService({
@@ -333,8 +341,35 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
         how: `webhook ${smith.url}, writes from task.predecessors[]`,
       },
     ];
-    for (const r of [...registered, ...pipelineAgents]) log(`  ${r.name.padEnd(12)} ${r.id}  ${r.caps.padEnd(16)}  ${r.how}; payout ${shortHex(payoutOf.get(r.id))}`);
+    // Sub-delegation: a hosted LLM agent whose owner enables the `delegation` toolset. Without a
+    // configured LLM its model is a loopback chat-completions stand-in (its own base_url, dev mode).
+    if (!hosted.enabled) standIn = await new LlmStandIn().start();
+    const leadModel = hosted.enabled ? hosted.model : 'stand-in-coordinator';
+    const delegationLlm = standIn
+      ? `${LEAD_NAME} (hosted LLM agent, delegation enabled) runs against a loopback chat-completions stand-in at ${standIn.baseUrl}, no real LLM is configured: it calls delegate_task as scripted.`
+      : `${LEAD_NAME} (hosted LLM agent, delegation enabled) runs on the configured LLM, ${leadModel}${hosted.enabled ? ` at ${hosted.baseUrl}` : ''}: it is asked to call delegate_task with the two tasks its brief lists.`;
+    const leadAgent = {
+      id: await register(demoWallet(3), {
+        name: LEAD_NAME,
+        description: 'A hosted LLM coordinator that hires other agents for parts of its task',
+        capabilities: ['coordination'],
+        runtime: {
+          kind: 'hosted_llm',
+          model: leadModel,
+          ...(standIn ? { base_url: standIn.baseUrl, api_key: 'stand-in-key' } : {}),
+          system_prompt: 'You coordinate a product launch. Hire the agents the task names with delegate_task, then combine their results in order.',
+          toolsets: ['delegation'],
+          max_iterations: 4,
+          max_cost_usd: 0.05,
+        },
+      }),
+      name: LEAD_NAME,
+      caps: 'coordination',
+      how: `hosted_llm ${leadModel}, toolsets ["delegation"]`,
+    };
+    for (const r of [...registered, ...pipelineAgents, leadAgent]) log(`  ${r.name.padEnd(12)} ${r.id}  ${r.caps.padEnd(16)}  ${r.how}; payout ${shortHex(payoutOf.get(r.id))}`);
     log(`  ${hostedMessage}`);
+    log(`  ${delegationLlm}`);
     const agentNames = new Map(registered.map((r) => [r.id, r.name]));
 
     // ── the client ──────────────────────────────────────────────────────────
@@ -558,7 +593,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     }
     const seedTasksDone = summaryTasks.filter((t) => SEED_SUBTASKS.some((s) => s.description === t.description)).every((t) => t.status === 'completed');
     const budgetOk = expected === actual && receiptsTotal === actual + totalRefunded;
-    const seed: Omit<DemoSummary, 'batches'> = {
+    const seed: Omit<DemoSummary, 'batches' | 'delegation' | 'delegationLlm'> = {
       ok: budgetOk && seedTasksDone && unattributed === 0n,
       baseUrl,
       tasks: summaryTasks,
@@ -599,7 +634,30 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
       log,
     });
     printBatchReport(batches, prices.batch_status, log);
-    const summary: DemoSummary = { ...seed, ok: seed.ok && batches.ok, batches };
+
+    // 9-12. Sub-delegation: one hosted agent, two children paid from its escrow.
+    checkDeadline('starting the sub-delegation');
+    const delegation = await runDelegationDemo({
+      baseUrl,
+      payer,
+      request: x402Request,
+      prices,
+      db: app.db,
+      balance,
+      escrowWallet: wallets.escrowAddress as Address,
+      feeWallet: wallets.feeAddress as Address,
+      lead: { id: leadAgent.id, name: LEAD_NAME, payout: payoutOf.get(leadAgent.id)! },
+      agents: [...registered, ...pipelineAgents].map((r) => ({ id: r.id, name: r.name, payout: payoutOf.get(r.id)! })),
+      standIn,
+      ran: (taskId) => agents.some((a) => a.briefs.has(taskId)),
+      pollMs,
+      signal: opts.signal,
+      checkDeadline,
+      checkAgents,
+      log,
+    });
+    printDelegationReport(delegation, log);
+    const summary: DemoSummary = { ...seed, ok: seed.ok && batches.ok && delegation.ok, batches, delegation, delegationLlm };
 
     log('');
     log('▸ Shutting down: dispatcher, settlement worker, API, database, anvil, temp directory');
@@ -607,6 +665,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     await service.stop();
     service = undefined;
     await Promise.all(agents.map((a) => a.stop()));
+    await standIn?.stop();
+    standIn = null;
     summary.durationMs = Date.now() - startedAt;
     log(`  done in ${(summary.durationMs / 1000).toFixed(1)} s`);
     return summary;
@@ -614,10 +674,11 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
     for (const a of agents) a.abortWork();
     await service?.stop();
     await Promise.all(agents.map((a) => a.stop()));
+    await standIn?.stop();
   }
 }
 
-function printSummary(s: Omit<DemoSummary, 'batches'>, statusPrice: bigint, log: (line: string) => void): void {
+function printSummary(s: Omit<DemoSummary, 'batches' | 'delegation' | 'delegationLlm'>, statusPrice: bigint, log: (line: string) => void): void {
   log('');
   log('▸ Summary');
   const rows = s.tasks.map((t) => [
