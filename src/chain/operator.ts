@@ -35,7 +35,7 @@ export interface OperatorSender {
   readonly client: OperatorClient;
   readonly receiptPollMs: number | undefined;
   /** Signs and broadcasts one call from the operator wallet, in its turn of the wallet's lane. */
-  send(call: { to: Address; data?: Hex | undefined; value?: bigint | undefined }): Promise<Hex>;
+  send(call: { to: Address; data?: Hex | undefined; value?: bigint | undefined; gas?: bigint | undefined }): Promise<Hex>;
 }
 
 /**
@@ -52,7 +52,8 @@ export function createOperatorSender(opts: OperatorOptions): OperatorSender {
     receiptPollMs: opts.receiptPollMs,
     send: async (call) => {
       const pending = client.getTransactionCount({ address: client.account.address, blockTag: 'pending' });
-      const request = await client.prepareTransactionRequest({ ...call, parameters: ['fees', 'gas', 'type', 'chainId'] });
+      // A call that names its gas limit is not estimated (a batch whose inner calls may fail on their own must not be).
+      const request = await client.prepareTransactionRequest({ ...call, parameters: call.gas === undefined ? ['fees', 'gas', 'type', 'chainId'] : ['fees', 'type', 'chainId'] });
       return lane.send(pending, async (nonce) =>
         client.sendRawTransaction({ serializedTransaction: await client.signTransaction({ ...request, nonce } as Parameters<typeof client.signTransaction>[0]) }),
       );

@@ -384,6 +384,14 @@ export class PaymentLifecycle {
     return row;
   }
 
+  /** A deferred fee this run could not settle, for no fault of the payer's: its lease ends now, the next run takes it. */
+  async releaseDeferred(tx: Tx, id: string, owner: string): Promise<void> {
+    await tx
+      .update(payments)
+      .set({ leaseOwner: null, leaseExpiresAt: null, txHash: null, updatedAt: this.clock.now() })
+      .where(and(eq(payments.id, id), eq(payments.status, 'deferred'), eq(payments.leaseOwner, owner)));
+  }
+
   /** defaulted → repaid: `paymentId` paid the payer's arrears. Returns what they came to. */
   async repay(tx: Tx, payer: string, paymentId: string): Promise<bigint> {
     const rows = await tx

@@ -21,8 +21,10 @@ import type { AuthorizationProbe } from './recovery.js';
  * - one used earlier by a transaction that paid the fee wallet this fee (an earlier batch of ours
  *   whose run crashed before booking): collected with that transaction;
  * - one that expired before it could be settled: written off, our loss, the payer owes nothing;
- * - any other failure (the payer's balance, its signature, its nonce spent elsewhere): defaulted,
- *   the payer is in arrears and refused until it pays.
+ * - any other failure the token still names when asked alone (the payer's balance, its signature,
+ *   its nonce spent elsewhere): defaulted, the payer is in arrears and refused until it pays;
+ * - one that failed in the batch but that the token would take now: left deferred for the next run.
+ * A batch's gas limit is set, never estimated (`batchGasLimit`).
  *
  * Crash-safe by the token's own rule: an authorization moves money once. A run killed anywhere
  * leaves its rows `deferred` under a lease that runs out; the next run sends them again, the used
@@ -40,6 +42,8 @@ export interface MicroFeeSettlerOptions {
   /** How long a run holds its rows (a crashed run's rows are taken again after it). */
   leaseMs: number;
   log?: WorkerLog;
+  /** The gas limit of a batch of n authorizations (default `batchGasLimit`; tests starve it). */
+  gasLimit?: (authorizations: number) => bigint;
   /** Told which payers' balances changed (their cached balance is stale now). */
   onSettled?: (payers: string[]) => void;
 }
@@ -48,17 +52,30 @@ export interface MicroFeeRun {
   collected: number;
   defaulted: number;
   expired: number;
+  /** Failed in the batch though the token would take them now: left deferred for the next run. */
+  retry: number;
   txHash: Hex | null;
   gasUsed: bigint;
 }
 
-const multicall3Abi = parseAbi([
+const aggregate3Abi = parseAbi([
   'function aggregate3((address target, bool allowFailure, bytes callData)[] calls) payable returns ((bool success, bytes returnData)[] returnData)',
 ]);
 const authorizationUsed = parseAbiItem('event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)');
 const transferEvent = parseAbiItem('event Transfer(address indexed from, address indexed to, uint256 value)');
 
-type Outcome = { kind: 'collected'; txHash: string } | { kind: 'defaulted' | 'expired'; reason: string };
+type Outcome = { kind: 'collected'; txHash: string } | { kind: 'defaulted' | 'expired'; reason: string } | { kind: 'retry'; reason: string };
+
+/**
+ * The gas limit of a batch: never estimated. With every inner call allowed to fail, an estimate
+ * finds the least gas at which the *batch* succeeds, which can be gas at which its transfers run
+ * out: they would fail for our want of gas and read as the payers' failures. A
+ * `transferWithAuthorization` uses about 35–60 k gas (cold slots, signature recovery); only the
+ * gas used is paid.
+ */
+export function batchGasLimit(authorizations: number): bigint {
+  return 80_000n + 100_000n * BigInt(authorizations);
+}
 
 export class MicroFeeSettler {
   readonly owner = newId('feebatch');
@@ -72,24 +89,25 @@ export class MicroFeeSettler {
       const run = await this.runOnce();
       const n = run.collected + run.defaulted + run.expired;
       settled += n;
-      if (n < this.opts.batchSize) break;
+      if (n + run.retry < this.opts.batchSize || run.retry > 0) break;
     }
     return settled;
   }
 
   async runOnce(): Promise<MicroFeeRun> {
     const { lifecycle, operator, log } = this.opts;
-    const run: MicroFeeRun = { collected: 0, defaulted: 0, expired: 0, txHash: null, gasUsed: 0n };
+    const run: MicroFeeRun = { collected: 0, defaulted: 0, expired: 0, retry: 0, txHash: null, gasUsed: 0n };
     const rows = await lifecycle.takeDeferred(this.owner, this.opts.batchSize, this.opts.leaseMs);
     if (rows.length === 0) return run;
-    const calls = rows.flatMap((row) => {
-      const auth = authorizationOf(row);
-      return auth ? [{ target: this.opts.usdc, allowFailure: true, callData: transferCall(auth) }] : [];
-    });
+    const calls = rows.filter((row) => authorizationOf(row) !== undefined);
     let receipt: TransactionReceipt | undefined;
     if (calls.length > 0) {
       try {
-        run.txHash = await operator.send({ to: MULTICALL3, data: encodeFunctionData({ abi: multicall3Abi, functionName: 'aggregate3', args: [calls] }) });
+        run.txHash = await operator.send({
+          to: MULTICALL3,
+          data: batchCallData(calls),
+          gas: (this.opts.gasLimit ?? batchGasLimit)(calls.length),
+        });
       } catch (err) {
         // Nothing was sent (or the node refused it): the rows stay deferred and are taken again after the lease.
         log?.error({ cause: describeError(err), payments: rows.length }, 'micro-fees: the batch settlement could not be sent; retried after the lease');
@@ -104,7 +122,12 @@ export class MicroFeeSettler {
       receipt = await operator.client.waitForTransactionReceipt({ hash: run.txHash, pollingInterval: operator.receiptPollMs });
       run.gasUsed = receipt.gasUsed;
       if (receipt.status !== 'success') {
-        log?.error({ tx: run.txHash, payments: rows.length }, 'micro-fees: the batch transaction reverted; retried after the lease');
+        // A reverted transaction moved nothing: the rows are free for the next run at once.
+        log?.error({ tx: run.txHash, payments: rows.length }, 'micro-fees: the batch transaction reverted; tried again next run');
+        await withTransaction(this.opts.db, async (tx) => {
+          for (const row of rows) await lifecycle.releaseDeferred(tx, row.id, this.owner);
+        });
+        run.retry = rows.length;
         return run;
       }
     }
@@ -117,6 +140,7 @@ export class MicroFeeSettler {
       for (const row of rows) {
         const outcome = outcomes.get(row.id)!;
         if (outcome.kind === 'collected') await lifecycle.collect(tx, row.id, this.owner, outcome.txHash);
+        else if (outcome.kind === 'retry') await lifecycle.releaseDeferred(tx, row.id, this.owner);
         else await lifecycle.uncollected(tx, row.id, this.owner, { defaulted: outcome.kind === 'defaulted', reason: outcome.reason });
       }
     });
@@ -154,7 +178,9 @@ export class MicroFeeSettler {
       return { kind: 'defaulted', reason: 'the authorization was used or cancelled elsewhere before the service settled it' };
     }
     if (BigInt(auth.authorization.validBefore) <= blockTime) return { kind: 'expired', reason: 'the authorization expired before the service settled it' };
-    return { kind: 'defaulted', reason: await this.whyRefused(auth) };
+    const refused = await this.whyRefused(auth);
+    // Not the payer's fault when the token would take it now (it failed in the batch for a reason of ours): tried again.
+    return refused === undefined ? { kind: 'retry', reason: 'failed in the batch, but the token would take it now' } : { kind: 'defaulted', reason: refused };
   }
 
   /** True when transaction `hash` moved `amount` from `payer` into the fee wallet. */
@@ -175,18 +201,27 @@ export class MicroFeeSettler {
     });
   }
 
-  /** The token's reason for refusing the authorization now (for the payment's failure reason). */
-  private async whyRefused(auth: PlainEip3009): Promise<string> {
+  /** The token's reason for refusing the authorization now (the payment's failure reason); undefined when it would take it. */
+  private async whyRefused(auth: PlainEip3009): Promise<string | undefined> {
     try {
       await this.opts.operator.client.call({ to: this.opts.usdc, data: transferCall(auth) });
-      return 'the authorization failed at settlement';
+      return undefined;
     } catch (err) {
       return `the authorization failed at settlement: ${describeError(err)}`.slice(0, 500);
     }
   }
 }
 
-function authorizationOf(row: PaymentRow): PlainEip3009 | undefined {
+/** One Multicall3 `aggregate3` of the rows' `transferWithAuthorization` calls, each allowed to fail on its own. */
+function batchCallData(rows: readonly Pick<PaymentRow, 'payload' | 'asset'>[]): Hex {
+  const calls = rows.flatMap((row) => {
+    const auth = authorizationOf(row);
+    return auth ? [{ target: getAddress(row.asset), allowFailure: true, callData: transferCall(auth) }] : [];
+  });
+  return encodeFunctionData({ abi: aggregate3Abi, functionName: 'aggregate3', args: [calls] });
+}
+
+function authorizationOf(row: Pick<PaymentRow, 'payload'>): PlainEip3009 | undefined {
   return plainEip3009((row.payload?.payload as { payload?: unknown } | undefined)?.payload);
 }
 

@@ -9,7 +9,7 @@ import { RECEIVABLE_CALL_FEES, TREASURY_CALL_FEES } from '../../src/ledger/accou
 import { accountBalance } from '../../src/ledger/ledger.js';
 import { reconcile } from '../../src/ledger/reconcile.js';
 import { fastExactStats } from '../../src/payments/fast-exact.js';
-import { MicroFeeSettler } from '../../src/payments/micro-fee-settler.js';
+import { MicroFeeSettler, batchGasLimit } from '../../src/payments/micro-fee-settler.js';
 import { startPaidApp, type PaidApp } from '../helpers/paid.js';
 
 /**
@@ -36,9 +36,10 @@ const receivable = () => accountBalance(p.app.db, RECEIVABLE_CALL_FEES);
 const statusOf = async (payer: Address) =>
   (await p.app.db.select().from(payments).where(eq(payments.payerAddress, payer.toLowerCase()))).map((r) => r.status).sort();
 
-function settler(): MicroFeeSettler {
+function settler(gasLimit?: (n: number) => bigint): MicroFeeSettler {
   const micro = p.app.microFees!;
   return new MicroFeeSettler({
+    ...(gasLimit ? { gasLimit } : {}),
     db: p.app.db,
     lifecycle: p.app.services.paymentLifecycle,
     operator: micro.operator,
@@ -94,6 +95,8 @@ describe('micro-fees served before settlement', () => {
     const run = await settler().runOnce();
     expect(run).toMatchObject({ collected: 5, defaulted: 0, expired: 0 });
     expect(await blockNumber()).toBe(blocksBefore + 1n); // one transaction for all five
+    // Its gas limit was set for five transfers, not estimated (an estimate can starve the inner calls).
+    expect((await chain().getTransaction({ hash: run.txHash! })).gas).toBe(batchGasLimit(5));
     expect(await p.balance(payer.address)).toBe(1_000_000n - 5n * PRICE);
     expect(await p.balance(p.wallets.feeAddress)).toBe(feeBefore + 5n * PRICE);
     const rows = await p.app.db.select().from(payments).where(eq(payments.payerAddress, payer.address.toLowerCase()));
