@@ -1,12 +1,9 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { x402Client } from '@x402/core/client';
-import { x402Facilitator } from '@x402/core/facilitator';
-import { x402HTTPResourceServer, x402ResourceServer, type FacilitatorClient, type HTTPAdapter, type HTTPRequestContext } from '@x402/core/server';
-import type { SupportedResponse } from '@x402/core/types';
-import { toClientEvmSigner, toFacilitatorEvmSigner } from '@x402/evm';
+import { x402HTTPResourceServer, x402ResourceServer, type HTTPRequestContext } from '@x402/core/server';
+import { toClientEvmSigner } from '@x402/evm';
 import { BatchSettlementEvmScheme as BatchSettlementClientScheme } from '@x402/evm/batch-settlement/client';
-import { BatchSettlementEvmScheme as BatchSettlementFacilitatorScheme } from '@x402/evm/batch-settlement/facilitator';
 import { BatchSettlementEvmScheme as BatchSettlementServerScheme, InMemoryChannelStorage, type BatchSettlementChannelManager } from '@x402/evm/batch-settlement/server';
 import { decodePaymentResponseHeader, wrapFetchWithPayment } from '@x402/fetch';
 import { decodeFunctionData } from 'viem';
@@ -16,6 +13,7 @@ import { ANVIL_ACCOUNTS, BASE_NETWORK, BASE_USDC, BATCH_SETTLEMENT_ADDRESS } fro
 import { batchSettlementAbi } from '../../src/chain/dev/contracts.js';
 import { startDevChain, usdcBalance, type DevChain } from '../../src/chain/dev/devchain.js';
 import { chainClients, WITHDRAW_DELAY } from './batch-settlement-helpers.js';
+import { adapterFor, inProcessFacilitator, reply } from './batch-settlement-stack.js';
 
 /**
  * Compatibility: the stock `batch-settlement` client, server and facilitator of @x402/evm, run end
@@ -37,50 +35,6 @@ const PRICE = 1_000n; // $0.001
 const DEPOSIT = 20n * PRICE;
 const CALLS_BEFORE_CLAIM = 5;
 const CALLS_AFTER_SETTLE = 3;
-
-/** The in-process facilitator: the stock batch-settlement scheme with the operator's wallet. */
-function inProcessFacilitator(rpcUrl: string): FacilitatorClient {
-  const wallet = chainClients(rpcUrl).walletFor(operator);
-  const signer = toFacilitatorEvmSigner({
-    address: wallet.account.address,
-    readContract: (args) => wallet.readContract(args as Parameters<typeof wallet.readContract>[0]),
-    verifyTypedData: (args) => wallet.verifyTypedData(args as Parameters<typeof wallet.verifyTypedData>[0]),
-    writeContract: (args) => wallet.writeContract(args as Parameters<typeof wallet.writeContract>[0]),
-    sendTransaction: (args) => wallet.sendTransaction(args),
-    waitForTransactionReceipt: (args) => wallet.waitForTransactionReceipt({ ...args, pollingInterval: 20 }),
-    getCode: (args) => wallet.getCode(args),
-  });
-  const facilitator = new x402Facilitator();
-  facilitator.register(BASE_NETWORK, new BatchSettlementFacilitatorScheme(signer, privateKeyToAccount(receiverAuthorizer.privateKey)));
-  return {
-    verify: (payload, requirements) => facilitator.verify(payload, requirements),
-    settle: (payload, requirements) => facilitator.settle(payload, requirements),
-    getSupported: async () => facilitator.getSupported() as unknown as SupportedResponse,
-  };
-}
-
-/** x402's framework-neutral request view over a node:http request. */
-function adapterFor(req: IncomingMessage, url: URL): HTTPAdapter {
-  const header = (name: string) => {
-    const value = req.headers[name.toLowerCase()];
-    return Array.isArray(value) ? value[0] : value;
-  };
-  return {
-    getHeader: header,
-    getMethod: () => req.method ?? 'GET',
-    getPath: () => url.pathname,
-    getUrl: () => url.toString(),
-    getAcceptHeader: () => header('accept') ?? '',
-    getUserAgent: () => header('user-agent') ?? '',
-    getQueryParams: () => Object.fromEntries(url.searchParams),
-    getQueryParam: (name) => url.searchParams.get(name) ?? undefined,
-  };
-}
-
-function reply(res: ServerResponse, status: number, headers: Record<string, string>, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json', ...headers });
-  res.end(typeof body === 'string' ? body : JSON.stringify(body ?? {}));
-}
 
 /** A resource server with one paid route, GET /poll, as a framework middleware would run it. */
 async function startResourceServer(httpServer: x402HTTPResourceServer): Promise<{ server: Server; url: string; served: () => number }> {
@@ -156,7 +110,7 @@ describe('x402 batch-settlement end to end on the dev chain (stock @x402/evm cli
   beforeAll(async () => {
     chain = await startDevChain({ silent: true, fundIndices: [4, 5] });
     rpcUrl = chain.rpcUrl;
-    const facilitator = inProcessFacilitator(rpcUrl);
+    const facilitator = inProcessFacilitator(rpcUrl, operator, receiverAuthorizer);
 
     const serverScheme = new BatchSettlementServerScheme(receiver.address, { storage: new InMemoryChannelStorage(), withdrawDelay: WITHDRAW_DELAY });
     const resourceServer = new x402ResourceServer(facilitator).register(BASE_NETWORK, serverScheme);

@@ -41,7 +41,7 @@ export function inProcessFacilitator(rpcUrl: string, operator: DevAccount, recei
 }
 
 /** x402's framework-neutral request view over a node:http request. */
-function adapterFor(req: IncomingMessage, url: URL): HTTPAdapter {
+export function adapterFor(req: IncomingMessage, url: URL): HTTPAdapter {
   const header = (name: string) => {
     const value = req.headers[name.toLowerCase()];
     return Array.isArray(value) ? value[0] : value;
@@ -58,7 +58,7 @@ function adapterFor(req: IncomingMessage, url: URL): HTTPAdapter {
   };
 }
 
-function reply(res: ServerResponse, status: number, headers: Record<string, string>, body: unknown): void {
+export function reply(res: ServerResponse, status: number, headers: Record<string, string>, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json', ...headers });
   res.end(typeof body === 'string' ? body : JSON.stringify(body ?? {}));
 }
