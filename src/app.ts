@@ -16,6 +16,8 @@ import { createFacilitatorClient } from './payments/facilitator.js';
 import { createOperatorSender, type OperatorSender } from './chain/operator.js';
 import type { UsdcReader } from './chain/usdc.js';
 import { MicroFees } from './payments/micro-fees.js';
+import { createChannels, type Channels } from './payments/channels/index.js';
+import { ChannelContractReader } from './chain/channels.js';
 import { PayerBalances } from './payments/payer-balances.js';
 import { fundingPrice, priceBook, type PriceBook } from './payments/prices.js';
 import { PaymentsService } from './payments/service.js';
@@ -101,6 +103,8 @@ declare module 'fastify' {
     facilitator: FacilitatorClient | undefined;
     /** Micro-fees served before settlement, and the operator wallet their batch settler sends from (absent when off). */
     microFees: { fees: MicroFees; operator: OperatorSender; balances: PayerBalances } | undefined;
+    /** Batch-settlement channels paying the fee wallet, and the operator wallet their settler sends from (absent when off). */
+    channels: (Channels & { operator: OperatorSender; contract: ChannelContractReader }) | undefined;
     /** The chain side of the escrow (absent without a chain). */
     escrow: EscrowRuntime | undefined;
   }
@@ -174,7 +178,7 @@ function x402Options(
   services: Services,
   log: FastifyBaseLogger,
   usdc: UsdcReader | undefined,
-): X402Options & { facilitator: FacilitatorClient; micro: FastifyInstance['microFees'] } {
+): X402Options & { facilitator: FacilitatorClient; micro: FastifyInstance['microFees']; channelRuntime: FastifyInstance['channels'] } {
   const target = chainTarget(config);
   const wallets = resolveWallets(config);
   const rpcUrl = deps.chainRpcUrl ?? config.CHAIN_RPC_URL;
@@ -199,6 +203,18 @@ function x402Options(
         })()
       : undefined;
   const feeWallet = wallets.feeAddress.toLowerCase();
+  // Channels, like deferred micro-fees, only where this service settles them itself.
+  const channels =
+    config.CHANNELS_ENABLED && operator
+      ? createChannels({
+          db: deps.database.db,
+          receiver: wallets.feeAddress,
+          withdrawDelaySeconds: config.CHANNEL_WITHDRAW_DELAY_SECONDS,
+          depositCalls: config.CHANNEL_DEPOSIT_CALLS,
+          depositMax: config.CHANNEL_DEPOSIT_MAX,
+        })
+      : undefined;
+  services.paymentLifecycle.channels = channels?.charges;
   const facilitator = createFacilitatorClient({
     target,
     rpcUrl,
@@ -211,12 +227,16 @@ function x402Options(
     local: micro
       ? { appliesTo: (r) => r.payTo.toLowerCase() === feeWallet && BigInt(r.amount) <= config.MICRO_FEE_CEILING, balances: micro.balances }
       : undefined,
+    channels: channels !== undefined,
   });
   const resourceServer = new x402ResourceServer(facilitator);
   registerExactEvmServerScheme(resourceServer, { networks: [target.network] });
+  if (channels) resourceServer.register(target.network, channels.scheme);
   return {
     facilitator,
     micro,
+    channelRuntime: channels && operator && rpcUrl ? { ...channels, operator, contract: new ChannelContractReader(rpcUrl) } : undefined,
+    channels,
     microFees: micro?.fees,
     resourceServer,
     target,
@@ -268,6 +288,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.decorate('paidWrites', { db: database.db, lifecycle: services.paymentLifecycle });
   app.decorate('facilitator', x402?.facilitator);
   app.decorate('microFees', x402?.micro);
+  app.decorate('channels', x402?.channelRuntime);
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);

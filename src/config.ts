@@ -100,6 +100,27 @@ const configObject = z.object({
   /** How often the worker settles owed micro-fees, and at most how many authorizations one transaction carries. */
   MICRO_FEE_SETTLE_INTERVAL_MS: z.coerce.number().int().min(50).default(1000),
   MICRO_FEE_BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(200),
+  /**
+   * x402 batch-settlement channels (issue 9): offered beside `exact` on every fixed-price route
+   * (only with the in-process facilitator). A client deposits once into a channel on the channel
+   * contract; each call is then paid by a voucher checked locally. A route's `extra.minDeposit`
+   * asks for CHANNEL_DEPOSIT_CALLS calls at its price, at most CHANNEL_DEPOSIT_MAX atomic USDC.
+   */
+  CHANNELS_ENABLED: bool.default(true),
+  CHANNEL_DEPOSIT_CALLS: z.coerce.number().int().min(1).max(1_000_000).default(500),
+  CHANNEL_DEPOSIT_MAX: atomic.default(1_000_000n),
+  /** How long a payer's withdrawal waits on the channel contract (the time the service has to claim): 15 minutes … 30 days. */
+  CHANNEL_WITHDRAW_DELAY_SECONDS: z.coerce.number().int().min(900).max(30 * 86_400).default(86_400),
+  /**
+   * The worker's channel settler runs every CHANNEL_SETTLE_INTERVAL_MS. It claims the charged
+   * vouchers (one transaction for many channels) once CHANNEL_CLAIM_THRESHOLD atomic USDC are
+   * unclaimed or the oldest unclaimed charge is CHANNEL_CLAIM_INTERVAL_SECONDS old, settles what it
+   * claimed into the fee wallet, and refunds channels idle for CHANNEL_IDLE_REFUND_SECONDS.
+   */
+  CHANNEL_SETTLE_INTERVAL_MS: z.coerce.number().int().min(50).default(5000),
+  CHANNEL_CLAIM_THRESHOLD: atomic.default(100_000n),
+  CHANNEL_CLAIM_INTERVAL_SECONDS: z.coerce.number().int().min(1).default(3600),
+  CHANNEL_IDLE_REFUND_SECONDS: z.coerce.number().int().min(1).default(6 * 3600),
   /** Confirmations a release or refund waits for. */
   CHAIN_CONFIRMATIONS: z.coerce.number().int().min(1).max(64).default(1),
   /** Settlement worker: how often it looks for payouts, how long it holds one, how it retries. */
@@ -345,6 +366,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   if (cfg.DISPATCH_HEARTBEAT_MS * 2 > cfg.DISPATCH_LEASE_MS) {
     throw new ConfigError('Invalid configuration:\n  DISPATCH_HEARTBEAT_MS: must be at most half of DISPATCH_LEASE_MS, so that one late heartbeat does not lose a lease');
+  }
+  if (cfg.CHANNEL_CLAIM_INTERVAL_SECONDS * 2 > cfg.CHANNEL_WITHDRAW_DELAY_SECONDS) {
+    throw new ConfigError(
+      'Invalid configuration:\n  CHANNEL_CLAIM_INTERVAL_SECONDS: must be at most half of CHANNEL_WITHDRAW_DELAY_SECONDS, so that vouchers are claimed before a payer can withdraw',
+    );
   }
   if (cfg.TASK_TIMEOUT_MIN_SECONDS > cfg.TASK_TIMEOUT_MAX_SECONDS) {
     throw new ConfigError('Invalid configuration:\n  TASK_TIMEOUT_MIN_SECONDS: must not exceed TASK_TIMEOUT_MAX_SECONDS');

@@ -1509,7 +1509,8 @@ export interface components {
          *         "enabled": true,
          *         "version": 2,
          *         "schemes": [
-         *           "exact"
+         *           "exact",
+         *           "batch-settlement"
          *         ]
          *       },
          *       "prices": {
@@ -1535,6 +1536,14 @@ export interface components {
          *         "ceiling": "10000",
          *         "payer_cap": "100000",
          *         "min_validity_seconds": 60
+         *       },
+         *       "channels": {
+         *         "enabled": true,
+         *         "contract": "0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003",
+         *         "deposit_collector": "0x4020806089470a89826cB9fB1f4059150b550004",
+         *         "withdraw_delay_seconds": 86400,
+         *         "deposit_calls": 500,
+         *         "deposit_max": "1000000"
          *       }
          *     }
          */
@@ -1677,6 +1686,30 @@ export interface components {
                 payer_cap: string;
                 /** @description A micro-fee is deferred only if its authorization stays valid this long (its validBefore) */
                 min_validity_seconds: number;
+            };
+            /** @description Batch-settlement channels: deposit once into a channel, then pay each call with a voucher checked without the chain. The service claims and settles vouchers in batches and refunds idle channels; a client may ask for its remainder back at any time. */
+            channels: {
+                /** @description true: fixed-price routes also accept the x402 `batch-settlement` scheme */
+                enabled: boolean;
+                /**
+                 * @description The batch-settlement channel contract (the address @x402/evm expects)
+                 * @example 0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc
+                 */
+                contract: string;
+                /**
+                 * @description The ERC-3009 deposit collector a deposit is authorized to
+                 * @example 0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc
+                 */
+                deposit_collector: string;
+                /** @description How long a payer’s own withdrawal from a channel waits */
+                withdraw_delay_seconds: number;
+                /** @description A route’s `extra.minDeposit` asks for this many calls at its price… */
+                deposit_calls: number;
+                /**
+                 * @description …but at most this much
+                 * @example 1000000
+                 */
+                deposit_max: string;
             };
         };
         /**
@@ -2009,6 +2042,19 @@ export interface components {
                 /** @description Micro-fees into this wallet settled by a sent batch, not yet booked */
                 incoming: string;
             }[];
+            /** @description Batch-settlement channels (present when channels are on) */
+            channels?: {
+                channels: number;
+                /** @description USDC the channel contract holds in the stored channels paying the fee wallet */
+                deposits: string;
+                /** @description receivable:channel_fees: calls paid by vouchers, not yet paid into the fee wallet */
+                ledger: string;
+                /** @description What the contract owes for them: charged and unclaimed, claimed and unsettled, settled and not yet booked */
+                on_chain: string;
+                difference: string;
+                /** @description Paid into the fee wallet by the contract, not yet booked by the channel settler */
+                unbooked: string;
+            };
         };
         Refund: {
             /**

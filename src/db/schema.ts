@@ -330,8 +330,13 @@ export const payments = pgTable(
     amount: money('amount').notNull(),
     asset: text('asset').notNull(),
     network: text('network').notNull(),
-    /** EIP-3009 authorization nonce (bytes32 hex): one settlement per authorization. */
+    /**
+     * EIP-3009 authorization nonce (bytes32 hex): one settlement per authorization. A voucher of a
+     * batch-settlement channel: keccak256(channel id, cumulative amount), one charge per voucher.
+     */
     authorizationNonce: text('authorization_nonce').notNull(),
+    /** A payment made over a batch-settlement channel: its channel (payments/channels/). */
+    channelId: text('channel_id'),
     /**
      * verified (claimed, nothing sent) → settling (sent or about to be) → booked | refunded | failed;
      * a micro-fee: verified → deferred (served, owed: settled later in a batch) → booked | defaulted
@@ -360,7 +365,16 @@ export const payments = pgTable(
     updatedAt: ts('updated_at'),
   },
   (t) => [
-    uniqueIndex('payments_authorization_uq').on(t.network, t.asset, t.payerAddress, t.authorizationNonce),
+    /**
+     * One live payment per authorization. A failed one never moved money and frees it; so does a
+     * refunded channel voucher (its charge was taken back: the channel's client signs the same
+     * cumulative amount again).
+     */
+    uniqueIndex('payments_authorization_uq')
+      .on(t.network, t.asset, t.payerAddress, t.authorizationNonce)
+      .where(sql`status <> 'failed' and (channel_id is null or status <> 'refunded')`),
+    /** A channel's payments still unresolved: the channel settler leaves their channels unclaimed until they are. */
+    index('payments_channel_unresolved_idx').on(t.channelId).where(sql`channel_id is not null and status in ('verified','settling')`),
     index('payments_payer_idx').on(t.payerAddress, t.createdAt),
     index('payments_task_idx').on(t.taskId),
     index('payments_header_idx').on(t.headerHash),

@@ -24,7 +24,9 @@ import type { PriceBook, PriceName } from '../payments/prices.js';
 import { errorBody } from './error-handler.js';
 import { failpoint } from '../failpoints.js';
 import type { MicroFees } from '../payments/micro-fees.js';
-import { PaymentFenceError } from '../payments/lifecycle.js';
+import { PaymentFenceError, paymentReleased } from '../payments/lifecycle.js';
+import type { DbChannelStorage } from '../payments/channels/storage.js';
+import { BATCH_SETTLEMENT_SCHEME, channelPaymentOf, voucherNonce, type ChannelPayment } from '../payments/channels/vouchers.js';
 
 /**
  * x402 for Fastify, over `x402HTTPResourceServer` of @x402/core. A route opts in with
@@ -52,6 +54,11 @@ export interface X402Options {
   chain?: Pick<AuthorizationProbe, 'authorizationState'> | undefined;
   /** Micro-fees served before settlement (payments/micro-fees.ts); absent: every payment settles first. */
   microFees?: MicroFees | undefined;
+  /**
+   * Batch-settlement channels (payments/channels/): offered beside `exact` on every fixed-price
+   * route, with the route's `extra.minDeposit` hint. Absent: `exact` only.
+   */
+  channels?: { storage: DbChannelStorage; minDeposit(price: bigint): bigint } | undefined;
   /** Dynamic terms of a route (funding: the escrow amount plus the fee, paid to the escrow wallet). */
   dynamic?: Partial<Record<PriceName, (request: FastifyRequest) => DynamicTerms | Promise<DynamicTerms>>>;
 }
@@ -71,6 +78,10 @@ export interface VerifiedPayment {
   /** Asks the chain and the facilitator about this payment when its settlement failed. */
   probe: SettlementProbe;
   row: PaymentRow;
+  /** A payment over a batch-settlement channel: what it is. */
+  channel: ChannelPayment | undefined;
+  /** Tells the payment's scheme the request failed before settlement (a channel frees its reservation). */
+  cancel(): Promise<void>;
   /** The handler took the payment over (paidCall): onSend does not settle it. */
   handled: boolean;
   microFees: MicroFees | undefined;
@@ -90,7 +101,7 @@ declare module 'fastify' {
 const PAYMENT_HEADER = 'payment-signature';
 
 /** The x402 schemes the priced routes accept (their 402 challenges' `accepts`; GET /v1/network lists them). */
-export const X402_SCHEMES = ['exact'] as const;
+export const X402_SCHEMES = ['exact', BATCH_SETTLEMENT_SCHEME] as const;
 export const X402_VERSION = 2;
 
 function adapterFor(request: FastifyRequest): HTTPAdapter {
@@ -137,6 +148,11 @@ function replaceWithError(request: FastifyRequest, reply: FastifyReply, err: unk
 }
 
 function sendChallenge(request: FastifyRequest, reply: FastifyReply, response: HTTPResponseInstructions): FastifyReply {
+  if (response.status < 400) {
+    // The scheme answered the request itself (a channel's cooperative refund): its answer, as is.
+    for (const [k, v] of Object.entries(response.headers)) reply.header(k, v);
+    return reply.code(response.status).send(response.body ?? {});
+  }
   const challenge = decodeChallenge(response.headers);
   const code = paymentErrorCode(challenge?.error);
   const message =
@@ -237,14 +253,26 @@ export const x402Plugin = fp(
       };
       const fixed = name === 'pay_arrears' ? undefined : opts.prices[name];
       if (!dynamic && fixed === undefined) throw new Error(`x402: route ${route.url} has no price for ${name}`);
+      const exact = {
+        scheme: 'exact',
+        network: opts.target.network,
+        maxTimeoutSeconds: opts.maxTimeoutSeconds,
+        payTo: dynamic ? async (ctx: HTTPRequestContext) => (await terms(ctx)).payTo : opts.feeAddress,
+        price: dynamic ? async (ctx: HTTPRequestContext) => price((await terms(ctx)).amount) : price(fixed!),
+      };
+      // A channel pays fixed call prices into the fee wallet; funding (a dynamic price, into escrow) stays exact.
+      const channel =
+        opts.channels && !dynamic
+          ? {
+              scheme: BATCH_SETTLEMENT_SCHEME,
+              network: opts.target.network,
+              maxTimeoutSeconds: opts.maxTimeoutSeconds,
+              payTo: opts.feeAddress,
+              price: { ...price(fixed!), extra: { ...opts.target.usdcDomain, minDeposit: opts.channels.minDeposit(fixed!).toString() } },
+            }
+          : undefined;
       const server = new x402HTTPResourceServer(opts.resourceServer, {
-        accepts: {
-          scheme: X402_SCHEMES[0],
-          network: opts.target.network,
-          maxTimeoutSeconds: opts.maxTimeoutSeconds,
-          payTo: dynamic ? async (ctx: HTTPRequestContext) => (await terms(ctx)).payTo : opts.feeAddress,
-          price: dynamic ? async (ctx: HTTPRequestContext) => price((await terms(ctx)).amount) : price(fixed!),
-        },
+        accepts: channel ? [exact, channel] : exact,
         description: route.schema?.summary ?? name,
         mimeType: 'application/json',
       });
@@ -280,30 +308,46 @@ export const x402Plugin = fp(
       const result = await server.processHTTPRequest(context);
       if (result.type === 'no-payment-required') return;
       if (result.type === 'payment-error') return sendChallenge(request, reply, result.response);
-      const authorization = (result.paymentPayload.payload as { authorization?: { from?: string; nonce?: string; validBefore?: string } })
-        .authorization;
+      const channel = channelPaymentOf(result.paymentRequirements.scheme, result.paymentPayload.payload);
+      const cancel = async () => {
+        await result.cancellationDispatcher?.cancel({ reason: 'handler_failed' }).catch(() => undefined);
+      };
+      const authorization = channel
+        ? { from: channel.payer, nonce: voucherNonce(channel.channelId, channel.maxClaimable), validBefore: undefined }
+        : (result.paymentPayload.payload as { authorization?: { from?: string; nonce?: string; validBefore?: string } }).authorization;
       if (!authorization?.from || !authorization.nonce) {
+        await cancel();
         throw new AppError('payment_invalid', 'The payment carries no EIP-3009 authorization');
       }
       const payer = getAddress(authorization.from);
-      await opts.microFees?.refuseArrears(payer, request.routeOptions.config.price!);
+      const { nonce, validBefore } = authorization;
       const payTo = getAddress(result.paymentRequirements.payTo);
-      const row = await opts.lifecycle.record({
-        payer,
-        payTo,
-        amount: BigInt(result.paymentRequirements.amount),
-        asset: result.paymentRequirements.asset,
-        network: result.paymentRequirements.network,
-        authorizationNonce: authorization.nonce,
-        endpoint: `${request.method} ${request.routeOptions.url}`,
-        kind: payTo === getAddress(opts.feeAddress) ? 'call_fee' : 'escrow_funding',
-        purpose: request.routeOptions.config.price!,
-        taskId: taskIdOf(request),
-        headerHash: headerHash(header!),
-        payload: { payload: result.paymentPayload, requirements: result.paymentRequirements },
-        validBefore: unixToDate(authorization.validBefore),
-        owner: request.id,
-      });
+      const recorded = () =>
+        opts.lifecycle.record({
+          payer,
+          payTo,
+          amount: BigInt(result.paymentRequirements.amount),
+          asset: result.paymentRequirements.asset,
+          network: result.paymentRequirements.network,
+          authorizationNonce: nonce,
+          endpoint: `${request.method} ${request.routeOptions.url}`,
+          kind: payTo === getAddress(opts.feeAddress) ? 'call_fee' : 'escrow_funding',
+          purpose: request.routeOptions.config.price!,
+          taskId: taskIdOf(request),
+          headerHash: headerHash(header!),
+          payload: { payload: result.paymentPayload, requirements: result.paymentRequirements },
+          validBefore: unixToDate(validBefore),
+          channelId: channel?.channelId,
+          owner: request.id,
+        });
+      let row: PaymentRow;
+      try {
+        await opts.microFees?.refuseArrears(payer, request.routeOptions.config.price!);
+        row = await recorded();
+      } catch (err) {
+        await cancel();
+        throw err;
+      }
       request.caller = { address: payer, via: 'x402' };
       reply.header('x-payment-id', row.id); // the receipt's payment_id (GET /v1/receipts)
       request.payment = {
@@ -312,14 +356,22 @@ export const x402Plugin = fp(
         payload: result.paymentPayload,
         requirements: result.paymentRequirements,
         declaredExtensions: result.declaredExtensions,
-        probe: {
-          authorizationUsed: () => (opts.chain ? opts.chain.authorizationState(payer, authorization.nonce as Hex) : Promise.reject(new Error('no chain reader'))),
-          reverify: async () => {
-            const now = await opts.resourceServer.verifyPayment(result.paymentPayload, result.paymentRequirements);
-            return now.isValid ? null : (now.invalidReason ?? 'invalid');
-          },
-        },
+        probe: channel
+          ? {
+              // A channel payment "moved" when its voucher was charged; what else failed is left to the sweep.
+              authorizationUsed: () => opts.channels!.storage.chargedThrough(channel.channelId, channel.maxClaimable),
+              reverify: async () => null,
+            }
+          : {
+              authorizationUsed: () => (opts.chain ? opts.chain.authorizationState(payer, nonce as Hex) : Promise.reject(new Error('no chain reader'))),
+              reverify: async () => {
+                const now = await opts.resourceServer.verifyPayment(result.paymentPayload, result.paymentRequirements);
+                return now.isValid ? null : (now.invalidReason ?? 'invalid');
+              },
+            },
         row,
+        channel,
+        cancel,
         handled: false,
         microFees: opts.microFees,
       };
@@ -356,6 +408,7 @@ export const x402Plugin = fp(
       const replayed = reply.getHeader('idempotent-replayed') === 'true';
       if (reply.statusCode >= 400 || replayed) {
         // Nothing was settled. If the database cannot forget the payment now, the recovery sweep does.
+        await payment.cancel();
         await opts.lifecycle.forget(payment.row.id, request.id).catch((err: unknown) => request.log.warn({ err, payment: payment.row.id }, 'payment not forgotten'));
         return payload;
       }
@@ -371,7 +424,7 @@ export const x402Plugin = fp(
           return replaceWithError(
             request,
             reply,
-            err instanceof PaymentFenceError ? new AppError('state_conflict', 'This payment took too long and was released; nothing was charged. Retry with a new payment.') : err,
+            err instanceof PaymentFenceError ? paymentReleased(err) : err,
           );
         }
       }

@@ -11,6 +11,7 @@
  * | `payout_pending`          | decided payouts not yet confirmed on chain           | escrow wallet  |
  * | `payout_pending:fee`      | refunds of call fees decided, not yet confirmed      | fee wallet     |
  * | `receivable:call_fees`    | micro-fees served and owed: their authorizations are settled later in a batch | no wallet yet |
+ * | `receivable:channel_fees` | calls paid by batch-settlement vouchers: charged on their channels, not yet settled to the fee wallet | the channel contract |
  *
  * Sign convention: a positive amount adds to an account, a negative one takes from it. Money
  * that enters the service makes `external` negative, so the sum of every account is always 0.
@@ -26,6 +27,8 @@ export const ESCROW_PREFIX = 'escrow:';
 export const PAYOUT_PENDING_FEE = 'payout_pending:fee';
 /** Micro-fees whose calls were served and whose authorizations await a batch settlement (payments/micro-fees.ts). */
 export const RECEIVABLE_CALL_FEES = 'receivable:call_fees';
+/** Calls paid over batch-settlement channels: charged, awaiting the channel settler's claim and settle (payments/channels/). */
+export const RECEIVABLE_CHANNEL_FEES = 'receivable:channel_fees';
 
 /** The on-chain wallets the ledger's accounts live in. */
 export const wallets = ['escrow', 'fee'] as const;
@@ -40,6 +43,7 @@ const FIXED_ACCOUNTS: Readonly<Record<string, Wallet | null>> = {
   [TREASURY_PLATFORM_FEES]: 'escrow',
   [PAYOUT_PENDING_FEE]: 'fee',
   [RECEIVABLE_CALL_FEES]: null,
+  [RECEIVABLE_CHANNEL_FEES]: null,
 };
 
 /** Task ids are prefixed random strings: letters, digits, `_` and `-` only. */

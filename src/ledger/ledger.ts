@@ -1,4 +1,4 @@
-import { eq, sql, type SQL } from 'drizzle-orm';
+import { and, eq, sql, type SQL } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import { rowsOf, type Executor } from '../db/client.js';
 import { ledgerEntries } from '../db/schema.js';
@@ -37,6 +37,8 @@ import {
  *                                                            funded from what remains of the parent's escrow (same wallet, no transfer)
  * - `carve_return`     escrow:<child> → escrow:<parent>       a child's refund (failed, cancelled, timed out, dispute share) goes back
  *                                                            to its parent's escrow while that escrow is held (escrow/carve.ts)
+ * - `channel_fee`      external → receivable:channel_fees     a call paid by a batch-settlement voucher was served (charged on its channel)
+ * - `channel_settled`  receivable:channel_fees → treasury:call_fees   the channel contract paid claimed vouchers into the fee wallet
  */
 export const movementKinds = [
   'call_fee',
@@ -54,6 +56,8 @@ export const movementKinds = [
   'fee_defaulted',
   'carve',
   'carve_return',
+  'channel_fee',
+  'channel_settled',
 ] as const;
 export type MovementKind = (typeof movementKinds)[number];
 
@@ -161,6 +165,15 @@ export async function recordCallFee(
 // ------------------------------------------------------------------------------- balances
 
 const sumText = sql<string>`coalesce(sum(${ledgerEntries.amount}), 0)::text`;
+
+/** What movements of one kind have added to one account, in all (atomic units). */
+export async function kindTotal(exec: Executor, kind: MovementKind, account: string): Promise<bigint> {
+  const [row] = await exec
+    .select({ total: sql<string>`coalesce(sum(${ledgerEntries.amount}), 0)::text` })
+    .from(ledgerEntries)
+    .where(and(eq(ledgerEntries.kind, kind), eq(ledgerEntries.account, account)));
+  return BigInt(row?.total ?? '0');
+}
 
 export async function accountBalance(exec: Executor, account: string): Promise<bigint> {
   const [row] = await exec.select({ total: sumText }).from(ledgerEntries).where(eq(ledgerEntries.account, account));

@@ -1,8 +1,8 @@
 import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm';
 import type { Executor } from '../db/client.js';
 import { chainTransfers, payments } from '../db/schema.js';
-import type { Wallet } from './accounts.js';
-import { checkLedger, walletBalance, type LedgerCheck } from './ledger.js';
+import { RECEIVABLE_CHANNEL_FEES, TREASURY_CALL_FEES, type Wallet } from './accounts.js';
+import { accountBalance, checkLedger, kindTotal, walletBalance, type LedgerCheck } from './ledger.js';
 
 /** What reconciliation needs of a wallet: its address and its on-chain USDC. */
 export interface WalletProbe {
@@ -31,9 +31,32 @@ export interface WalletReconciliation {
   incoming: bigint;
 }
 
+/** What reconciliation needs of the batch-settlement channels paying the fee wallet (payments/channels/). */
+export interface ChannelsProbe {
+  /** Over the stored channels, read on the contract: their balances, and what was charged beyond what was claimed. */
+  held(): Promise<{ channels: number; balance: bigint; unclaimed: bigint }>;
+  /** The contract's cumulative totals for the fee wallet. */
+  receiver(): Promise<{ totalClaimed: bigint; totalSettled: bigint }>;
+}
+
+export interface ChannelsReconciliation {
+  channels: number;
+  /** USDC the contract holds in those channels (the payers' deposits, what was claimed included until it is settled out). */
+  deposits: bigint;
+  /** The ledger's `receivable:channel_fees`: calls served, not yet paid into the fee wallet. */
+  ledger: bigint;
+  /** What the contract owes for them: charged and unclaimed + claimed and unsettled + settled and not yet booked. */
+  onChain: bigint;
+  /** onChain − ledger: 0n when they agree. */
+  difference: bigint;
+  /** Paid into the fee wallet by the contract and not yet booked (the channel settler books it): the fee wallet's `difference` is this much meanwhile. */
+  unbooked: bigint;
+}
+
 export interface Reconciliation {
   ledger: LedgerCheck;
   wallets: WalletReconciliation[];
+  channels?: ChannelsReconciliation;
   /** The ledger balances and every wallet agrees with the chain. */
   ok: boolean;
 }
@@ -45,14 +68,35 @@ export interface Reconciliation {
  */
 export async function reconcile(
   exec: Executor,
-  opts: { escrow: WalletProbe; feeWallet?: WalletProbe },
+  opts: { escrow: WalletProbe; feeWallet?: WalletProbe; channels?: ChannelsProbe | undefined },
 ): Promise<Reconciliation> {
   const ledger = await checkLedger(exec);
   const probes: [Wallet, WalletProbe][] = [['escrow', opts.escrow]];
   if (opts.feeWallet) probes.push(['fee', opts.feeWallet]);
   const wallets: WalletReconciliation[] = [];
   for (const [wallet, probe] of probes) wallets.push(await reconcileWallet(exec, wallet, probe));
-  return { ledger, wallets, ok: ledger.ok && wallets.every((w) => w.difference === 0n) };
+  const channels = opts.channels ? await reconcileChannels(exec, opts.channels) : undefined;
+  return {
+    ledger,
+    wallets,
+    ...(channels ? { channels } : {}),
+    ok: ledger.ok && wallets.every((w) => w.difference === 0n) && (channels === undefined || channels.difference === 0n),
+  };
+}
+
+/**
+ * The channels' side: every unit the ledger holds as owed by channels (`receivable:channel_fees`)
+ * is on the contract, charged on a stored channel beyond its claimed total, or claimed for the fee
+ * wallet and not yet paid out, or paid out and not yet booked.
+ */
+async function reconcileChannels(exec: Executor, probe: ChannelsProbe): Promise<ChannelsReconciliation> {
+  const held = await probe.held();
+  const totals = await probe.receiver();
+  const booked = await kindTotal(exec, 'channel_settled', TREASURY_CALL_FEES);
+  const unbooked = totals.totalSettled - booked;
+  const onChain = held.unclaimed + (totals.totalClaimed - totals.totalSettled) + unbooked;
+  const ledger = await accountBalance(exec, RECEIVABLE_CHANNEL_FEES);
+  return { channels: held.channels, deposits: held.balance, ledger, onChain, difference: onChain - ledger, unbooked };
 }
 
 async function reconcileWallet(exec: Executor, wallet: Wallet, probe: WalletProbe): Promise<WalletReconciliation> {

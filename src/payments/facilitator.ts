@@ -3,6 +3,8 @@ import type { Network, SupportedResponse } from '@x402/core/types';
 import { x402Facilitator } from '@x402/core/facilitator';
 import { toFacilitatorEvmSigner } from '@x402/evm';
 import { ExactEvmSchemeV1 } from '@x402/evm/exact/v1/facilitator';
+import { BatchSettlementEvmScheme as BatchSettlementFacilitatorScheme } from '@x402/evm/batch-settlement/facilitator';
+import { privateKeyToAccount } from 'viem/accounts';
 import { NETWORKS as V1_NETWORKS } from '@x402/evm/v1';
 import { BaseError, ContractFunctionRevertedError, encodeFunctionData, ExecutionRevertedError, type Address, type Hex } from 'viem';
 import { createOperatorSender, type OperatorSender } from '../chain/operator.js';
@@ -28,6 +30,12 @@ export interface FacilitatorOptions {
   operator?: OperatorSender | undefined;
   /** Micro-fees verified without the chain (fast-exact.ts `local`). */
   local?: FastExactOptions['local'];
+  /**
+   * Batch-settlement channels (payments/channels/): the stock facilitator scheme of @x402/evm,
+   * sending deposits, claims, settlements and refunds from the operator wallet, and signing claims
+   * and refunds as the channels' receiver authorizer with the operator key.
+   */
+  channels?: boolean;
 }
 
 /**
@@ -66,6 +74,7 @@ export function createFacilitatorClient(opts: FacilitatorOptions): FacilitatorCl
   // this service asks for) verifies EOA authorizations fast and keeps the stock settle (fast-exact.ts).
   const facilitator = new x402Facilitator();
   facilitator.register(opts.target.network, new FastExactEvmScheme(signer, opts.local ? { local: opts.local } : {}));
+  if (opts.channels) facilitator.register(opts.target.network, new BatchSettlementFacilitatorScheme(signer, privateKeyToAccount(opts.operatorKey)));
   // v1 names its networks plainly ("base"); registerV1 is typed for CAIP-2 only.
   facilitator.registerV1(V1_NETWORKS as Network[], new ExactEvmSchemeV1(signer));
   return {

@@ -9,7 +9,7 @@ import { enqueuePaymentRefund } from '../escrow/outbox.js';
 import { newId } from '../ids.js';
 import { postMovement } from '../ledger/ledger.js';
 import { leaseDue, leaseUntil } from '../queue/index.js';
-import { EXTERNAL, RECEIVABLE_CALL_FEES, TREASURY_CALL_FEES } from '../ledger/accounts.js';
+import { EXTERNAL, RECEIVABLE_CALL_FEES, RECEIVABLE_CHANNEL_FEES, TREASURY_CALL_FEES } from '../ledger/accounts.js';
 import { transferEntries } from '../ledger/ledger.js';
 
 /**
@@ -32,6 +32,12 @@ import { transferEntries } from '../ledger/ledger.js';
  *
  * `deferred` is booked as owed (`receivable:call_fees`) in the transaction that serves the call;
  * the batch settler (payments/micro-fee-settler.ts) leases deferred rows like any queue.
+ *
+ * A payment over a batch-settlement channel (payments/channels/) takes the first path. Its
+ * "settlement" is the charge of its voucher on the channel (and, for a deposit, the deposit on
+ * chain first); `book` books it as owed by the channel (`receivable:channel_fees`) until the
+ * channel settler claims and settles it on chain. Its refund takes the charge back on the channel
+ * (nothing moved on chain, nothing to send), in the refund's transaction.
  */
 export type PaymentStatus = 'verified' | 'settling' | 'booked' | 'refunded' | 'failed' | 'deferred' | 'defaulted' | 'repaid';
 export type PaymentKind = 'call_fee' | 'escrow_funding';
@@ -51,6 +57,8 @@ export interface PaymentRecordInput {
   headerHash: string;
   payload: { payload: unknown; requirements: unknown };
   validBefore: Date | null;
+  /** A payment over a batch-settlement channel: the channel. */
+  channelId?: string | undefined;
   /** Who holds the payment (the request id). */
   owner: string;
 }
@@ -112,7 +120,17 @@ const owedBy = preparedQuery((db) =>
     .prepare('payments_owed_by'),
 );
 
+/** Takes back a channel payment's charge (payments/channels/storage.ts `uncharge`), in the refund's transaction. */
+export interface ChannelCharges {
+  uncharge(tx: Tx, row: PaymentRow): Promise<boolean>;
+  /** Whether the payment's voucher was charged on its channel (what the recovery sweep asks). */
+  charged(row: PaymentRow): Promise<boolean>;
+}
+
 export class PaymentLifecycle {
+  /** Set when batch-settlement channels are on (app.ts): refunds of channel payments go through it. */
+  channels: ChannelCharges | undefined;
+
   constructor(
     private readonly db: Db,
     private readonly clock: Clock,
@@ -146,6 +164,7 @@ export class PaymentLifecycle {
           headerHash: input.headerHash,
           payload: input.payload,
           validBefore: input.validBefore,
+          channelId: input.channelId ?? null,
           leaseOwner: input.owner,
           leaseExpiresAt: leaseUntil(this.leaseMs),
           createdAt: now,
@@ -196,7 +215,7 @@ export class PaymentLifecycle {
   async beginSettling(id: string, owner: string): Promise<void> {
     const [row] = await settlePayment(this.db).execute({ id, owner, leaseMs: Math.round(this.leaseMs), now: this.clock.now().toISOString() });
     if (!row) {
-      throw new AppError('state_conflict', 'This payment took too long and was released; nothing was charged. Retry with a new payment.');
+      throw paymentReleased();
     }
   }
 
@@ -220,7 +239,15 @@ export class PaymentLifecycle {
       .where(and(eq(payments.id, id), eq(payments.status, 'settling'), eq(payments.leaseOwner, owner)))
       .returning();
     if (!row) throw new PaymentFenceError(id, 'book');
-    if (row.kind === 'call_fee') {
+    if (row.channelId) {
+      // Charged on its channel: owed by the channel contract until the channel settler settles it.
+      await postMovement(tx, this.clock, {
+        kind: 'channel_fee',
+        paymentId: row.id,
+        taskId: row.taskId ?? undefined,
+        entries: transferEntries(EXTERNAL, RECEIVABLE_CHANNEL_FEES, row.amount),
+      });
+    } else if (row.kind === 'call_fee') {
       await postMovement(tx, this.clock, {
         kind: 'call_fee',
         paymentId: row.id,
@@ -251,6 +278,11 @@ export class PaymentLifecycle {
       .where(and(eq(payments.id, id), eq(payments.status, 'settling'), eq(payments.leaseOwner, owner)))
       .returning();
     if (!row) throw new PaymentFenceError(id, 'refund');
+    if (row.channelId) {
+      if (!this.channels) throw new Error(`payment ${id} was made over a channel, but channels are off`);
+      await this.channels.uncharge(tx, row);
+      return row;
+    }
     const paidInto = getAddress(row.payTo) === getAddress(this.wallets.escrow) ? 'escrow' : 'fee';
     await enqueuePaymentRefund(tx, this.clock, {
       paymentId: row.id,
@@ -405,6 +437,15 @@ export class PaymentLifecycle {
   // ── recovery ──────────────────────────────────────────────────────────────
 
   /** Takes over payments still verified or settling after their lease: the sweep becomes their owner. */
+  /** Channels with a payment not yet booked or refunded (verified or settling): their charges may still be taken back. */
+  async unresolvedChannels(): Promise<Set<string>> {
+    const rows = await this.db
+      .selectDistinct({ channelId: payments.channelId })
+      .from(payments)
+      .where(and(sql`${payments.channelId} is not null`, inArray(payments.status, ['verified', 'settling'])));
+    return new Set(rows.map((r) => r.channelId!));
+  }
+
   async takeAbandoned(owner: string, limit: number): Promise<PaymentRow[]> {
     const now = this.clock.now();
     const ids = await leaseDue(this.db, {
@@ -446,4 +487,9 @@ export class PaymentFenceError extends Error {
     super(`payment ${id}: cannot ${step}, it is no longer held by this request`);
     this.name = 'PaymentFenceError';
   }
+}
+
+/** What a request is told when its payment was released before anything was charged (its lease ran out). */
+export function paymentReleased(cause?: unknown): AppError {
+  return new AppError('state_conflict', 'This payment took too long and was released; nothing was charged. Retry with a new payment.', cause ? { cause } : {});
 }

@@ -43,6 +43,11 @@ const SETTLE_FIRST_PURPOSES: readonly string[] = ['pay_arrears'];
 /** Under the same lock two transactions serving one payer take turns (advisory, per payer, per transaction). */
 const PAYER_LOCK_CLASS = 727_101;
 
+/** Holds `payer`'s lock for the rest of `tx`. */
+async function lockPayer(tx: Tx, payer: string): Promise<void> {
+  await tx.execute(sql`select pg_advisory_xact_lock(${PAYER_LOCK_CLASS}, hashtext(${payer.toLowerCase()}))`);
+}
+
 export class MicroFees {
   private readonly fee: string;
 
@@ -71,7 +76,7 @@ export class MicroFees {
   async defer(tx: Tx, row: PaymentRow, owner: string): Promise<boolean> {
     const known = this.balances.known(row.asset, row.payerAddress);
     if (known === undefined || known < row.amount) return false;
-    await tx.execute(sql`select pg_advisory_xact_lock(${PAYER_LOCK_CLASS}, hashtext(${row.payerAddress}))`);
+    await lockPayer(tx, row.payerAddress);
     const owed = await this.lifecycle.owed(row.payerAddress, tx);
     const exposure = owed.unsettled + row.amount;
     if (owed.arrears > 0n || exposure > this.terms.payerCap || exposure > known) return false;
@@ -104,7 +109,7 @@ export function arrearsWrite(lifecycle: PaymentLifecycle, debtor: Address, paid:
       if (arrears !== paid) throw mismatch(arrears);
     },
     apply: async (tx, settled) => {
-      await tx.execute(sql`select pg_advisory_xact_lock(${PAYER_LOCK_CLASS}, hashtext(${debtor.toLowerCase()}))`);
+      await lockPayer(tx, debtor);
       const { arrears } = await lifecycle.owed(debtor, tx);
       if (arrears !== paid) throw mismatch(arrears);
       const repaid = await lifecycle.repay(tx, debtor, settled.paymentId ?? 'unpaid');

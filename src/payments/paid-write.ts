@@ -2,7 +2,7 @@ import { withTransaction, type Db, type Tx } from '../db/client.js';
 import type { PaymentRow } from '../db/schema.js';
 import { AppError, isAppError } from '../errors.js';
 import { failpoint } from '../failpoints.js';
-import { PaymentFenceError, type PaymentLifecycle } from './lifecycle.js';
+import { PaymentFenceError, paymentReleased, type PaymentLifecycle } from './lifecycle.js';
 import { SERVICE_SETTLEMENT_MESSAGE, type SettlementFault } from './settlement-fault.js';
 
 /**
@@ -98,7 +98,7 @@ async function applyDeferred<T>(deps: PaidWriteDeps, paid: PaidCall, write: Paid
     });
   } catch (err) {
     if (err instanceof PaymentFenceError) {
-      throw new AppError('state_conflict', 'This payment took too long and was released; nothing was charged. Retry with a new payment.', { cause: err });
+      throw paymentReleased(err);
     }
     await deps.lifecycle.forget(paid.payment.id, paid.owner).catch(() => undefined); // else the recovery sweep forgets it
     throw err;

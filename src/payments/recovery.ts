@@ -35,6 +35,8 @@ export interface RecoveryOutcome {
  *   sweep settles the stored authorization itself. If that moves the money, it is refunded in
  *   full; if the chain refuses it and the authorization is still unused, it never moved money
  *   (and the sweep's own attempt consumed nothing): failed, nothing charged.
+ * - a channel payment `settling`: its voucher was charged on the channel or not (never both
+ *   ways: one live payment per voucher); charged, the charge is taken back; not, it failed.
  * Every step is fenced by the sweep's lease, so several workers can sweep at once.
  */
 export class PaymentRecovery {
@@ -70,6 +72,7 @@ export class PaymentRecovery {
       await lifecycle.forget(payment.id, this.owner);
       return 'released';
     }
+    if (payment.channelId) return this.resolveChannelPayment(payment);
     const payer = getAddress(payment.payerAddress);
     const nonce = payment.authorizationNonce as Hex;
     let used = await this.opts.chain.authorizationState(payer, nonce);
@@ -93,6 +96,25 @@ export class PaymentRecovery {
       reason: 'The request did not complete after its payment settled (crash or outage); refunded in full by the recovery sweep',
     });
     this.opts.log?.warn({ payment: payment.id, purpose: payment.purpose, amount: payment.amount.toString(), tx: txHash }, 'payment recovery: refunded');
+    return 'refunded';
+  }
+
+  /**
+   * A payment over a batch-settlement channel, `settling`: its voucher was charged on the channel
+   * or not. Charged: the call was not served with it, so the charge is taken back (refunded, nothing
+   * to send). Not charged: it never will be now (the request is gone), nothing was charged.
+   */
+  private async resolveChannelPayment(payment: PaymentRow): Promise<keyof RecoveryOutcome> {
+    const { lifecycle } = this.opts;
+    if (!lifecycle.channels || !(await lifecycle.channels.charged(payment))) {
+      await lifecycle.fail(payment.id, this.owner, 'The voucher was never charged; nothing was charged');
+      return 'failed';
+    }
+    await lifecycle.refundNow(payment.id, this.owner, {
+      txHash: null,
+      reason: 'The request did not complete after its voucher was charged (crash or outage); the charge was taken back by the recovery sweep',
+    });
+    this.opts.log?.warn({ payment: payment.id, purpose: payment.purpose, amount: payment.amount.toString(), channel: payment.channelId }, 'payment recovery: channel charge taken back');
     return 'refunded';
   }
 

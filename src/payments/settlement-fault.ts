@@ -8,6 +8,9 @@ import type { ErrorCode } from '../errors.js';
  * must not be told its payment was invalid.
  */
 const PAYER_FAULTS: ReadonlyArray<[RegExp, ErrorCode]> = [
+  // A channel voucher refused at its charge (the channel is busy, its state moved, the voucher is
+  // off): refused before anything was charged.
+  [/batch_settlement_evm_(channel_busy|charge_exceeds_signed_cumulative|missing_channel|cumulative_|voucher_signature|channel_id|deposit_below)/, 'payment_invalid'],
   [/insufficient/, 'insufficient_funds'],
   [/nonce_already_used|nonce.*(used|already)/, 'payment_replayed'],
   [/value_mismatch|authorization_value|amount|no matching|value/, 'amount_mismatch'],

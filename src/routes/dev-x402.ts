@@ -11,7 +11,7 @@ import { ANVIL_ACCOUNTS, DEV_ROLES } from '../chain/constants.js';
 import { chainTarget, resolveWallets } from '../chain/wallets.js';
 import { AppError } from '../errors.js';
 import { AtomicAmount, WalletAddress, errorResponses } from '../http/schemas.js';
-import { X402_SCHEMES, X402_VERSION } from '../http/x402.js';
+import { X402_VERSION } from '../http/x402.js';
 
 /**
  * Dev mode only (the embedded anvil chain): pays x402 challenges from the demo wallets, so that a
@@ -162,8 +162,10 @@ export async function devX402Routes(fastify: FastifyInstance): Promise<void> {
         }
         throw new AppError('validation_error', `wallet must be a demo wallet: one of ${payers.map((w) => w.index).join(', ')}`, { param: 'wallet' });
       }
-      if (!(X402_SCHEMES as readonly string[]).includes(accepted.scheme)) {
-        throw new AppError('validation_error', `scheme must be one of ${X402_SCHEMES.join(', ')}`, { param: 'accepted.scheme' });
+      if (accepted.scheme !== 'exact') {
+        throw new AppError('validation_error', 'scheme must be exact: the dev signer signs EIP-3009 authorizations (a batch-settlement channel needs a client that keeps its state)', {
+          param: 'accepted.scheme',
+        });
       }
       if (accepted.network !== target.network) {
         throw new AppError('validation_error', `network must be ${target.network}, the chain of this service`, { param: 'accepted.network' });

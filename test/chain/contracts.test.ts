@@ -92,6 +92,7 @@ describe('the dev chain stays apart from production code', () => {
   it('keeps anvil, its processes and the faucet under src/chain/dev/', () => {
     const chainFiles = sourceFiles(join(REPO_ROOT, 'src', 'chain')).sort();
     expect(chainFiles.filter((f) => !f.startsWith('src/chain/dev/'))).toEqual([
+      'src/chain/channels.ts',
       'src/chain/constants.ts',
       'src/chain/nonces.ts',
       'src/chain/operator.ts',

@@ -153,7 +153,7 @@ describe('the task-escrow CLI against the service', () => {
     expect(JSON.parse(receipts.stdout)).toEqual([]);
   });
 
-  it('HTTP errors show the code and message; usage errors exit 2; --help per command', async () => {
+  it('HTTP errors show the code and message; usage errors exit 2; --help per command', { timeout: 90_000 }, async () => {
     const missing = await cli(['status', 'task_zzzzzzzzzzzzzzzzzzzz', '--max-per-call', '0.01'], 4);
     expect(missing.code).toBe(4);
     expect(missing.stderr).toMatch(/TaskEscrowApiError: status of task_zzzzzzzzzzzzzzzzzzzz: 404 [a-z_]+ \S/);

@@ -51,7 +51,7 @@ describe('x402 on priced endpoints', () => {
     expect(body.error).toMatchObject({ type: 'payment_error', code: 'payment_required' });
     const required = decodePaymentRequiredHeader(res.headers.get('payment-required')!);
     expect(required.x402Version).toBe(2);
-    expect(required.accepts).toHaveLength(1);
+    expect(required.accepts.map((a) => a.scheme)).toEqual(['exact', 'batch-settlement']);
     expect(required.accepts[0]).toMatchObject({
       scheme: 'exact',
       network: 'eip155:8453',

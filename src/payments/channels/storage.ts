@@ -83,30 +83,65 @@ export class DbChannelStorage implements ChannelStorage {
    * record (its `channelId` must be this channel's).
    */
   async updateChannel(channelId: string, update: (current: Channel | undefined) => Channel | undefined): Promise<ChannelUpdateResult> {
+    return withTransaction(this.db, (tx) => this.updateChannelIn(tx, channelId, update));
+  }
+
+  /** `updateChannel` inside the caller's transaction (the row lock is held until it ends). */
+  async updateChannelIn(tx: Tx, channelId: string, update: (current: Channel | undefined) => Channel | undefined): Promise<ChannelUpdateResult> {
     const key = channelKey(channelId);
-    return withTransaction(this.db, async (tx) => {
-      const current = await lockRow(tx, key);
-      const next = update(current);
-      if (next === current) {
-        if (current === undefined) await deleteRow(tx, key); // our placeholder
-        return { channel: current, status: 'unchanged' };
+    const current = await lockRow(tx, key);
+    const next = update(current);
+    if (next === current) {
+      if (current === undefined) await deleteRow(tx, key); // our placeholder
+      return { channel: current, status: 'unchanged' };
+    }
+    if (next === undefined) {
+      await deleteRow(tx, key);
+      return { channel: undefined, status: current ? 'deleted' : 'unchanged' };
+    }
+    if (channelKey(next.channelId) !== key) throw new Error(`channel ${key}: the update returned the record of channel ${next.channelId}`);
+    await tx
+      .update(paymentChannels)
+      .set({
+        channel: next,
+        payer: next.channelConfig.payer.toLowerCase(),
+        receiver: next.channelConfig.receiver.toLowerCase(),
+        updatedAt: sql`now()`,
+      })
+      .where(eq(paymentChannels.channelId, key));
+    return { channel: next, status: 'updated' };
+  }
+
+  /**
+   * Whether the voucher of cumulative amount `cap` was charged on this channel: the charged total
+   * reached it. Vouchers of one channel are charged one at a time and our books hold one live
+   * payment per voucher, so a total at or past `cap` includes that voucher's charge.
+   */
+  async chargedThrough(channelId: string, cap: bigint): Promise<boolean> {
+    const channel = await this.get(channelId);
+    return channel !== undefined && BigInt(channel.chargedCumulativeAmount) >= cap;
+  }
+
+  /**
+   * Takes back the charge of the voucher of cumulative amount `cap` (`amount`, the call's price)
+   * in `tx`: the call it paid for was not served. Nothing moved on chain; the channel's charged
+   * total drops by `amount` and the client, whose next voucher then runs ahead of it, is told the
+   * channel's state by the scheme's corrective 402 and signs again. False: the voucher was never
+   * charged, there is nothing to take back. Throws when the charge was already claimed on chain
+   * (the channel settler leaves channels with unresolved payments unclaimed, so it cannot be).
+   */
+  async uncharge(tx: Tx, channelId: string, cap: bigint, amount: bigint): Promise<boolean> {
+    let outcome = false;
+    await this.updateChannelIn(tx, channelId, (current) => {
+      if (!current || BigInt(current.chargedCumulativeAmount) < cap) return current;
+      const charged = BigInt(current.chargedCumulativeAmount) - amount;
+      if (charged < BigInt(current.totalClaimed)) {
+        throw new Error(`channel ${channelId}: the charge of ${amount} up to ${cap} was already claimed on chain`);
       }
-      if (next === undefined) {
-        await deleteRow(tx, key);
-        return { channel: undefined, status: current ? 'deleted' : 'unchanged' };
-      }
-      if (channelKey(next.channelId) !== key) throw new Error(`channel ${key}: the update returned the record of channel ${next.channelId}`);
-      await tx
-        .update(paymentChannels)
-        .set({
-          channel: next,
-          payer: next.channelConfig.payer.toLowerCase(),
-          receiver: next.channelConfig.receiver.toLowerCase(),
-          updatedAt: sql`now()`,
-        })
-        .where(eq(paymentChannels.channelId, key));
-      return { channel: next, status: 'updated' };
+      outcome = true;
+      return { ...current, chargedCumulativeAmount: charged.toString() };
     });
+    return outcome;
   }
 }
 

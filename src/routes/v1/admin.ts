@@ -9,6 +9,8 @@ import { getAddress } from 'viem';
 import type { EscrowRuntime } from '../../escrow/runtime.js';
 import { AtomicAmount, Timestamp, WalletAddress, errorResponses } from '../../http/schemas.js';
 import { reconcile } from '../../ledger/reconcile.js';
+import { channelsProbe } from '../../payments/channels/index.js';
+import { chainTarget } from '../../chain/wallets.js';
 
 const adminKey: { [scheme: string]: string[] }[] = [{ adminKey: [] }];
 
@@ -31,6 +33,17 @@ const Reconciliation = z
         incoming: z.string().meta({ description: 'Micro-fees into this wallet settled by a sent batch, not yet booked' }),
       }),
     ),
+    channels: z
+      .object({
+        channels: z.number().int(),
+        deposits: z.string().meta({ description: 'USDC the channel contract holds in the stored channels paying the fee wallet' }),
+        ledger: z.string().meta({ description: 'receivable:channel_fees: calls paid by vouchers, not yet paid into the fee wallet' }),
+        on_chain: z.string().meta({ description: 'What the contract owes for them: charged and unclaimed, claimed and unsettled, settled and not yet booked' }),
+        difference: z.string(),
+        unbooked: z.string().meta({ description: 'Paid into the fee wallet by the contract, not yet booked by the channel settler' }),
+      })
+      .optional()
+      .meta({ description: 'Batch-settlement channels (present when channels are on)' }),
   })
   .meta({
     id: 'Reconciliation',
@@ -126,7 +139,8 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
     },
     handler: async () => {
       if (!opts.escrow) throw new AppError('service_unavailable', 'No chain is configured');
-      const r = await reconcile(app.db, { escrow: opts.escrow.custody, feeWallet: opts.escrow.feeWallet });
+      const channels = app.channels ? channelsProbe(app.channels, app.channels.contract, chainTarget(app.config).usdc) : undefined;
+      const r = await reconcile(app.db, { escrow: opts.escrow.custody, feeWallet: opts.escrow.feeWallet, channels });
       return {
         ok: r.ok,
         ledger: { ok: r.ledger.ok, total: r.ledger.total.toString(), unbalanced_movements: r.ledger.unbalancedMovements },
@@ -139,6 +153,18 @@ export async function adminRoutes(fastify: FastifyInstance, opts: { apiKey: stri
           in_flight: w.inFlight.toString(),
           incoming: w.incoming.toString(),
         })),
+        ...(r.channels
+          ? {
+              channels: {
+                channels: r.channels.channels,
+                deposits: r.channels.deposits.toString(),
+                ledger: r.channels.ledger.toString(),
+                on_chain: r.channels.onChain.toString(),
+                difference: r.channels.difference.toString(),
+                unbooked: r.channels.unbooked.toString(),
+              },
+            }
+          : {}),
       };
     },
   });

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { USDC_DECIMALS } from '../../chain/constants.js';
+import { BATCH_SETTLEMENT_ADDRESS, ERC3009_DEPOSIT_COLLECTOR_ADDRESS, USDC_DECIMALS } from '../../chain/constants.js';
 import { chainTarget, resolveWallets } from '../../chain/wallets.js';
 import { AtomicAmount, WalletAddress, errorResponses } from '../../http/schemas.js';
 import { X402_SCHEMES, X402_VERSION } from '../../http/x402.js';
@@ -16,7 +16,7 @@ const networkExample = {
   usdc: { address: '0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913', decimals: 6, eip712_name: 'USD Coin', eip712_version: '2' },
   escrow_address: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8',
   fee_address: '0x90F79bf6EB2c4f870365E785982E1f101E93b906',
-  x402: { enabled: true, version: 2, schemes: ['exact'] },
+  x402: { enabled: true, version: 2, schemes: ['exact', 'batch-settlement'] },
   prices: {
     search_agents: '1000',
     get_agent: '2000',
@@ -36,6 +36,14 @@ const networkExample = {
   },
   platform_fee_bps: 250,
   micro_fees: { deferred: true, ceiling: '10000', payer_cap: '100000', min_validity_seconds: 60 },
+  channels: {
+    enabled: true,
+    contract: '0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003',
+    deposit_collector: '0x4020806089470a89826cB9fB1f4059150b550004',
+    withdraw_delay_seconds: 86400,
+    deposit_calls: 500,
+    deposit_max: '1000000',
+  },
 };
 
 export const NetworkInfo = z
@@ -88,6 +96,20 @@ export const NetworkInfo = z
           'the answer carries `x-payment-settlement: deferred`). A payer whose authorization then fails is refused with ' +
           '`payment_in_arrears` until it pays POST /v1/payers/{address}/arrears.',
       }),
+    channels: z
+      .object({
+        enabled: z.boolean().meta({ description: 'true: fixed-price routes also accept the x402 `batch-settlement` scheme' }),
+        contract: WalletAddress.meta({ description: 'The batch-settlement channel contract (the address @x402/evm expects)' }),
+        deposit_collector: WalletAddress.meta({ description: 'The ERC-3009 deposit collector a deposit is authorized to' }),
+        withdraw_delay_seconds: z.number().int().meta({ description: 'How long a payer’s own withdrawal from a channel waits' }),
+        deposit_calls: z.number().int().meta({ description: 'A route’s `extra.minDeposit` asks for this many calls at its price…' }),
+        deposit_max: AtomicAmount.meta({ description: '…but at most this much' }),
+      })
+      .meta({
+        description:
+          'Batch-settlement channels: deposit once into a channel, then pay each call with a voucher checked without the chain. ' +
+          'The service claims and settles vouchers in batches and refunds idle channels; a client may ask for its remainder back at any time.',
+      }),
   })
   .meta({ id: 'NetworkInfo', description: 'The chain, token, wallets, x402 schemes and prices of this service.', examples: [networkExample] });
 
@@ -109,7 +131,7 @@ export async function networkRoutes(fastify: FastifyInstance, opts: { devChainRp
     usdc: { address: target.usdc, decimals: USDC_DECIMALS, eip712_name: target.usdcDomain.name, eip712_version: target.usdcDomain.version },
     escrow_address: wallets.escrowAddress,
     fee_address: wallets.feeAddress,
-    x402: { enabled: config.X402_ENABLED, version: X402_VERSION, schemes: config.X402_ENABLED ? [...X402_SCHEMES] : [] },
+    x402: { enabled: config.X402_ENABLED, version: X402_VERSION, schemes: !config.X402_ENABLED ? [] : app.channels ? [...X402_SCHEMES] : ['exact'] },
     prices: Object.fromEntries(priceNames.map((n) => [n, app.prices[n].toString()])) as Record<FixedPriceName, string>,
     platform_fee_bps: config.PLATFORM_FEE_BPS,
     micro_fees: {
@@ -117,6 +139,14 @@ export async function networkRoutes(fastify: FastifyInstance, opts: { devChainRp
       ceiling: config.MICRO_FEE_CEILING.toString(),
       payer_cap: config.MICRO_FEE_PAYER_CAP.toString(),
       min_validity_seconds: config.MICRO_FEE_MIN_VALIDITY_SECONDS,
+    },
+    channels: {
+      enabled: app.channels !== undefined,
+      contract: BATCH_SETTLEMENT_ADDRESS,
+      deposit_collector: ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
+      withdraw_delay_seconds: config.CHANNEL_WITHDRAW_DELAY_SECONDS,
+      deposit_calls: config.CHANNEL_DEPOSIT_CALLS,
+      deposit_max: config.CHANNEL_DEPOSIT_MAX.toString(),
     },
   };
 

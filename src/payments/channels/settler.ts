@@ -1,0 +1,182 @@
+import type { FacilitatorClient } from '@x402/core/server';
+import type { Network } from '@x402/core/types';
+import type { BatchSettlementChannelManager, Channel } from '@x402/evm/batch-settlement/server';
+import { sql } from 'drizzle-orm';
+import type { Address, Hex } from 'viem';
+import type { ChannelContractReader } from '../../chain/channels.js';
+import type { Clock } from '../../clock.js';
+import { withTransaction, type Db } from '../../db/client.js';
+import { failpoint } from '../../failpoints.js';
+import { RECEIVABLE_CHANNEL_FEES, TREASURY_CALL_FEES } from '../../ledger/accounts.js';
+import { kindTotal, postMovement, transferEntries } from '../../ledger/ledger.js';
+import type { WorkerLog } from '../../queue/index.js';
+import type { PaymentLifecycle } from '../lifecycle.js';
+import type { Channels } from './index.js';
+
+/**
+ * The channel settler (worker role): turns what the batch-settlement channels were charged into
+ * USDC in the fee wallet, with the stock channel manager of @x402/evm, and books it.
+ *
+ * One run:
+ * 1. **Refresh** every stored channel from the contract (balance, claimed total): the contract is
+ *    the truth, and a run that crashed after a claim or refund left the stored copy behind. A
+ *    channel drained on chain (all of it claimed or refunded, nothing charged beyond) is dropped.
+ * 2. **Claim** the charged, unclaimed vouchers of every channel in one transaction once
+ *    `claimThreshold` is unclaimed or `claimIntervalMs` passed since the last claim. A channel
+ *    with a payment still unresolved (verified or settling) is left out: that payment's charge may
+ *    still be taken back (lifecycle `refund`), which a claim would make impossible.
+ * 3. **Settle**: the contract pays everything claimed for the fee wallet into it.
+ * 4. **Book** what the contract has paid the fee wallet and the ledger does not yet hold
+ *    (`channel_settled`, receivable:channel_fees → treasury:call_fees): the contract's cumulative
+ *    `totalSettled` minus what was booked, under a lock, so a crash between a settlement and its
+ *    booking, or two workers at once, books each unit exactly once.
+ * 5. **Refund** channels idle for `idleRefundMs` (no unresolved payment, no request in flight): the
+ *    last voucher is claimed and the remainder goes back to the payer, in one transaction.
+ * Every step is idempotent on the contract (a claim at or below what was claimed changes nothing;
+ * a settle with nothing claimed pays nothing), so a crash anywhere, or a second worker, costs at
+ * most a wasted transaction.
+ */
+export interface ChannelSettlerOptions {
+  db: Db;
+  clock: Clock;
+  channels: Channels;
+  lifecycle: PaymentLifecycle;
+  /** The in-process facilitator with the batch-settlement scheme (it sends from the operator wallet). */
+  facilitator: FacilitatorClient;
+  network: Network;
+  token: Address;
+  contract: ChannelContractReader;
+  claimThreshold: bigint;
+  claimIntervalMs: number;
+  idleRefundMs: number;
+  log?: WorkerLog;
+}
+
+export interface ChannelRun {
+  refreshed: number;
+  dropped: number;
+  claimed: number;
+  settled: boolean;
+  /** Atomic USDC booked as paid into the fee wallet. */
+  booked: bigint;
+  refunded: number;
+}
+
+/** Two workers booking settlements take turns (transaction-level advisory lock). */
+const BOOKING_LOCK = 727_102;
+
+export class ChannelSettler {
+  private readonly manager: BatchSettlementChannelManager;
+  private lastClaimAt: number;
+
+  constructor(private readonly opts: ChannelSettlerOptions) {
+    this.manager = opts.channels.scheme.createChannelManager(crashPoints(opts.facilitator), opts.network, opts.token);
+    this.lastClaimAt = opts.clock.now().getTime();
+  }
+
+  /** One run; `force` claims, settles and refunds whatever it can now (tests, shutdown, the demo). */
+  async runOnce(force: { claim?: boolean; refundIdleMs?: number } = {}): Promise<ChannelRun> {
+    const run: ChannelRun = { refreshed: 0, dropped: 0, claimed: 0, settled: false, booked: 0n, refunded: 0 };
+    const held = await this.opts.lifecycle.unresolvedChannels();
+    const channels = await this.refresh(run);
+    const now = this.opts.clock.now().getTime();
+    const free = channels.filter((c) => !held.has(c.channelId.toLowerCase()) && !pendingLive(c, now));
+
+    const claimable = free.filter((c) => BigInt(c.chargedCumulativeAmount) > BigInt(c.totalClaimed));
+    const unclaimed = claimable.reduce((sum, c) => sum + BigInt(c.chargedCumulativeAmount) - BigInt(c.totalClaimed), 0n);
+    if (claimable.length > 0 && (force.claim || unclaimed >= this.opts.claimThreshold || now - this.lastClaimAt >= this.opts.claimIntervalMs)) {
+      const results = await this.manager.claim({ selectClaimChannels: () => claimable });
+      run.claimed = results.reduce((n, r) => n + r.vouchers, 0);
+      this.lastClaimAt = now;
+    }
+
+    const totals = await this.opts.contract.receiver(this.opts.channels.receiver, this.opts.token);
+    if (totals.totalClaimed > totals.totalSettled) {
+      await this.manager.settle();
+      run.settled = true;
+    }
+    run.booked = await this.bookSettled();
+
+    const idleMs = force.refundIdleMs ?? this.opts.idleRefundMs;
+    const idle = free.filter((c) => now - c.lastRequestTimestamp >= idleMs && BigInt(c.balance) > BigInt(c.chargedCumulativeAmount));
+    if (idle.length > 0) {
+      const refunds = await this.manager.refund(idle.map((c) => c.channelId));
+      run.refunded = refunds.length;
+      // A refund claims the channel's last voucher: pay it out and book it in this run too.
+      if (refunds.length > 0) {
+        await this.manager.settle();
+        run.settled = true;
+        run.booked += await this.bookSettled();
+      }
+    }
+    if (run.claimed || run.refunded || run.booked || run.dropped) this.opts.log?.info({ ...run, booked: run.booked.toString() }, 'channels: settled');
+    return run;
+  }
+
+  /** Step 1: the stored channels with their on-chain balance and claimed total; drained ones dropped. */
+  private async refresh(run: ChannelRun): Promise<Channel[]> {
+    const { storage } = this.opts.channels;
+    const stored = await storage.list();
+    if (stored.length === 0) return [];
+    const onchain = await this.opts.contract.channels(stored.map((c) => c.channelId as Hex));
+    const out: Channel[] = [];
+    for (const [i, channel] of stored.entries()) {
+      const truth = onchain[i]!;
+      const balance = truth.balance.toString();
+      const totalClaimed = truth.totalClaimed.toString();
+      if (channel.balance === balance && channel.totalClaimed === totalClaimed) {
+        out.push(channel);
+        continue;
+      }
+      let kept: Channel | undefined;
+      await storage.updateChannel(channel.channelId, (current) => {
+        if (!current) return current;
+        const drained = truth.balance === truth.totalClaimed && BigInt(current.chargedCumulativeAmount) <= truth.totalClaimed && !pendingLive(current, Date.now());
+        if (drained) return undefined;
+        kept = { ...current, balance, totalClaimed };
+        return kept;
+      });
+      if (kept) {
+        out.push(kept);
+        run.refreshed++;
+      } else run.dropped++;
+    }
+    return out;
+  }
+
+  /** Step 4: books what the contract paid the fee wallet beyond what the ledger holds. */
+  private async bookSettled(): Promise<bigint> {
+    const { totalSettled } = await this.opts.contract.receiver(this.opts.channels.receiver, this.opts.token);
+    return withTransaction(this.opts.db, async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(${BOOKING_LOCK})`);
+      const booked = await kindTotal(tx, 'channel_settled', TREASURY_CALL_FEES);
+      const due = totalSettled - booked;
+      if (due <= 0n) return 0n;
+      await postMovement(tx, this.opts.clock, { kind: 'channel_settled', entries: transferEntries(RECEIVABLE_CHANNEL_FEES, TREASURY_CALL_FEES, due) });
+      return due;
+    });
+  }
+}
+
+/** Whether a request holds the channel now (the scheme reserves it from verify to settle). */
+function pendingLive(channel: Channel, now: number): boolean {
+  return channel.pendingRequest !== undefined && channel.pendingRequest.expiresAt > now;
+}
+
+/**
+ * The facilitator the manager sends through, with the crash points of the kill tests after each
+ * transaction it sends (`channel:after-claim`, `channel:after-settle`, `channel:after-refund`):
+ * the chain moved, nothing about it is stored yet.
+ */
+function crashPoints(facilitator: FacilitatorClient): FacilitatorClient {
+  return {
+    verify: (payload, requirements) => facilitator.verify(payload, requirements),
+    getSupported: () => facilitator.getSupported(),
+    settle: async (payload, requirements) => {
+      const result = await facilitator.settle(payload, requirements);
+      const type = (payload.payload as { type?: string } | undefined)?.type;
+      if (result.success && type) failpoint(`channel:after-${type}`);
+      return result;
+    },
+  };
+}

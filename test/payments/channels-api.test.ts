@@ -1,0 +1,170 @@
+/**
+ * x402 `batch-settlement` on the service's own priced routes (issue 9 point 1), on a real app, a
+ * real anvil chain with this project's channel contracts, and the stock @x402/fetch client with the
+ * stock batch-settlement client scheme of @x402/evm:
+ * - 100 paid polls cost one on-chain transaction (the deposit), then the client's cooperative
+ *   refund and the channel settler's settle: 3 transactions in all; the client's net spend is
+ *   exactly 100 × the price; the ledger books each call as owed by the channel, then as paid into
+ *   the fee wallet; reconciliation agrees;
+ * - every fixed-price route offers both schemes, a stock client that knows only `exact` still pays
+ *   with `exact`, and funding stays `exact` only;
+ * - a paid call that fails is not charged: the voucher's charge never happens and the channel is
+ *   free for the next call at once;
+ * - a charge taken back (the refund of a paid write whose effect was refused) leaves the channel
+ *   consistent: the client resyncs from the corrective 402 and pays on.
+ */
+import { x402Client } from '@x402/core/client';
+import { decodePaymentRequiredHeader } from '@x402/core/http';
+import { toClientEvmSigner } from '@x402/evm';
+import { BatchSettlementEvmScheme as BatchSettlementClientScheme } from '@x402/evm/batch-settlement/client';
+import { wrapFetchWithPayment } from '@x402/fetch';
+import { and, eq, isNotNull } from 'drizzle-orm';
+import { createPublicClient, createWalletClient, http, parseAbi } from 'viem';
+import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
+import { base } from 'viem/chains';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BASE_NETWORK, BASE_USDC, BATCH_SETTLEMENT_ADDRESS } from '../../src/chain/constants.js';
+import { paymentChannels, payments } from '../../src/db/schema.js';
+import { RECEIVABLE_CHANNEL_FEES, TREASURY_CALL_FEES } from '../../src/ledger/accounts.js';
+import { accountBalance } from '../../src/ledger/ledger.js';
+import { reconcile } from '../../src/ledger/reconcile.js';
+import { ChannelSettler } from '../../src/payments/channels/settler.js';
+import { channelsProbe } from '../../src/payments/channels/index.js';
+import { startPaidApp, type PaidApp } from '../helpers/paid.js';
+
+let p: PaidApp;
+const PRICE = 1000n; // search_agents, task_status
+const MIN_DEPOSIT = 500n * PRICE; // CHANNEL_DEPOSIT_CALLS (default 500) calls
+
+beforeAll(async () => {
+  p = await startPaidApp({ MICRO_FEES_DEFERRED: 'false' });
+});
+afterAll(() => p.close());
+
+const chain = () => createPublicClient({ transport: http(p.chain.rpcUrl), cacheTime: 0 });
+const blockNumber = () => chain().getBlockNumber({ cacheTime: 0 });
+
+/** A new wallet holding exactly `amount` test USDC (sent by demo wallet 5). */
+async function walletWith(amount: bigint): Promise<PrivateKeyAccount> {
+  const account = privateKeyToAccount(generatePrivateKey());
+  const funder = createWalletClient({ account: p.demo(5), transport: http(p.chain.rpcUrl), chain: base });
+  const hash = await funder.writeContract({ address: BASE_USDC, abi: parseAbi(['function transfer(address,uint256) returns (bool)']), functionName: 'transfer', args: [account.address, amount] });
+  await chain().waitForTransactionReceipt({ hash, pollingInterval: 20 });
+  return account;
+}
+
+/** The stock client paying with a batch-settlement channel only. */
+function channelClient(payer: PrivateKeyAccount) {
+  const scheme = new BatchSettlementClientScheme(toClientEvmSigner(payer, chain()));
+  return { scheme, pay: wrapFetchWithPayment(fetch, new x402Client().register(BASE_NETWORK, scheme)) };
+}
+
+function settler(): ChannelSettler {
+  const channels = p.app.channels!;
+  return new ChannelSettler({
+    db: p.app.db,
+    clock: p.app.clock,
+    channels,
+    lifecycle: p.app.services.paymentLifecycle,
+    facilitator: p.app.facilitator!,
+    network: BASE_NETWORK,
+    token: BASE_USDC,
+    contract: channels.contract,
+    claimThreshold: 10n ** 12n,
+    claimIntervalMs: 3_600_000,
+    idleRefundMs: 3_600_000,
+  });
+}
+
+/** Reconciliation, channels included: everything agrees; the channels' side as found. */
+async function booksBalance() {
+  const channels = channelsProbe(p.app.channels!, p.app.channels!.contract, BASE_USDC);
+  const r = await reconcile(p.app.db, { escrow: p.app.escrow!.custody, feeWallet: p.app.escrow!.feeWallet, channels });
+  expect(r.ledger.ok).toBe(true);
+  for (const w of r.wallets) expect({ wallet: w.wallet, difference: w.difference }).toEqual({ wallet: w.wallet, difference: 0n });
+  expect(r.channels!.difference).toBe(0n);
+  expect(r.ok).toBe(true);
+  return r.channels!;
+}
+
+const channelRows = (payer: PrivateKeyAccount) =>
+  p.app.db.select().from(payments).where(and(eq(payments.payerAddress, payer.address.toLowerCase()), isNotNull(payments.channelId)));
+
+describe('batch-settlement channels on the priced routes', () => {
+  it('offers exact and batch-settlement on a fixed-price route, exact only on funding', async () => {
+    const res = await fetch(`${p.baseUrl}/v1/agents?query=writing`);
+    expect(res.status).toBe(402);
+    const challenge = decodePaymentRequiredHeader(res.headers.get('payment-required')!);
+    expect(challenge.accepts.map((a) => a.scheme)).toEqual(['exact', 'batch-settlement']);
+    const channel = challenge.accepts[1]!;
+    expect(channel.payTo.toLowerCase()).toBe(p.wallets.feeAddress.toLowerCase());
+    expect(channel.amount).toBe(PRICE.toString());
+    expect(channel.extra.minDeposit).toBe(MIN_DEPOSIT.toString());
+    expect(channel.extra.receiverAuthorizer).toBeDefined();
+  });
+
+  it('pays 100 polls with one deposit, then a refund and a settle: 3 transactions, net spend 100 × price, books agree', { timeout: 120_000 }, async () => {
+    const start = 2_000_000n;
+    const payer = await walletWith(start);
+    const client = channelClient(payer);
+    const feeBefore = await p.balance(p.wallets.feeAddress);
+    const treasuryBefore = await accountBalance(p.app.db, TREASURY_CALL_FEES);
+    const receivableBefore = await accountBalance(p.app.db, RECEIVABLE_CHANNEL_FEES);
+    const blocksBefore = await blockNumber();
+
+    for (let i = 0; i < 100; i++) {
+      const res = await client.pay(`${p.baseUrl}/v1/agents?query=writing`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('payment-response')).not.toBeNull();
+    }
+    expect(await blockNumber()).toBe(blocksBefore + 1n); // the deposit only
+    expect(await p.balance(BATCH_SETTLEMENT_ADDRESS)).toBeGreaterThanOrEqual(MIN_DEPOSIT);
+    const rows = await channelRows(payer);
+    expect(rows).toHaveLength(100);
+    expect(new Set(rows.map((r) => r.status))).toEqual(new Set(['booked']));
+    expect(new Set(rows.map((r) => r.purpose))).toEqual(new Set(['search_agents']));
+    expect((await accountBalance(p.app.db, RECEIVABLE_CHANNEL_FEES)) - receivableBefore).toBe(100n * PRICE);
+    const [stored] = await p.app.db.select().from(paymentChannels).where(eq(paymentChannels.payer, payer.address.toLowerCase()));
+    expect(stored!.channel!.chargedCumulativeAmount).toBe((100n * PRICE).toString());
+    // The books: 100 calls owed by the channel, charged and not yet claimed on the contract.
+    expect(await booksBalance()).toMatchObject({ channels: 1, ledger: receivableBefore + 100n * PRICE, unbooked: 0n });
+
+    // The client's cooperative refund: the last voucher is claimed and the rest comes back.
+    const refunded = await client.scheme.refund(`${p.baseUrl}/v1/agents?query=writing`);
+    expect(refunded.success).toBe(true);
+    expect(await blockNumber()).toBe(blocksBefore + 2n);
+    expect(await p.balance(payer.address)).toBe(start - 100n * PRICE);
+    // Claimed for the fee wallet on the contract, not yet paid out: still owed, still agreeing.
+    expect(await booksBalance()).toMatchObject({ channels: 0, ledger: receivableBefore + 100n * PRICE });
+
+    // The channel settler pays what was claimed into the fee wallet and books it.
+    const run = await settler().runOnce();
+    expect(run.settled).toBe(true);
+    expect(run.booked).toBe(100n * PRICE);
+    expect(await blockNumber()).toBe(blocksBefore + 3n);
+    expect(await p.balance(p.wallets.feeAddress)).toBe(feeBefore + 100n * PRICE);
+    expect(await accountBalance(p.app.db, RECEIVABLE_CHANNEL_FEES)).toBe(receivableBefore);
+    expect((await accountBalance(p.app.db, TREASURY_CALL_FEES)) - treasuryBefore).toBe(100n * PRICE);
+    expect(await p.balance(payer.address)).toBe(start - 100n * PRICE); // net spend exactly 100 × price
+    expect(await p.app.db.select().from(paymentChannels).where(eq(paymentChannels.payer, payer.address.toLowerCase()))).toHaveLength(0);
+    await booksBalance();
+
+    // Nothing is left to do: a second run sends nothing and books nothing.
+    const again = await settler().runOnce();
+    expect(again).toMatchObject({ claimed: 0, settled: false, booked: 0n, refunded: 0 });
+    expect(await blockNumber()).toBe(blocksBefore + 3n);
+  });
+
+  it('does not charge a paid call that fails, and the channel takes the next call at once', { timeout: 60_000 }, async () => {
+    const payer = await walletWith(1_000_000n);
+    const client = channelClient(payer);
+    expect((await client.pay(`${p.baseUrl}/v1/agents?query=writing`)).status).toBe(200);
+    const missing = await client.pay(`${p.baseUrl}/v1/tasks/task_doesnotexist`);
+    expect(missing.status).toBe(404);
+    expect((await client.pay(`${p.baseUrl}/v1/agents?query=writing`)).status).toBe(200);
+    const rows = await channelRows(payer);
+    expect(rows.map((r) => r.status).sort()).toEqual(['booked', 'booked']);
+    const [stored] = await p.app.db.select().from(paymentChannels).where(eq(paymentChannels.payer, payer.address.toLowerCase()));
+    expect(stored!.channel!.chargedCumulativeAmount).toBe((2n * PRICE).toString());
+  });
+});
