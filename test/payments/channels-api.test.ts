@@ -9,9 +9,9 @@
  * - every fixed-price route offers both schemes, a stock client that knows only `exact` still pays
  *   with `exact`, and funding stays `exact` only;
  * - a paid call that fails is not charged: the voucher's charge never happens and the channel is
- *   free for the next call at once;
- * - a charge taken back (the refund of a paid write whose effect was refused) leaves the channel
- *   consistent: the client resyncs from the corrective 402 and pays on.
+ *   free for the next call at once.
+ * (A charge taken back: channels-storage.test.ts `uncharge`, and the recovery sweep after a real
+ * kill in channel-kill.test.ts.)
  */
 import { x402Client } from '@x402/core/client';
 import { decodePaymentRequiredHeader } from '@x402/core/http';
@@ -153,6 +153,40 @@ describe('batch-settlement channels on the priced routes', () => {
     const again = await settler().runOnce();
     expect(again).toMatchObject({ claimed: 0, settled: false, booked: 0n, refunded: 0 });
     expect(await blockNumber()).toBe(blocksBefore + 3n);
+  });
+
+  it('pays a paid write with a voucher: the task and its booked fee commit together, on the same channel as the reads', { timeout: 60_000 }, async () => {
+    const payer = await walletWith(1_000_000n);
+    const client = channelClient(payer);
+    const owner = p.demo(4);
+    const agentRes = await fetch(`${p.baseUrl}/v1/agents`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: await p.signIn(owner) },
+      body: JSON.stringify({ name: 'Channel writer', capabilities: ['writing'], pricing: { base_rate: '100000' }, payout_address: owner.address }),
+    });
+    const agent = (await agentRes.json()) as { id: string };
+    expect((await client.pay(`${p.baseUrl}/v1/agents?query=writing`)).status).toBe(200); // deposits
+    const blocks = await blockNumber();
+    const res = await client.pay(`${p.baseUrl}/v1/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ agent_id: agent.id, description: 'one line', budget: { amount: '100000', currency: 'USDC', chain: 'base' } }),
+    });
+    expect(res.status).toBe(201);
+    const task = (await res.json()) as { task_id: string };
+    expect(await blockNumber()).toBe(blocks); // a voucher: no transaction
+    const rows = await channelRows(payer);
+    expect(rows.find((r) => r.purpose === 'create_task')).toMatchObject({ status: 'booked', taskId: task.task_id, amount: 5000n });
+    const [stored] = await p.app.db.select().from(paymentChannels).where(eq(paymentChannels.payer, payer.address.toLowerCase()));
+    expect(stored!.channel!.chargedCumulativeAmount).toBe((PRICE + 5000n).toString());
+    // The receipt names the task; a voucher has no transaction of its own.
+    const listed = (await (await fetch(`${p.baseUrl}/v1/receipts`, { headers: { authorization: await p.signIn(payer) } })).json()) as {
+      receipts: { status: string; tx_hash: string; task_id: string | null }[];
+    };
+    expect(listed.receipts.map((r) => [r.status, r.tx_hash === '' ? 'none' : 'tx', r.task_id])).toEqual([
+      ['booked', 'none', task.task_id],
+      ['booked', 'tx', null], // the deposit's call carries the deposit transaction
+    ]);
   });
 
   it('does not charge a paid call that fails, and the channel takes the next call at once', { timeout: 60_000 }, async () => {

@@ -14,7 +14,7 @@ import { FileChannelStorage } from '@x402/evm/batch-settlement/server/file-stora
 import { eq, sql } from 'drizzle-orm';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, rowsOf, type Database } from '../../src/db/client.js';
+import { openDatabase, rowsOf, withTransaction, type Database } from '../../src/db/client.js';
 import { runMigrations } from '../../src/db/migrate.js';
 import { paymentChannels } from '../../src/db/schema.js';
 import { DbChannelStorage } from '../../src/payments/channels/storage.js';
@@ -231,6 +231,32 @@ describe.each([
     expect(scoped.map((c) => c.channelId)).not.toContain(theirs);
     expect(scoped.every((c) => c.channelConfig.receiver === RECEIVER)).toBe(true);
     expect((await new DbChannelStorage(backend.database.db, { receiver: OTHER_RECEIVER.toLowerCase() }).list()).map((c) => c.channelId)).toEqual([theirs]);
+  });
+
+  it('takes back the charge of a voucher inside the caller’s transaction, only if it was charged and not claimed', async () => {
+    const id = newChannelId();
+    await storage.updateChannel(id, () => channelRecord(id, { chargedCumulativeAmount: '5000', totalClaimed: '2000' }));
+    expect(await storage.chargedThrough(id, 5000n)).toBe(true);
+    expect(await storage.chargedThrough(id, 6000n)).toBe(false); // a voucher of 6000 was never charged
+    expect(await storage.chargedThrough(newChannelId(), 1000n)).toBe(false);
+
+    // Not charged: nothing changes.
+    expect(await withTransaction(backend.database.db, (tx) => storage.uncharge(tx, id, 6000n, 1000n))).toBe(false);
+    expect((await storage.get(id))!.chargedCumulativeAmount).toBe('5000');
+    // Charged: the price comes off the charged total, in the caller's transaction (rolled back with it).
+    await expect(
+      withTransaction(backend.database.db, async (tx) => {
+        expect(await storage.uncharge(tx, id, 5000n, 1000n)).toBe(true);
+        throw new Error('the refund failed after the uncharge');
+      }),
+    ).rejects.toThrow('the refund failed');
+    expect((await storage.get(id))!.chargedCumulativeAmount).toBe('5000');
+    expect(await withTransaction(backend.database.db, (tx) => storage.uncharge(tx, id, 5000n, 1000n))).toBe(true);
+    expect((await storage.get(id))!.chargedCumulativeAmount).toBe('4000');
+    // A charge already claimed on chain cannot be taken back: refused, nothing changes.
+    await storage.updateChannel(id, (c) => c && { ...c, totalClaimed: '4000' });
+    await expect(withTransaction(backend.database.db, (tx) => storage.uncharge(tx, id, 4000n, 1000n))).rejects.toThrow(/already claimed/);
+    expect((await storage.get(id))!.chargedCumulativeAmount).toBe('4000');
   });
 
   /*
