@@ -107,7 +107,7 @@ const configObject = z.object({
    * asks for CHANNEL_DEPOSIT_CALLS calls at its price, at most CHANNEL_DEPOSIT_MAX atomic USDC.
    */
   CHANNELS_ENABLED: bool.default(true),
-  CHANNEL_DEPOSIT_CALLS: z.coerce.number().int().min(1).max(1_000_000).default(500),
+  CHANNEL_DEPOSIT_CALLS: z.coerce.number().int().min(1).max(1_000_000).default(1000),
   CHANNEL_DEPOSIT_MAX: atomic.default(1_000_000n),
   /** How long a payer's withdrawal waits on the channel contract (the time the service has to claim): 15 minutes … 30 days. */
   CHANNEL_WITHDRAW_DELAY_SECONDS: z.coerce.number().int().min(900).max(30 * 86_400).default(86_400),

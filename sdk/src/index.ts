@@ -2,7 +2,8 @@
  * Typed client for task-escrow. A client, not part of the service: it imports only its generated
  * types (schema.d.ts, from openapi/openapi.json by `npm run sdk:types`) and published packages.
  *
- * Payments go through the stock `@x402/fetch` with the exact EVM scheme. Spend controls are the
+ * Payments go through the stock `@x402/fetch` with the exact EVM scheme, or with a batch-settlement
+ * channel (`scheme: 'batch-settlement'`: one deposit, then a voucher per call). Spend controls are the
  * caller's: `maxPerCall` caps one payment (the x402 client's own `maxAmountPerPayment` is set to
  * it, so funding above $1 works because the caller allowed it), `maxPerSession` caps what this
  * client instance pays in all. A payment over either is refused before it is signed.
@@ -11,6 +12,10 @@ import createClient, { type Client } from 'openapi-fetch';
 import { x402Client, x402HTTPClient } from '@x402/core/client';
 import { decodePaymentSignatureHeader } from '@x402/core/http';
 import { registerExactEvmScheme } from '@x402/evm/exact/client';
+import { toClientEvmSigner } from '@x402/evm';
+import { BatchSettlementEvmScheme } from '@x402/evm/batch-settlement/client';
+import type { PaymentRequirements } from '@x402/core/types';
+import { createPublicClient, http as viemHttp } from 'viem';
 import { wrapFetchWithPayment } from '@x402/fetch';
 import type { LocalAccount } from 'viem';
 import { createSiweMessage, generateSiweNonce } from 'viem/siwe';
@@ -63,6 +68,19 @@ export interface TaskEscrowClientOptions {
   fetch?: typeof fetch;
   /** Interval of status polls when no stream is used (ms, default 1000). Each poll is paid. */
   pollIntervalMs?: number;
+  /**
+   * How calls are paid. `exact` (default): one signed USDC transfer per call. `batch-settlement`:
+   * the first call deposits into a channel (`extra.minDeposit` of the route, 0.5 USDC by default;
+   * it must fit `maxPerCall`), every later call is a voucher with no transaction; `refundChannel()`
+   * takes the remainder back. Funding and batches are always `exact` (the service offers no other).
+   * The meter counts a call's price, not the refundable deposit.
+   */
+  scheme?: 'exact' | 'batch-settlement';
+  /**
+   * An RPC URL of the service's chain (GET /v1/network `rpc_url`), for a channel client to read its
+   * channel on chain when it has no state of its own (a restarted process). Optional.
+   */
+  rpcUrl?: string;
 }
 
 /** Refused on the client, before anything was signed or paid. */
@@ -211,6 +229,8 @@ export class TaskEscrowClient {
   private readonly payFetch: typeof fetch;
   private readonly pollIntervalMs: number;
   private networkInfo: Promise<NetworkInfo> | null = null;
+  /** The channel scheme when paying with `batch-settlement`. */
+  private readonly channel: BatchSettlementEvmScheme | undefined;
 
   constructor(private readonly opts: TaskEscrowClientOptions) {
     this.baseUrl = opts.baseUrl.replace(/\/+$/, '');
@@ -221,8 +241,15 @@ export class TaskEscrowClient {
     if (maxPerCall < 0n || maxPerSession < 0n) throw new Error('spend caps must be ≥ 0');
     this.meter = new SpendMeter(maxPerCall, maxPerSession);
 
-    const x402 = new x402Client();
+    // With channels: take the route's batch-settlement terms when it offers them, else exact.
+    const preferred = opts.scheme ?? 'exact';
+    const x402 = new x402Client((_version: number, accepts: PaymentRequirements[]) => accepts.find((a) => a.scheme === preferred) ?? accepts[0]!);
     registerExactEvmScheme(x402, { signer: opts.account });
+    if (preferred === 'batch-settlement') {
+      const reader = opts.rpcUrl ? createPublicClient({ transport: viemHttp(opts.rpcUrl) }) : undefined;
+      this.channel = new BatchSettlementEvmScheme(toClientEvmSigner(opts.account, reader));
+      x402.register('eip155:*', this.channel); // beside exact, on any EVM network the service names
+    }
     // The stock cap ($1) replaced by the caller's per-call cap: raised or lowered, never off.
     x402.setSpendControls({ maxAmountPerPayment: toUsd(maxPerCall) });
     x402.onBeforePaymentCreation(async ({ selectedRequirements: r, paymentRequired }) => {
@@ -283,6 +310,22 @@ export class TaskEscrowClient {
       }
     };
     this.api = createClient<paths>({ baseUrl: this.baseUrl, fetch: this.payFetch });
+  }
+
+  /**
+   * Takes back what is left in this client's payment channel (`scheme: 'batch-settlement'`): one
+   * transaction, which also lets the service claim the calls paid so far. Answers the amount
+   * refunded (atomic USDC); 0n when the channel holds nothing more or none was opened.
+   */
+  async refundChannel(): Promise<bigint> {
+    if (!this.channel) throw new Error("refundChannel needs scheme: 'batch-settlement'");
+    try {
+      const refunded = await this.channel.refund(`${this.baseUrl}/v1/agents?query=refund`);
+      return refunded.success ? BigInt(refunded.amount ?? '0') : 0n;
+    } catch (err) {
+      if (/no (channel|balance)|nothing to refund|empty/i.test(err instanceof Error ? err.message : String(err))) return 0n;
+      throw err;
+    }
   }
 
   /** What this session paid (settled), what is in flight, and what the session cap still allows. */

@@ -1542,7 +1542,7 @@ export interface components {
          *         "contract": "0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003",
          *         "deposit_collector": "0x4020806089470a89826cB9fB1f4059150b550004",
          *         "withdraw_delay_seconds": 86400,
-         *         "deposit_calls": 500,
+         *         "deposit_calls": 1000,
          *         "deposit_max": "1000000"
          *       }
          *     }

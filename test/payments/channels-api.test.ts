@@ -34,7 +34,7 @@ import { startPaidApp, type PaidApp } from '../helpers/paid.js';
 
 let p: PaidApp;
 const PRICE = 1000n; // search_agents, task_status
-const MIN_DEPOSIT = 500n * PRICE; // CHANNEL_DEPOSIT_CALLS (default 500) calls
+const MIN_DEPOSIT = 1000n * PRICE; // CHANNEL_DEPOSIT_CALLS (default 1000) calls
 
 beforeAll(async () => {
   p = await startPaidApp({ MICRO_FEES_DEFERRED: 'false' });

@@ -48,7 +48,7 @@ describe('GET /v1/network', () => {
       const res = await app.inject({ method: 'GET', url: '/v1/network' });
       expect(res.statusCode, res.body).toBe(200);
       expect(res.json()).toMatchObject({ dev_chain: true, rpc_url: 'http://127.0.0.1:1', x402: { enabled: true, version: 2, schemes: ['exact', 'batch-settlement'] } });
-      expect(res.json().channels).toMatchObject({ enabled: true, deposit_calls: 500, deposit_max: '1000000', withdraw_delay_seconds: 86400 });
+      expect(res.json().channels).toMatchObject({ enabled: true, deposit_calls: 1000, deposit_max: '1000000', withdraw_delay_seconds: 86400 });
     } finally {
       await close();
     }

@@ -99,6 +99,28 @@ describe('the SDK against the service', () => {
     expect(await p.balance(sdk.account.address)).toBe(before - paid + 150_000n);
   });
 
+  it('pays over a batch-settlement channel: one deposit, then vouchers; funding stays exact; refundChannel returns the rest', async () => {
+    const sdk = client(5, { maxPerCall: usdc('2'), maxPerSession: usdc('10') }, { scheme: 'batch-settlement', rpcUrl: p.chain.rpcUrl });
+    const before = await p.balance(sdk.account.address);
+    const done = await sdk.hireAndWait({ agent_id: agentId, description: 'over a channel', budget: usdc('0.2') });
+    expect(done.status.status).toBe('completed');
+    const net = await sdk.network();
+    const calls = BigInt(net.prices.create_task) + BigInt(net.prices.task_events) + BigInt(net.prices.task_result);
+    const funding = 200_000n + BigInt(net.prices.fund_task);
+    expect(sdk.spending().spent).toBe(calls + funding);
+
+    // The calls were vouchers on one channel (the first one deposited), the funding an exact payment.
+    const receipts = await sdk.receipts();
+    expect(receipts.filter((r) => r.kind === 'escrow_funding').map((r) => r.amount)).toEqual([funding.toString()]);
+    expect(receipts.filter((r) => r.kind === 'call_fee').reduce((s, r) => s + BigInt(r.amount), 0n)).toBe(calls);
+    expect(receipts.filter((r) => r.kind === 'call_fee' && r.tx_hash === '')).toHaveLength(2); // vouchers: no transaction of their own
+    // Until the refund, the deposit is held by the channel contract, not spent.
+    const deposit = BigInt(net.channels.deposit_max);
+    expect(await p.balance(sdk.account.address)).toBe(before - funding - deposit);
+    expect(await sdk.refundChannel()).toBe(deposit - calls);
+    expect(await p.balance(sdk.account.address)).toBe(before - funding - calls);
+  });
+
   it('refuses over the per-call cap before any money moves', async () => {
     const sdk = client(2, { maxPerCall: usdc('1'), maxPerSession: usdc('10') });
     const before = await p.balance(sdk.account.address);
