@@ -1102,19 +1102,19 @@ export interface components {
              */
             paid: string;
             /**
-             * @description USDC in atomic units (6 decimals) as a decimal string
+             * @description Paid to agents: the items’ releases and those of the children their hosted agents hired (delegate_task)
              * @example 1000000
              */
             released: string;
             /**
-             * @description USDC in atomic units (6 decimals) as a decimal string
+             * @description Refunded to the payer on chain, the children’s refunds included
              * @example 1000000
              */
             refunded: string;
             completed: number;
             failed: number;
             running: number;
-            /** @description The items’ usage added up (null where no item reported it) */
+            /** @description The items’ usage added up, their children’s included (null where none reported it) */
             usage: components["schemas"]["Usage"];
         };
         Budget: {

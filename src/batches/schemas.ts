@@ -337,12 +337,12 @@ export const BatchView = z
         paid: AtomicAmount.meta({
           description: 'What the one payment carried: escrows + fee (a delegate_task batch: carved from its parent task’s escrow, no payment)',
         }),
-        released: AtomicAmount,
-        refunded: AtomicAmount,
+        released: AtomicAmount.meta({ description: 'Paid to agents: the items’ releases and those of the children their hosted agents hired (delegate_task)' }),
+        refunded: AtomicAmount.meta({ description: 'Refunded to the payer on chain, the children’s refunds included' }),
         completed: z.number().int(),
         failed: z.number().int(),
         running: z.number().int(),
-        usage: Usage.meta({ description: 'The items’ usage added up (null where no item reported it)' }),
+        usage: Usage.meta({ description: 'The items’ usage added up, their children’s included (null where none reported it)' }),
       })
       .meta({ id: 'BatchTotals' }),
     failures: z

@@ -257,7 +257,9 @@ export class BatchService {
   private viewOf(batch: BatchRow, items: BatchItemRow[], states: Map<string, string>): BatchViewT {
     const indexOf = new Map(items.map((i) => [i.task.id, i.task.batchIndex ?? 0]));
     const views = items.map((i) => itemView(i, states.get(i.task.id), indexOf));
-    const sum = (pick: (v: (typeof views)[number]) => string) => views.reduce((s, v) => s + BigInt(pick(v)), 0n).toString();
+    const delegated = items.map(delegatedCost);
+    const sum = (pick: (v: (typeof views)[number]) => string, extra: (d: DelegatedCost) => bigint = () => 0n) =>
+      (views.reduce((s, v) => s + BigInt(pick(v)), 0n) + delegated.reduce((s, d) => s + extra(d), 0n)).toString();
     const delivered = views.filter((v) => v.result !== null).length;
     const ended = views.filter((v) => ENDED.has(v.rawStatus)).length;
     const failures = views.filter((v) => ENDED.has(v.rawStatus) && v.result === null);
@@ -273,12 +275,12 @@ export class BatchService {
         escrow: batch.escrowTotal.toString(),
         fee: batch.fee.toString(),
         paid: (batch.escrowTotal + batch.fee).toString(),
-        released: sum((v) => v.released),
-        refunded: sum((v) => v.refunded),
+        released: sum((v) => v.released, (d) => d.released),
+        refunded: sum((v) => v.refunded, (d) => d.refunded),
         completed: delivered,
         failed: failures.length,
         running: views.length - ended,
-        usage: addUsage(views.map((v) => v.usage)),
+        usage: addUsage([...views.map((v) => v.usage), ...delegated.flatMap((d) => d.usage)]),
       },
       failures: failures.map((v) => ({
         index: v.index,
@@ -303,6 +305,27 @@ function runLimitsOf(item: BatchItemInput): PlannedItem['runLimits'] {
 
 function batchStatus(batch: BatchRow, count: number, ended: number, delivered: number): BatchViewT['status'] {
   return batchStatusOf({ items: count, ended, delivered, cancelled: batch.cancelledAt !== null });
+}
+
+interface DelegatedCost {
+  released: bigint;
+  refunded: bigint;
+  usage: ReturnType<typeof usageOf>[];
+}
+
+/**
+ * What an item's children (delegate_task) cost, beyond the item itself: paid from its escrow, so
+ * part of what the batch's payment bought. Their releases to their agents; their refunds sent back
+ * to the payer on chain (a refund returned into the item's escrow is not money out: the item's own
+ * release or refund carries it); their usage.
+ */
+function delegatedCost(item: BatchItemRow): DelegatedCost {
+  const moved = (kind: 'release' | 'refund') => item.children.reduce((s, c) => s + c.transfers.filter((t) => t.kind === kind).reduce((a, t) => a + t.amount, 0n), 0n);
+  return {
+    released: moved('release'),
+    refunded: moved('refund'),
+    usage: item.children.map((c) => usageOf(c.task.resultHash !== null && (c.task.status === 'completed' || c.task.status === 'disputed') ? (c.task.result as ResultContentT) : null)),
+  };
 }
 
 function itemView({ task, attempts, transfers }: BatchItemRow, dispatchState: string | undefined, indexOf: Map<string, number>) {

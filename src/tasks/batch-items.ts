@@ -26,6 +26,8 @@ export interface BatchItemRow {
   task: TaskRow;
   attempts: number;
   transfers: ChainTransferRow[];
+  /** The children its hosted agent hired with delegate_task (paid from its escrow), with their transfers. */
+  children: { task: TaskRow; transfers: ChainTransferRow[] }[];
 }
 
 /**
@@ -175,8 +177,16 @@ export class BatchTasks extends TaskModule {
       .where(eq(tasks.batchId, batchId))
       .orderBy(asc(tasks.batchIndex));
     const ids = rows.map((r) => r.task.id);
-    const transfers = ids.length ? await exec.select().from(chainTransfers).where(inArray(chainTransfers.taskId, ids)).orderBy(chainTransfers.createdAt) : [];
-    return rows.map((r) => ({ task: r.task, attempts: r.attempts ?? 0, transfers: transfers.filter((t) => t.taskId === r.task.id) }));
+    const children = ids.length ? await exec.select().from(tasks).where(inArray(tasks.parentTaskId, ids)).orderBy(asc(tasks.createdAt), asc(tasks.batchIndex)) : [];
+    const moved = [...ids, ...children.map((c) => c.id)];
+    const transfers = moved.length ? await exec.select().from(chainTransfers).where(inArray(chainTransfers.taskId, moved)).orderBy(chainTransfers.createdAt) : [];
+    const transfersOf = (id: string) => transfers.filter((t) => t.taskId === id);
+    return rows.map((r) => ({
+      task: r.task,
+      attempts: r.attempts ?? 0,
+      transfers: transfersOf(r.task.id),
+      children: children.filter((c) => c.parentTaskId === r.task.id).map((c) => ({ task: c, transfers: transfersOf(c.id) })),
+    }));
   }
 
   /** Dispatch states of the batch's items (waiting, queued, running…). */

@@ -249,6 +249,36 @@ describe('delegate_task: a hosted agent hires children paid from its escrow', ()
     expect(batch.totals).toMatchObject({ escrow: '400000', fee: '0', refunded: '100000' });
   });
 
+  it('a batch item that delegates: the batch totals include its children’s releases, refunds and usage, to the unit', async () => {
+    const { agent: child } = await webhookAgent(async (r) => (/part 1/.test(describeOf(r)) ? { status: 422, body: { error: 'no' } } : reply(`done ${describeOf(r)}`)));
+    const parentAgent = await hostedAgent('Batch coordinator', ['delegation']);
+    const parts = [0, 1].map((n) => ({ agent_id: child.id, description: `Batch part ${n}`, budget: '100000' }));
+    scripts.set('s-batch-item', (req) => (lastTool(req) ? 'Merged.' : delegate('call_b', parts)));
+    const res = await call(t, payer, 'POST', '/v1/batches', {
+      items: [{ agent_id: parentAgent.id, description: '[s-batch-item] Coordinate', budget: { amount: '500000', currency: 'USDC', chain: 'base' } }],
+    });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    const itemId = res.body.items[0].task_id as string;
+    const d = dispatcher();
+    await runUntil(d, ended(itemId));
+    await d.drain();
+
+    const kids = await childrenOf(itemId);
+    expect(kids.map((k) => k.status)).toEqual(['completed', 'failed']);
+    const transfers = await t.app.db.select().from(chainTransfers).where(inArray(chainTransfers.taskId, [itemId, ...kids.map((k) => k.id)]));
+    const paid = (kind: string) => transfers.filter((x) => x.kind === kind).reduce((s, x) => s + x.amount, 0n);
+    // The item's agent got what remained (500 000 − 100 000 carved and kept by the finished child) less 2.5 %, the child's agent 97 500.
+    expect(paid('release')).toBe(97_500n + 390_000n);
+    const batch = (await call(t, payer, 'GET', `/v1/batches/${res.body.batch_id}`)).body;
+    expect(batch.items[0].released).toBe('390000'); // the item alone
+    expect(batch.totals).toMatchObject({ escrow: '500000', released: paid('release').toString(), refunded: paid('refund').toString() });
+    // Usage: the item's own (2 model calls) plus its completed child's answer (1 token).
+    const status = (await call(t, payer, 'GET', `/v1/tasks/${itemId}/status`)).body;
+    expect(batch.totals.usage).toEqual(status.delegation.totals.usage);
+    expect(batch.totals.usage.model_calls).toBe(2);
+    expect(batch.totals.usage.tokens_used).toBe(batch.items[0].usage.tokens_used + 1);
+  });
+
   it('refuses children asking more than what remains, with a clear tool error; the run goes on', async () => {
     const { agent: child } = await webhookAgent(() => reply('done'));
     const parentAgent = await hostedAgent('Spender', ['delegation']);
