@@ -29,7 +29,7 @@ import { BASE_NETWORK, BASE_USDC, BATCH_SETTLEMENT_ADDRESS, DEV_ROLES } from '..
 import { batchSettlementArtifact } from '../src/chain/dev/contracts.js';
 import { startDevChain, usdcBalance, type DevChain } from '../src/chain/dev/devchain.js';
 import { resolveWallets } from '../src/chain/wallets.js';
-import { ChannelSettler } from '../src/payments/channels/settler.js';
+import { createChannelSettler } from '../src/workers/index.js';
 import { x402ClientFor } from '../test/helpers/paid.js';
 import { createAgent, demo, fmt, positiveInt, printTable, readJson, serveApp, siwe, startWatchdog, taskBody, unpaidFixture, type Served } from './lib.js';
 
@@ -218,19 +218,7 @@ async function channelGas(chain: DevChain, p: App, calls: number): Promise<Chann
   const channels = p.app.channels!;
   const operator = channels.operator.address.toLowerCase();
   const feeAddress = resolveWallets(p.app.config).feeAddress;
-  const settler = new ChannelSettler({
-    db: p.app.db,
-    clock: p.app.clock,
-    channels,
-    lifecycle: p.app.services.paymentLifecycle,
-    facilitator: p.app.facilitator!,
-    network: BASE_NETWORK,
-    token: BASE_USDC,
-    contract: channels.contract,
-    claimThreshold: 10n ** 12n,
-    claimIntervalMs: 3_600_000,
-    idleRefundMs: 3_600_000,
-  });
+  const settler = createChannelSettler(p.app, { claimThreshold: 10n ** 12n, claimIntervalMs: 3_600_000, idleRefundMs: 3_600_000 })!;
   const start = BigInt(calls) * PRICE + 1_000_000n;
   const payer = await freshPayer(chain.rpcUrl, start);
   const client = channelClient(payer, chain.rpcUrl);

@@ -5,7 +5,7 @@ import { createDispatcher } from '../dispatcher/index.js';
 import { runMaintenance, startMaintenance } from '../maintenance.js';
 import { PaymentRecovery } from '../payments/recovery.js';
 import { MicroFeeSettler } from '../payments/micro-fee-settler.js';
-import { ChannelSettler } from '../payments/channels/settler.js';
+import { ChannelSettler, type ChannelSettlerOptions } from '../payments/channels/settler.js';
 import { chainTarget, resolveWallets } from '../chain/wallets.js';
 import { Loop } from './loop.js';
 
@@ -59,23 +59,7 @@ export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}
     : undefined;
   const microLoop = microSettler ? new Loop(() => microSettler.drain(), (err) => app.log.error({ err }, 'micro-fee settlement failed')) : undefined;
   microLoop?.start(intervals.microFeesMs ?? config.MICRO_FEE_SETTLE_INTERVAL_MS);
-  const channels = config.X402_ENABLED && app.facilitator ? app.channels : undefined;
-  const channelSettler = channels
-    ? new ChannelSettler({
-        db: app.db,
-        clock: app.clock,
-        channels,
-        lifecycle: app.services.paymentLifecycle,
-        facilitator: app.facilitator!,
-        network: chainTarget(config).network,
-        token: chainTarget(config).usdc,
-        contract: channels.contract,
-        claimThreshold: config.CHANNEL_CLAIM_THRESHOLD,
-        claimIntervalMs: config.CHANNEL_CLAIM_INTERVAL_SECONDS * 1000,
-        idleRefundMs: config.CHANNEL_IDLE_REFUND_SECONDS * 1000,
-        log: app.log,
-      })
-    : undefined;
+  const channelSettler = config.X402_ENABLED ? createChannelSettler(app) : undefined;
   const channelLoop = channelSettler ? new Loop(() => channelSettler.runOnce(), (err) => app.log.error({ err }, 'channel settlement failed')) : undefined;
   channelLoop?.start(intervals.channelsMs ?? config.CHANNEL_SETTLE_INTERVAL_MS);
   const dispatcher = createDispatcher(app, intervals.publicBaseUrl ? { publicBaseUrl: intervals.publicBaseUrl } : {});
@@ -97,4 +81,31 @@ export function startWorkers(app: FastifyInstance, intervals: WorkerOptions = {}
     await Promise.all(settlement.map((worker) => worker.stop()));
     await stopMaintenance();
   };
+}
+
+/**
+ * The channel settler of the app's batch-settlement channels (payments/channels/settler.ts), on its
+ * configured policy unless `policy` says otherwise; undefined when channels are off.
+ */
+export function createChannelSettler(
+  app: FastifyInstance,
+  policy: Partial<Pick<ChannelSettlerOptions, 'claimThreshold' | 'claimIntervalMs' | 'idleRefundMs'>> = {},
+): ChannelSettler | undefined {
+  const { config, channels } = app;
+  if (!channels || !app.facilitator) return undefined;
+  return new ChannelSettler({
+    db: app.db,
+    clock: app.clock,
+    channels,
+    lifecycle: app.services.paymentLifecycle,
+    facilitator: app.facilitator,
+    network: chainTarget(config).network,
+    token: chainTarget(config).usdc,
+    contract: channels.contract,
+    claimThreshold: config.CHANNEL_CLAIM_THRESHOLD,
+    claimIntervalMs: config.CHANNEL_CLAIM_INTERVAL_SECONDS * 1000,
+    idleRefundMs: config.CHANNEL_IDLE_REFUND_SECONDS * 1000,
+    log: app.log,
+    ...policy,
+  });
 }

@@ -28,7 +28,8 @@ import { paymentChannels, payments } from '../../src/db/schema.js';
 import { RECEIVABLE_CHANNEL_FEES, TREASURY_CALL_FEES } from '../../src/ledger/accounts.js';
 import { accountBalance } from '../../src/ledger/ledger.js';
 import { reconcile } from '../../src/ledger/reconcile.js';
-import { ChannelSettler } from '../../src/payments/channels/settler.js';
+import type { ChannelSettler } from '../../src/payments/channels/settler.js';
+import { createChannelSettler } from '../../src/workers/index.js';
 import { channelsProbe } from '../../src/payments/channels/index.js';
 import { startPaidApp, type PaidApp } from '../helpers/paid.js';
 
@@ -59,22 +60,8 @@ function channelClient(payer: PrivateKeyAccount) {
   return { scheme, pay: wrapFetchWithPayment(fetch, new x402Client().register(BASE_NETWORK, scheme)) };
 }
 
-function settler(): ChannelSettler {
-  const channels = p.app.channels!;
-  return new ChannelSettler({
-    db: p.app.db,
-    clock: p.app.clock,
-    channels,
-    lifecycle: p.app.services.paymentLifecycle,
-    facilitator: p.app.facilitator!,
-    network: BASE_NETWORK,
-    token: BASE_USDC,
-    contract: channels.contract,
-    claimThreshold: 10n ** 12n,
-    claimIntervalMs: 3_600_000,
-    idleRefundMs: 3_600_000,
-  });
-}
+/** The app's channel settler, claiming only when told (runOnce's force). */
+const settler = (): ChannelSettler => createChannelSettler(p.app, { claimThreshold: 10n ** 12n, claimIntervalMs: 3_600_000, idleRefundMs: 3_600_000 })!;
 
 /** Reconciliation, channels included: everything agrees; the channels' side as found. */
 async function booksBalance() {
