@@ -343,6 +343,7 @@ export const x402Plugin = fp(
       let row: PaymentRow;
       try {
         await opts.microFees?.refuseArrears(payer, request.routeOptions.config.price!);
+        if (channel) await refuseWhileUnresolved(reply, channel.channelId);
         row = await recorded();
       } catch (err) {
         await cancel();
@@ -376,6 +377,24 @@ export const x402Plugin = fp(
         microFees: opts.microFees,
       };
     });
+
+    /**
+     * One unresolved payment per channel: an earlier call on it that did not answer (its process
+     * died, or it is still running) is resolved first, by its request or by the recovery sweep, which
+     * takes its charge back if it was made. Until then the channel takes no other payment (409,
+     * retryable, `Retry-After` until that payment's lease ends); nothing is charged.
+     */
+    async function refuseWhileUnresolved(reply: FastifyReply, channelId: string): Promise<void> {
+      const earlier = await opts.lifecycle.unresolvedOnChannel(channelId);
+      if (!earlier) return;
+      const seconds = Math.max(1, Math.ceil(((earlier.leaseExpiresAt?.getTime() ?? Date.now()) - Date.now()) / 1000) + 5);
+      reply.header('retry-after', String(seconds));
+      throw new AppError(
+        'state_conflict',
+        `An earlier call paid on this payment channel has not completed (${earlier.id}); it is being resolved, and its charge taken back if it was made. Nothing was charged; retry in ${seconds} s.`,
+        { details: { channel_id: channelId, payment_id: earlier.id, retry_after_seconds: seconds } },
+      );
+    }
 
     /**
      * A retry with the same Idempotency-Key and the same PAYMENT-SIGNATURE: the authorization was

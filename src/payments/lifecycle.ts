@@ -125,6 +125,8 @@ export interface ChannelCharges {
   uncharge(tx: Tx, row: PaymentRow): Promise<boolean>;
   /** Whether the payment's voucher was charged on its channel (what the recovery sweep asks). */
   charged(row: PaymentRow): Promise<boolean>;
+  /** Ends any request's reservation of the payment's channel (the sweep, once a dead request's payment is resolved). */
+  release(row: PaymentRow): Promise<void>;
 }
 
 export class PaymentLifecycle {
@@ -437,6 +439,21 @@ export class PaymentLifecycle {
   // ── recovery ──────────────────────────────────────────────────────────────
 
   /** Takes over payments still verified or settling after their lease: the sweep becomes their owner. */
+  /**
+   * A payment on this channel still unresolved (verified or settling), if any, and until when its
+   * request holds it. While one is, no other payment may be taken on the channel (x402.ts): so the
+   * channel's charged total reaches that payment's voucher only by its own charge, which is how the
+   * recovery sweep tells whether it was charged (payments/recovery.ts).
+   */
+  async unresolvedOnChannel(channelId: string): Promise<{ id: string; leaseExpiresAt: Date | null } | undefined> {
+    const [row] = await this.db
+      .select({ id: payments.id, leaseExpiresAt: payments.leaseExpiresAt })
+      .from(payments)
+      .where(and(eq(payments.channelId, channelId.toLowerCase()), inArray(payments.status, ['verified', 'settling'])))
+      .limit(1);
+    return row;
+  }
+
   /** Channels with a payment not yet booked or refunded (verified or settling): their charges may still be taken back. */
   async unresolvedChannels(): Promise<Set<string>> {
     const rows = await this.db

@@ -35,8 +35,10 @@ export interface RecoveryOutcome {
  *   sweep settles the stored authorization itself. If that moves the money, it is refunded in
  *   full; if the chain refuses it and the authorization is still unused, it never moved money
  *   (and the sweep's own attempt consumed nothing): failed, nothing charged.
- * - a channel payment `settling`: its voucher was charged on the channel or not (never both
- *   ways: one live payment per voucher); charged, the charge is taken back; not, it failed.
+ * - a channel payment `settling`: its voucher was charged on the channel or not. While it is
+ *   unresolved the channel takes no other payment (http/x402.ts), so the channel's charged total
+ *   reached its voucher's amount only by its own charge. Charged, the charge is taken back; not, it
+ *   failed. Either way the dead request's reservation of the channel ends, so the client pays on.
  * Every step is fenced by the sweep's lease, so several workers can sweep at once.
  */
 export class PaymentRecovery {
@@ -70,6 +72,7 @@ export class PaymentRecovery {
     const { lifecycle } = this.opts;
     if (payment.status === 'verified') {
       await lifecycle.forget(payment.id, this.owner);
+      if (payment.channelId) await lifecycle.channels?.release(payment);
       return 'released';
     }
     if (payment.channelId) return this.resolveChannelPayment(payment);
@@ -108,12 +111,14 @@ export class PaymentRecovery {
     const { lifecycle } = this.opts;
     if (!lifecycle.channels || !(await lifecycle.channels.charged(payment))) {
       await lifecycle.fail(payment.id, this.owner, 'The voucher was never charged; nothing was charged');
+      await lifecycle.channels?.release(payment);
       return 'failed';
     }
     await lifecycle.refundNow(payment.id, this.owner, {
       txHash: null,
       reason: 'The request did not complete after its voucher was charged (crash or outage); the charge was taken back by the recovery sweep',
     });
+    await lifecycle.channels.release(payment);
     this.opts.log?.warn({ payment: payment.id, purpose: payment.purpose, amount: payment.amount.toString(), channel: payment.channelId }, 'payment recovery: channel charge taken back');
     return 'refunded';
   }

@@ -44,6 +44,9 @@ export function createChannels(opts: ChannelsOptions): Channels {
         const paid = paymentOfRow(row);
         return paid ? storage.uncharge(tx, paid.channelId, paid.maxClaimable, row.amount) : false;
       },
+      release: async (row: PaymentRow) => {
+        if (row.channelId) await storage.updateChannel(row.channelId, (c) => (c?.pendingRequest ? { ...c, pendingRequest: undefined } : c));
+      },
       charged: async (row: PaymentRow) => {
         const paid = paymentOfRow(row);
         return paid ? storage.chargedThrough(paid.channelId, paid.maxClaimable) : false;
