@@ -71,11 +71,14 @@ export const openapiPlugin = fp(
               in: 'header',
               name: 'PAYMENT-SIGNATURE',
               description:
-                'x402 v2 payment (`exact` scheme, USDC on Base): an unpaid request gets 402 with a `PAYMENT-REQUIRED` challenge; ' +
-                'retry with `PAYMENT-SIGNATURE` = base64 JSON of a signed EIP-3009 authorization for one of its `accepts`. ' +
-                'Any stock x402 client (e.g. @x402/fetch) does this. The paying wallet is the caller: on a priced route ' +
+                'x402 v2 payment (USDC on Base): an unpaid request gets 402 with a `PAYMENT-REQUIRED` challenge; ' +
+                'retry with `PAYMENT-SIGNATURE` = base64 JSON of a payment for one of its `accepts`: `exact` (a signed EIP-3009 ' +
+                'authorization) or, on fixed-price routes, `batch-settlement` (a deposit into a payment channel once, then a ' +
+                'signed voucher per call, no transaction; a call on a channel whose earlier call has not completed gets 409 ' +
+                'until it is resolved). Any stock x402 client (e.g. @x402/fetch with @x402/evm) does this. The paying wallet is the caller: on a priced route ' +
                 'the service reads no other identity (a SIWE signature or a session token there still gets 402). ' +
-                'A successful paid response carries `PAYMENT-RESPONSE` with the settlement transaction. An event stream ' +
+                'A successful paid response carries `x-payment-id` and `PAYMENT-RESPONSE` with the settlement (its transaction, or a ' +
+                'voucher\'s channel state), except a micro-fee served before its settlement (`x-payment-settlement: deferred`). An event stream ' +
                 '(`/events`) already paid for resumes without a payment when it sends its `Last-Event-ID`. ' +
                 'GET /v1/network names the chain, the USDC contract, the schemes and the prices. ' +
                 'In Swagger UI (/docs) try-it-out pays for you: a 402 opens a payment panel showing the amount and the wallet it ' +
