@@ -28,7 +28,7 @@ import { paymentChannels, payments } from '../../src/db/schema.js';
 import { RECEIVABLE_CHANNEL_FEES, TREASURY_CALL_FEES } from '../../src/ledger/accounts.js';
 import { accountBalance } from '../../src/ledger/ledger.js';
 import { reconcile } from '../../src/ledger/reconcile.js';
-import type { ChannelSettler } from '../../src/payments/channels/settler.js';
+import { ChannelSettler } from '../../src/payments/channels/settler.js';
 import { createChannelSettler } from '../../src/workers/index.js';
 import { channelsProbe } from '../../src/payments/channels/index.js';
 import { startPaidApp, type PaidApp } from '../helpers/paid.js';
@@ -174,6 +174,54 @@ describe('batch-settlement channels on the priced routes', () => {
       ['booked', 'none', task.task_id],
       ['booked', 'tx', null], // the deposit's call carries the deposit transaction
     ]);
+  });
+
+  it('an idle refund holds the channel: a call arriving while the refund is sent is refused, not served for free', { timeout: 60_000 }, async () => {
+    const payer = await walletWith(1_000_000n);
+    const client = channelClient(payer);
+    for (let i = 0; i < 2; i++) expect((await client.pay(`${p.baseUrl}/v1/agents?query=writing`)).status).toBe(200);
+    const feeBefore = await p.balance(p.wallets.feeAddress);
+    const receivableBefore = await accountBalance(p.app.db, RECEIVABLE_CHANNEL_FEES);
+    // A call lands just as the settler's refund is about to go on chain.
+    let during: Response | undefined;
+    const facilitator = p.app.facilitator!;
+    const racing = {
+      verify: facilitator.verify.bind(facilitator),
+      getSupported: facilitator.getSupported.bind(facilitator),
+      settle: async (...args: Parameters<typeof facilitator.settle>) => {
+        const refund = args[0].payload as { type?: string; channelConfig?: { payer?: string } };
+        if (refund.type === 'refund' && refund.channelConfig?.payer?.toLowerCase() === payer.address.toLowerCase()) {
+          during = await client.pay(`${p.baseUrl}/v1/agents?query=writing`);
+        }
+        return facilitator.settle(...args);
+      },
+    };
+    const channels = p.app.channels!;
+    const run = await new ChannelSettler({
+      db: p.app.db,
+      clock: p.app.clock,
+      channels,
+      lifecycle: p.app.services.paymentLifecycle,
+      facilitator: racing,
+      network: BASE_NETWORK,
+      token: BASE_USDC,
+      contract: channels.contract,
+      claimThreshold: 10n ** 12n,
+      claimIntervalMs: 3_600_000,
+      idleRefundMs: 0,
+    }).runOnce();
+    expect(run.refunded).toBeGreaterThanOrEqual(1);
+    expect(during!.status).toBe(402); // the channel was held: refused, nothing charged
+    const rows = await channelRows(payer);
+    expect(rows.filter((r) => r.status === 'booked')).toHaveLength(2);
+    // The payer paid exactly the two calls it was served. Every idle channel was refunded (idleRefundMs 0, the
+    // earlier tests' too) and everything charged on them settled: the fee wallet got exactly what was owed.
+    expect(await p.balance(payer.address)).toBe(1_000_000n - 2n * PRICE);
+    const [payerChannel] = await channels.contract.channels([rows[0]!.channelId as `0x${string}`]);
+    expect(payerChannel).toEqual({ balance: 2n * PRICE, totalClaimed: 2n * PRICE });
+    expect(await accountBalance(p.app.db, RECEIVABLE_CHANNEL_FEES)).toBe(0n);
+    expect((await p.balance(p.wallets.feeAddress)) - feeBefore).toBe(receivableBefore);
+    await booksBalance();
   });
 
   it('does not charge a paid call that fails, and the channel takes the next call at once', { timeout: 60_000 }, async () => {

@@ -1,6 +1,7 @@
 import type { FacilitatorClient } from '@x402/core/server';
 import type { Network } from '@x402/core/types';
 import type { BatchSettlementChannelManager, Channel } from '@x402/evm/batch-settlement/server';
+import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import type { Address, Hex } from 'viem';
 import type { ChannelContractReader } from '../../chain/channels.js';
@@ -31,7 +32,8 @@ import type { Channels } from './index.js';
  *    `totalSettled` minus what was booked, under a lock, so a crash between a settlement and its
  *    booking, or two workers at once, books each unit exactly once.
  * 5. **Refund** channels idle for `idleRefundMs` (no unresolved payment, no request in flight): the
- *    last voucher is claimed and the remainder goes back to the payer, in one transaction.
+ *    channel is held like a request holds it, then its last voucher is claimed and the remainder
+ *    goes back to the payer, in one transaction (`refundHeld`).
  * Every step is idempotent on the contract (a claim at or below what was claimed changes nothing;
  * a settle with nothing claimed pays nothing), so a crash anywhere, or a second worker, costs at
  * most a wasted transaction.
@@ -100,10 +102,11 @@ export class ChannelSettler {
     const idleMs = force.refundIdleMs ?? this.opts.idleRefundMs;
     const idle = free.filter((c) => now - c.lastRequestTimestamp >= idleMs && BigInt(c.balance) > BigInt(c.chargedCumulativeAmount));
     if (idle.length > 0) {
-      const refunds = await this.manager.refund(idle.map((c) => c.channelId));
-      run.refunded = refunds.length;
+      const refunds: boolean[] = [];
+      for (const channel of idle) refunds.push(await this.refundHeld(channel.channelId, idleMs));
+      run.refunded = refunds.filter(Boolean).length;
       // A refund claims the channel's last voucher: pay it out and book it in this run too.
-      if (refunds.length > 0) {
+      if (run.refunded > 0) {
         await this.manager.settle();
         run.settled = true;
         run.booked += await this.bookSettled();
@@ -144,6 +147,41 @@ export class ChannelSettler {
     return out;
   }
 
+  /**
+   * Step 5 for one channel. It is held first, as a request holds it (the scheme's reservation,
+   * taken only if no request holds it now and it is still idle): from then on no voucher can be
+   * charged on it, so the refund, which claims the charged total and returns the rest, is computed
+   * from what the channel really holds. Refunding from an earlier read let a call charged meanwhile
+   * be served and booked while its money went back to the payer. A channel with an unresolved
+   * payment is left (its charge may still be taken back). Refunded: the channel is dropped.
+   */
+  private async refundHeld(channelId: string, idleMs: number): Promise<boolean> {
+    const { storage } = this.opts.channels;
+    const holdId = `settler-refund:${randomUUID()}`;
+    const now = Date.now(); // the scheme's reservations run on the wall clock
+    let target: Channel | undefined;
+    await storage.updateChannel(channelId, (c) => {
+      if (!c || pendingLive(c, now) || this.opts.clock.now().getTime() - c.lastRequestTimestamp < idleMs) return c;
+      if (BigInt(c.balance) <= BigInt(c.chargedCumulativeAmount)) return c;
+      target = { ...c, pendingRequest: { pendingId: holdId, signedMaxClaimable: c.signedMaxClaimable, expiresAt: now + REFUND_HOLD_MS } };
+      return target;
+    });
+    if (!target) return false;
+    const letGo = () => storage.updateChannel(channelId, (c) => (c?.pendingRequest?.pendingId === holdId ? { ...c, pendingRequest: undefined } : c));
+    if (await this.opts.lifecycle.unresolvedOnChannel(channelId)) {
+      await letGo();
+      return false;
+    }
+    try {
+      await refundOne(this.manager, target);
+    } catch (err) {
+      await letGo();
+      throw err;
+    }
+    await storage.updateChannel(channelId, (c) => (c?.pendingRequest?.pendingId === holdId ? undefined : c));
+    return true;
+  }
+
   /** Step 4: books what the contract paid the fee wallet beyond what the ledger holds. */
   private async bookSettled(): Promise<bigint> {
     const { totalSettled } = await this.opts.contract.receiver(this.opts.channels.receiver, this.opts.token);
@@ -156,6 +194,20 @@ export class ChannelSettler {
       return due;
     });
   }
+}
+
+/** How long the settler holds a channel it refunds (a crash leaves the hold to expire; the refresh then drops the drained channel). */
+const REFUND_HOLD_MS = 5 * 60_000;
+
+/**
+ * The channel manager's refund of one channel from a given record (`refundChannel`: claim its
+ * charged total, refund the rest, with the receiver authorizer's signatures). Its public `refund`
+ * re-reads the channels and skips a held one, which is exactly what the settler's hold is.
+ */
+function refundOne(manager: BatchSettlementChannelManager, target: Channel): Promise<unknown> {
+  const refundChannel = (manager as unknown as { refundChannel?: (c: Channel) => Promise<unknown> }).refundChannel;
+  if (typeof refundChannel !== 'function') throw new Error('@x402/evm: BatchSettlementChannelManager has no refundChannel (the package changed)');
+  return refundChannel.call(manager, target);
 }
 
 /** Whether a request holds the channel now (the scheme reserves it from verify to settle). */
