@@ -134,7 +134,9 @@ export class ChannelSettler {
       let kept: Channel | undefined;
       await storage.updateChannel(channel.channelId, (current) => {
         if (!current) return current;
-        const drained = truth.balance === truth.totalClaimed && BigInt(current.chargedCumulativeAmount) <= truth.totalClaimed && !pendingLive(current, Date.now());
+        // Drained on chain, and held by no request: a settler's refund hold counts for none (that refund is done).
+        const free = !pendingLive(current, Date.now()) || current.pendingRequest!.pendingId.startsWith(REFUND_HOLD_PREFIX);
+        const drained = truth.balance === truth.totalClaimed && BigInt(current.chargedCumulativeAmount) <= truth.totalClaimed && free;
         if (drained) return undefined;
         kept = { ...current, balance, totalClaimed };
         return kept;
@@ -157,7 +159,7 @@ export class ChannelSettler {
    */
   private async refundHeld(channelId: string, idleMs: number): Promise<boolean> {
     const { storage } = this.opts.channels;
-    const holdId = `settler-refund:${randomUUID()}`;
+    const holdId = `${REFUND_HOLD_PREFIX}${randomUUID()}`;
     const now = Date.now(); // the scheme's reservations run on the wall clock
     let target: Channel | undefined;
     await storage.updateChannel(channelId, (c) => {
@@ -196,8 +198,9 @@ export class ChannelSettler {
   }
 }
 
-/** How long the settler holds a channel it refunds (a crash leaves the hold to expire; the refresh then drops the drained channel). */
+/** How long the settler holds a channel it refunds (a crash leaves the hold; the next refresh drops the drained channel anyway). */
 const REFUND_HOLD_MS = 5 * 60_000;
+const REFUND_HOLD_PREFIX = 'settler-refund:';
 
 /**
  * The channel manager's refund of one channel from a given record (`refundChannel`: claim its
