@@ -95,12 +95,20 @@ async function runBatch(batchId: string, ds: Dispatcher[], timeoutMs = 20_000) {
 describe('batches: one request hires many agents', () => {
   it('keeps input order under shuffled completion, with the results and the costs in the view', async () => {
     const delays = [120, 10, 60, 0, 90];
+    let itemIds: string[] | undefined;
     const { agent } = await agentWith(async (r) => {
       const n = Number(/item (\d)/.exec(String((r.body.task as any).description))?.[1]);
       await sleep(delays[n]!);
+      // Item 0 answers only once item 3 is recorded completed: a shuffled completion whatever the machine's load.
+      for (let waited = 0; n === 0 && waited < 10_000; waited += 20) {
+        const [three] = itemIds ? await t.app.db.select({ status: tasks.status }).from(tasks).where(eq(tasks.id, itemIds[3]!)) : [];
+        if (three?.status === 'completed') break;
+        await sleep(20);
+      }
       return reply(`answer ${n}`);
     });
     const batch = await createBatch({ items: delays.map((_, n) => item(agent.id, `item ${n}`)), max_concurrency: 5 });
+    itemIds = batch.items.map((i: { task_id: string }) => i.task_id);
     expect(batch.items).toHaveLength(5);
     const view = await runBatch(batch.batch_id, [dispatcher()]);
     expect(view.status).toBe('completed');
