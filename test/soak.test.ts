@@ -1,9 +1,12 @@
 /**
  * Acceptance of the money path: the crash-point soak (bench/soak/), short. The real service
  * (src/server.ts, ROLE=all) on its own Postgres database and a real anvil, killed with SIGKILL
- * at least 20 times under a seeded random paid workload (random delays, and named crash points
- * right after a payment settled on chain); after each kill the restarted service must resolve
- * everything, and the books must hold to the atomic unit.
+ * at least 20 times under a seeded random paid workload (random delays, and named crash points:
+ * right after a payment settled on chain or a channel payment's voucher was charged, after the
+ * micro-fee batch settler's and the channel settler's transactions); after each kill the restarted
+ * service must resolve everything, and the books must hold to the atomic unit. Three payers pay
+ * `exact`, two more pay their fixed-price calls over x402 batch-settlement channels; at the end the
+ * channels are drained (claimed, settled, booked, refunded) and checked once more.
  *
  * Always Postgres (DATABASE_URL, or the machine's 127.0.0.1:5432), in both CI passes; no
  * Postgres = the file FAILS. SOAK_SEED / SOAK_ITERATIONS override the defaults; the full run is
@@ -25,6 +28,7 @@ describe('crash-point soak', () => {
       seed: SEED,
       databaseUrl: POSTGRES_URL,
       payers: 3,
+      channelPayers: 2,
       killDelayMaxMs: 2000,
       workloadMaxMs: 2500,
       taskTimeoutSeconds: [2, 4],
@@ -34,6 +38,9 @@ describe('crash-point soak', () => {
     const text = formatReport(report);
     console.log(text);
     expect(report.kills.total, text).toBeGreaterThanOrEqual(Math.min(20, ITERATIONS));
+    // the channel lane paid calls that were served, and the channels were drained at the end
+    expect(report.books.channels?.payers.every((p) => p.bookedCalls > 0), text).toBe(true);
+    expect(report.drain?.drained, text).toBe(true);
     expect(report.violations, text).toEqual([]);
     expect(report.lostWorst, text).toBe(0n);
     expect(report.lostFinal, text).toBe(0n);

@@ -19,6 +19,14 @@ export interface ServiceSettings {
 export interface LogFigures {
   /** The recovery sweep's outcomes, summed over its "abandoned payments resolved" lines. */
   recovery: { released: number; failed: number; refunded: number };
+  /** Channel payments whose charge the sweep took back ("channel charge taken back" lines). */
+  channelChargesTakenBack: number;
+  /**
+   * The channel settler's runs that did something ("channels: settled" lines, summed): vouchers
+   * claimed, runs that settled, atomic USDC booked as paid into the fee wallet, channels refunded,
+   * stored channels dropped (drained on the contract). A run killed at its crash point logs nothing.
+   */
+  channels: { runs: number; claimed: number; settles: number; booked: bigint; refunded: number; dropped: number };
   /** Lines at level error or above: `msg` → count. */
   errors: Record<string, number>;
   /** The first few error lines, whole. */
@@ -26,13 +34,22 @@ export interface LogFigures {
 }
 
 export function emptyLogFigures(): LogFigures {
-  return { recovery: { released: 0, failed: 0, refunded: 0 }, errors: {}, errorSamples: [] };
+  return {
+    recovery: { released: 0, failed: 0, refunded: 0 },
+    channelChargesTakenBack: 0,
+    channels: { runs: 0, claimed: 0, settles: 0, booked: 0n, refunded: 0, dropped: 0 },
+    errors: {},
+    errorSamples: [],
+  };
 }
 
 /** The origin and SIWE domain of the service on `port`. */
 export function serviceOrigin(port: number): { baseUrl: string; domain: string } {
   return { baseUrl: `http://127.0.0.1:${port}`, domain: `127.0.0.1:${port}` };
 }
+
+/** The channel settler refunds a channel idle this long (CHANNEL_IDLE_REFUND_SECONDS of the soak's service). */
+export const CHANNEL_IDLE_REFUND_MS = 2000;
 
 export function soakEnv(s: ServiceSettings, failpoints: string | undefined): Record<string, string> {
   const { baseUrl, domain } = serviceOrigin(s.port);
@@ -59,6 +76,25 @@ export function soakEnv(s: ServiceSettings, failpoints: string | undefined): Rec
     MICRO_FEES_DEFERRED: 'true',
     MICRO_FEE_SETTLE_INTERVAL_MS: '200',
     MICRO_FEE_PAYER_CAP: '5000',
+    // An x402 authorization, and a channel's reservation by a request, lasts 20 s: a request killed
+    // after the scheme reserved its channel and before its payment was recorded leaves the channel
+    // busy that long (300 s by default; the recovery sweep releases the reservation of a recorded
+    // one). Micro-fees still defer (an authorization is deferred with ≥ 10 s left, so a deferred
+    // fee has ~20 s to be collected, restart included).
+    X402_MAX_TIMEOUT_SECONDS: '20',
+    MICRO_FEE_MIN_VALIDITY_SECONDS: '10',
+    // Channels act at once: the settler runs every 200 ms, claims 5000 unclaimed (one create_task)
+    // or whatever is unclaimed a second after the last claim, and refunds a channel idle for 2 s
+    // (between iterations, in an iteration planned at `channel:after-refund`, and whenever a
+    // lane leaves its channel idle that long; a lane keeps its calls clear of the refund unless
+    // told to race it: a refund that raced a call used to lose the call's charge, see
+    // channel-refund-race.ts, which checks that the settler's refund now holds the channel).
+    // A channel deposit covers 20 calls at the route's price, so channels top up during the run.
+    CHANNEL_SETTLE_INTERVAL_MS: '200',
+    CHANNEL_CLAIM_THRESHOLD: '5000',
+    CHANNEL_CLAIM_INTERVAL_SECONDS: '1',
+    CHANNEL_IDLE_REFUND_SECONDS: String(CHANNEL_IDLE_REFUND_MS / 1000),
+    CHANNEL_DEPOSIT_CALLS: '20',
     ...(failpoints ? { FAILPOINTS: failpoints } : {}),
   });
 }
@@ -112,7 +148,18 @@ export async function startLoggedService(
 
 function scanLine(line: string, figures: LogFigures): void {
   if (!line.startsWith('{')) return;
-  let entry: { level?: number; msg?: string; released?: number; failed?: number; refunded?: number; err?: { message?: string } };
+  let entry: {
+    level?: number;
+    msg?: string;
+    released?: number;
+    failed?: number;
+    refunded?: number;
+    claimed?: number;
+    settled?: boolean;
+    booked?: string;
+    dropped?: number;
+    err?: { message?: string };
+  };
   try {
     entry = JSON.parse(line);
   } catch {
@@ -122,6 +169,16 @@ function scanLine(line: string, figures: LogFigures): void {
     figures.recovery.released += entry.released ?? 0;
     figures.recovery.failed += entry.failed ?? 0;
     figures.recovery.refunded += entry.refunded ?? 0;
+  }
+  if (entry.msg === 'payment recovery: channel charge taken back') figures.channelChargesTakenBack++;
+  if (entry.msg === 'channels: settled') {
+    const c = figures.channels;
+    c.runs++;
+    c.claimed += entry.claimed ?? 0;
+    if (entry.settled) c.settles++;
+    c.booked += BigInt(entry.booked ?? '0');
+    c.refunded += entry.refunded ?? 0;
+    c.dropped += entry.dropped ?? 0;
   }
   if ((entry.level ?? 0) >= 50) {
     const key = `${entry.msg ?? '(no msg)'}${entry.err?.message ? `: ${entry.err.message.split('\n')[0]!.slice(0, 160)}` : ''}`;

@@ -3,7 +3,8 @@
  * the stock `@x402/fetch` client) that hire agents and poke at their tasks until the service is
  * killed (or the workload's time is up). Every choice comes from the lane's own PRNG stream; what
  * a lane acts on (its tasks and their states) is read from the database, since a request cut off
- * by the kill may or may not have taken effect.
+ * by the kill may or may not have taken effect. A channel payer's lane (wallets.ts) does the same;
+ * its fixed-price calls go over its batch-settlement channel and are tallied as `<purpose> (channel)`.
  */
 import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import { rowsOf, type Db } from '../../src/db/client.js';
@@ -11,11 +12,16 @@ import { tasks } from '../../src/db/schema.js';
 import type { AgentKind, SoakAgents } from './agents.js';
 import type { Rng } from './prng.js';
 import type { Answer, RequestStats } from './requests.js';
+import { CHANNEL_IDLE_REFUND_MS } from './service.js';
 import type { Payer } from './wallets.js';
 
 /** The paid routes, by the price name a failpoint is qualified with. */
 export const PURPOSES = ['create_task', 'fund_task', 'cancel_task', 'dispute_task', 'task_status', 'task_result', 'create_batch', 'batch_status', 'cancel_batch'] as const;
 export type Purpose = (typeof PURPOSES)[number];
+/** The fixed-price ones: offered over a batch-settlement channel too (funding and batches are dynamic, `exact` only). */
+export const CHANNEL_PURPOSES = ['create_task', 'cancel_task', 'dispute_task', 'task_status', 'task_result', 'batch_status', 'cancel_batch'] as const satisfies readonly Purpose[];
+export type ChannelPurpose = (typeof CHANNEL_PURPOSES)[number];
+const isChannelPurpose = (p: Purpose): boolean => (CHANNEL_PURPOSES as readonly Purpose[]).includes(p);
 
 export interface WorkloadSettings {
   /** timeout_seconds of created tasks: [min, max]. */
@@ -36,7 +42,19 @@ export interface LaneContext {
   alive(): boolean;
   /** No new operation starts after this (epoch ms). */
   until: number;
+  /**
+   * Let a channel payer's calls race the channel settler's idle refund (a src bug lost the racing
+   * call's charge: channel-refund-race.ts reproduces it). Off: a call on a channel idle for a second
+   * or more waits until it is idle well past the refund, which then has happened.
+   */
+  raceChannelRefunds?: boolean;
 }
+
+/** A channel call after this long idle waits until the channel is idle `CLEAR_OF_REFUND_MS` (the settler refunded it by then). */
+const NEAR_REFUND_MS = CHANNEL_IDLE_REFUND_MS - 1000;
+const CLEAR_OF_REFUND_MS = CHANNEL_IDLE_REFUND_MS + 1500;
+/** A channel call waits until this long after a request's reservation of the channel expired (the settler refunds it then). */
+const AFTER_RESERVATION_MS = 1500;
 
 interface TaskView {
   id: string;
@@ -69,16 +87,29 @@ const HIRE_KINDS: readonly (readonly [AgentKind, number])[] = [
 ];
 
 export class Lane {
+  /** Payments refused (402) since it was last reset. */
+  private refused = 0;
+
   constructor(
     private readonly ctx: LaneContext,
     private readonly payer: Payer,
     private readonly rng: Rng,
   ) {}
 
-  /** Runs operations until the kill or the end; `first` (a failpoint's purpose) is aimed at first. */
-  async run(first?: Purpose): Promise<void> {
-    if (first) await this.aim(first);
-    while (this.ctx.alive() && Date.now() < this.ctx.until) {
+  /**
+   * Runs operations until the kill or the end; `first` (a failpoint's purpose) is aimed at first.
+   * `stop`: no operation starts once it says so (the lane then stays idle: a channel payer's
+   * channel goes idle, for the channel settler's idle refund).
+   */
+  async run(first?: Purpose, stop?: () => boolean): Promise<void> {
+    if (first) {
+      this.refused = 0;
+      await this.aim(first);
+      // A channel payer's first call of an iteration often meets its channel refunded by the
+      // restart (its client refused once, then rebuilt from the contract): aim again.
+      if (this.payer.channel && this.refused > 0 && this.ctx.alive()) await this.aim(first);
+    }
+    while (this.ctx.alive() && Date.now() < this.ctx.until && !stop?.()) {
       const op = this.rng.weighted(OPS);
       await this.operate(op);
       if (!this.ctx.alive()) return;
@@ -294,20 +325,59 @@ export class Lane {
 
   // ── helpers ───────────────────────────────────────────────────────────────
 
-  private post(label: Purpose, path: string, body: unknown): Promise<Answer | null> {
-    return this.ctx.stats.send(this.ctx.iteration, label, this.ctx.alive, () =>
+  /** The tally's label: a channel payer's fixed-price calls are counted apart (they go over its channel). */
+  private label(purpose: Purpose): string {
+    return this.payer.channel && isChannelPurpose(purpose) ? `${purpose} (channel)` : purpose;
+  }
+
+  private counted(answer: Answer | null): Answer | null {
+    if (answer?.status === 402) this.refused++;
+    return answer;
+  }
+
+  /**
+   * Before a call over the channel: keep clear of the settler's idle refund (see
+   * `raceChannelRefunds`). The settler refunds the channel once it is idle for the refund delay and
+   * not reserved by a request: when the lane's own last call over it is that old (it waits until
+   * the refund is surely done), and when a reservation left by a request a kill cut off expires
+   * (it waits until a moment after the expiry; meanwhile every call would be refused as busy).
+   */
+  private async clearOfRefund(purpose: Purpose): Promise<void> {
+    const channel = this.payer.channel;
+    if (!channel || this.ctx.raceChannelRefunds || !isChannelPurpose(purpose)) return;
+    const [row] = rowsOf<{ until: string | null }>(
+      await this.ctx.db.execute(sql`select max((channel->'pendingRequest'->>'expiresAt')::bigint)::text as until
+                                    from payment_channels where payer = ${this.payer.address.toLowerCase()} and channel is not null`),
+    );
+    const reservedUntil = Number(row?.until ?? 0);
+    let waitUntil = 0;
+    if (reservedUntil > Date.now() - AFTER_RESERVATION_MS) waitUntil = reservedUntil + AFTER_RESERVATION_MS;
+    const idle = Date.now() - channel.lastCallAt;
+    if (channel.lastCallAt > 0 && idle >= NEAR_REFUND_MS && idle < CLEAR_OF_REFUND_MS) waitUntil = Math.max(waitUntil, channel.lastCallAt + CLEAR_OF_REFUND_MS);
+    // not past the workload: a longer wait would outlast the kill anyway
+    if (waitUntil > Date.now()) await sleep(Math.min(waitUntil, this.ctx.until + 500) - Date.now());
+  }
+
+  private async post(purpose: Purpose, path: string, body: unknown): Promise<Answer | null> {
+    await this.clearOfRefund(purpose);
+    if (!this.ctx.alive()) return null;
+    return this.counted(await this.ctx.stats.send(this.ctx.iteration, this.label(purpose), this.ctx.alive, () =>
       this.payer.pay(`${this.ctx.baseUrl}${path}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
       }),
-    );
+    ));
   }
 
-  private get(label: Purpose, path: string): Promise<Answer | null> {
-    return this.ctx.stats.send(this.ctx.iteration, label, this.ctx.alive, () =>
-      this.payer.pay(`${this.ctx.baseUrl}${path}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }),
+  private async get(purpose: Purpose, path: string): Promise<Answer | null> {
+    await this.clearOfRefund(purpose);
+    if (!this.ctx.alive()) return null;
+    return this.counted(
+      await this.ctx.stats.send(this.ctx.iteration, this.label(purpose), this.ctx.alive, () =>
+        this.payer.pay(`${this.ctx.baseUrl}${path}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }),
+      ),
     );
   }
 
