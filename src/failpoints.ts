@@ -5,6 +5,8 @@
  *
  * - `payment:after-settle`: a payment moved on chain, nothing about it is recorded yet
  *   (`payment:after-settle:<purpose>` for one purpose only, e.g. `payment:after-settle:fund_task`).
+ * - `payment:after-verify`: a payment was verified (a channel payment's channel is reserved by
+ *   the request), nothing about it is recorded yet (`:<purpose>` likewise).
  */
 const active = new Set(
   process.env.NODE_ENV === 'production' ? [] : (process.env.FAILPOINTS ?? '').split(',').map((s) => s.trim()).filter(Boolean),

@@ -26,7 +26,8 @@ import { failpoint } from '../failpoints.js';
 import type { MicroFees } from '../payments/micro-fees.js';
 import { PaymentFenceError, paymentReleased } from '../payments/lifecycle.js';
 import type { DbChannelStorage } from '../payments/channels/storage.js';
-import { BATCH_SETTLEMENT_SCHEME, channelPaymentOf, voucherNonce, type ChannelPayment } from '../payments/channels/vouchers.js';
+import { BATCH_SETTLEMENT_SCHEME, channelPaymentOf, staleClientReason, voucherNonce, type ChannelPayment } from '../payments/channels/vouchers.js';
+import { decodePaymentSignatureHeader, encodePaymentRequiredHeader } from '@x402/core/http';
 
 /**
  * x402 for Fastify, over `x402HTTPResourceServer` of @x402/core. A route opts in with
@@ -307,8 +308,9 @@ export const x402Plugin = fp(
       }
       const result = await server.processHTTPRequest(context);
       if (result.type === 'no-payment-required') return;
-      if (result.type === 'payment-error') return sendChallenge(request, reply, result.response);
+      if (result.type === 'payment-error') return sendChallenge(request, reply, await resyncStaleChannel(result.response, header));
       const channel = channelPaymentOf(result.paymentRequirements.scheme, result.paymentPayload.payload);
+      failpoint('payment:after-verify', request.routeOptions.config.price); // a channel is reserved, nothing recorded
       const cancel = async () => {
         await result.cancellationDispatcher?.cancel({ reason: 'handler_failed' }).catch(() => undefined);
       };
@@ -377,6 +379,29 @@ export const x402Plugin = fp(
         microFees: opts.microFees,
       };
     });
+
+    /**
+     * A refused channel payment whose client holds a stale view of a channel the settler refunded
+     * (payments/channels/vouchers.ts `staleClientReason`): the challenge's reason is replaced by one
+     * the stock client recovers from. Anything else is answered as the scheme answered it.
+     */
+    async function resyncStaleChannel(response: HTTPResponseInstructions, header: string | undefined): Promise<HTTPResponseInstructions> {
+      const key = Object.keys(response.headers).find((k) => k.toLowerCase() === 'payment-required');
+      if (!opts.channels || !header || !key) return response;
+      const challenge = decodeChallenge(response.headers);
+      let paid: ChannelPayment | undefined;
+      try {
+        const payload = decodePaymentSignatureHeader(header);
+        paid = channelPaymentOf(payload.accepted?.scheme, payload.payload);
+      } catch {
+        return response;
+      }
+      if (!paid || !challenge?.error) return response;
+      const reason = staleClientReason(challenge.error, (await opts.channels.storage.get(paid.channelId)) !== undefined);
+      if (!reason) return response;
+      const rewritten = encodePaymentRequiredHeader({ ...(challenge as unknown as Parameters<typeof encodePaymentRequiredHeader>[0]), error: reason });
+      return { ...response, headers: { ...response.headers, [key]: rewritten } };
+    }
 
     /**
      * One unresolved payment per channel: an earlier call on it that did not answer (its process

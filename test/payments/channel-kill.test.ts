@@ -13,6 +13,10 @@
  *    from the contract, settles and books each unit exactly once; the payers are charged exactly
  *    the calls served, the fee wallet holds exactly that, nothing stays owed.
  *
+ * 1a. An API process dies right after a voucher was verified, its channel reserved, before its
+ *    payment was recorded (`payment:after-verify:search_agents`): a worker's channel settler
+ *    releases the dead reservation within seconds, not the x402 timeout (300 s), and the client pays on.
+ *
  * 3. While a dead call's payment is unresolved its channel takes no other payment (409, nothing
  *    charged): a client that retries before the sweep waits, then pays on; and an API killed before
  *    its voucher's charge committed is resolved `failed`, its charge never "taken back" from a later
@@ -361,6 +365,49 @@ describe.concurrent('kill -9 of an API process after a voucher was charged, befo
       // The dead call's voucher was refunded, then signed again and booked: one refunded and one booked row share its nonce.
       const nonce = voucherNonce(stranded!.channelId as Hex, AGENT_PRICE + SEARCH_PRICE);
       expect((await rowsOf(r, payer.address)).filter((row) => row.authorizationNonce === nonce).map((row) => row.status).sort()).toEqual(['booked', 'refunded']);
+      await sweeper.stop();
+      await expectBooksBalance(r);
+    }),
+  );
+});
+
+// ── 1a. the API dies after a voucher was verified (its channel reserved), before its payment was recorded ──
+
+describe.concurrent('kill -9 of an API process after a voucher was verified, before its payment was recorded', () => {
+  it('a worker releases the dead request’s reservation: the channel is not busy for the x402 timeout, nothing was charged', { timeout: 300_000 }, () =>
+    withRig('chkill_reserved', async (r) => {
+      const payer = await newPayer(r);
+      const dying = await service(r, { ROLE: 'api', FAILPOINTS: 'payment:after-verify:search_agents' });
+      const agentId = await insertAgent(r);
+      const profile = (base: string) => `${base}/v1/agents/${agentId}`;
+      expect((await payer.call(profile(dying.baseUrl))).status).toBe(200); // the deposit, charged 2000
+      await expect(payer.call(search(dying.baseUrl))).rejects.toThrow(); // reserved, then dies
+      expect((await dying.exited).signal).toBe('SIGKILL');
+      // Nothing recorded, nothing charged; the channel reserved for the default x402 timeout (300 s).
+      expect((await rowsOf(r, payer.address)).map((row) => row.status)).toEqual(['booked']);
+      const reserved = (await storedChannel(r, payer.address))!;
+      expect(reserved.chargedCumulativeAmount).toBe(AGENT_PRICE.toString());
+      expect(reserved.pendingRequest!.expiresAt).toBeGreaterThan(Date.now() + 200_000);
+
+      // Another API process answers "busy" while the reservation stands; nothing is charged.
+      const api = await service(r, { ROLE: 'api' });
+      const busy = await payer.call(search(api.baseUrl));
+      expect(busy.status, busy.body).toBe(402);
+      expect(busy.body).toContain('channel_busy');
+
+      // A worker's channel settler finds the reservation dead (no payment recorded on the channel) and releases it.
+      const sweeper = await worker(r, { CHANNEL_SETTLE_INTERVAL_MS: '200' });
+      await waitFor('the dead reservation to be released', async () => (await storedChannel(r, payer.address))!.pendingRequest === undefined, 60_000);
+      expect(Date.now()).toBeLessThan(reserved.pendingRequest!.expiresAt - 200_000); // long before it would have expired
+
+      // The same client pays on; the books hold exactly the calls served.
+      for (let i = 0; i < 2; i++) {
+        const paid = await payer.call(search(api.baseUrl));
+        expect(paid.status, paid.body).toBe(200);
+      }
+      const booked = sum((await rowsOf(r, payer.address)).filter((row) => row.status === 'booked').map((row) => row.amount));
+      expect(booked).toBe(AGENT_PRICE + 2n * SEARCH_PRICE);
+      expect(BigInt((await storedChannel(r, payer.address))!.chargedCumulativeAmount)).toBe(booked);
       await sweeper.stop();
       await expectBooksBalance(r);
     }),

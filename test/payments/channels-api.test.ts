@@ -176,8 +176,8 @@ describe('batch-settlement channels on the priced routes', () => {
     ]);
   });
 
-  it('an idle refund holds the channel: a call arriving while the refund is sent is refused, not served for free', { timeout: 60_000 }, async () => {
-    const payer = await walletWith(1_000_000n);
+  it('an idle refund holds the channel: a call arriving while the refund is sent is refused, not served for free; the stale client then deposits anew', { timeout: 60_000 }, async () => {
+    const payer = await walletWith(3_000_000n);
     const client = channelClient(payer);
     for (let i = 0; i < 2; i++) expect((await client.pay(`${p.baseUrl}/v1/agents?query=writing`)).status).toBe(200);
     const feeBefore = await p.balance(p.wallets.feeAddress);
@@ -216,12 +216,28 @@ describe('batch-settlement channels on the priced routes', () => {
     expect(rows.filter((r) => r.status === 'booked')).toHaveLength(2);
     // The payer paid exactly the two calls it was served. Every idle channel was refunded (idleRefundMs 0, the
     // earlier tests' too) and everything charged on them settled: the fee wallet got exactly what was owed.
-    expect(await p.balance(payer.address)).toBe(1_000_000n - 2n * PRICE);
-    const [payerChannel] = await channels.contract.channels([rows[0]!.channelId as `0x${string}`]);
+    expect(await p.balance(payer.address)).toBe(3_000_000n - 2n * PRICE);
+    const channelId = rows[0]!.channelId as `0x${string}`;
+    const [payerChannel] = await channels.contract.channels([channelId]);
     expect(payerChannel).toEqual({ balance: 2n * PRICE, totalClaimed: 2n * PRICE });
     expect(await accountBalance(p.app.db, RECEIVABLE_CHANNEL_FEES)).toBe(0n);
     expect((await p.balance(p.wallets.feeAddress)) - feeBefore).toBe(receivableBefore);
     await booksBalance();
+
+    // The client still believes in the balance the refund took back. Its next voucher exceeds the
+    // channel's balance; the service, which dropped the refunded channel, tells it to resync
+    // (cumulative_amount_mismatch): it reads the channel from the contract, deposits anew in the
+    // same call, and is served. Without that it is refused on every call.
+    const again = await client.pay(`${p.baseUrl}/v1/agents?query=writing`);
+    expect(again.status).toBe(200);
+    const afterRows = await channelRows(payer);
+    expect(afterRows.filter((r) => r.status === 'booked')).toHaveLength(3);
+    const [redeposited] = await channels.contract.channels([channelId]);
+    expect(redeposited!.balance).toBeGreaterThan(3n * PRICE);
+    // What left the payer's wallet is exactly the new deposit; the channel holds the three calls plus the rest of it.
+    expect(await p.balance(payer.address)).toBe(3_000_000n - redeposited!.balance);
+    const [stored] = await p.app.db.select().from(paymentChannels).where(eq(paymentChannels.channelId, channelId));
+    expect(stored!.channel!.chargedCumulativeAmount).toBe((3n * PRICE).toString());
   });
 
   it('does not charge a paid call that fails, and the channel takes the next call at once', { timeout: 60_000 }, async () => {
@@ -235,5 +251,46 @@ describe('batch-settlement channels on the priced routes', () => {
     expect(rows.map((r) => r.status).sort()).toEqual(['booked', 'booked']);
     const [stored] = await p.app.db.select().from(paymentChannels).where(eq(paymentChannels.payer, payer.address.toLowerCase()));
     expect(stored!.channel!.chargedCumulativeAmount).toBe((2n * PRICE).toString());
+  });
+  it('refunds a channel whose calls were all claimed already without a settle of nothing, and forgets a drained channel whose copy matches the contract', { timeout: 60_000 }, async () => {
+    const payer = await walletWith(2_000_000n);
+    const client = channelClient(payer);
+    for (let i = 0; i < 2; i++) expect((await client.pay(`${p.baseUrl}/v1/agents?query=writing`)).status).toBe(200);
+    const s = settler();
+    // Everything charged on every channel is claimed and paid out first.
+    const claimed = await s.runOnce({ claim: true });
+    expect(claimed.claimed).toBeGreaterThanOrEqual(1);
+    const [row] = await channelRows(payer);
+    const channelId = row!.channelId as `0x${string}`;
+    expect(await p.app.channels!.contract.channels([channelId])).toEqual([{ balance: MIN_DEPOSIT, totalClaimed: 2n * PRICE }]);
+    // The idle refund then has nothing left to claim: it returns the rest and sends no settle (the
+    // contract refuses a settle of nothing; the run used to throw on it).
+    const blocks = await blockNumber();
+    const refunded = await s.runOnce({ refundIdleMs: 0 });
+    expect(refunded.refunded).toBeGreaterThanOrEqual(1);
+    expect(refunded.settled).toBe(false);
+    expect(await blockNumber()).toBe(blocks + BigInt(refunded.refunded));
+    expect(await p.balance(payer.address)).toBe(2_000_000n - 2n * PRICE);
+    await booksBalance();
+
+    // A channel drained on chain whose stored copy already says so (balance == claimed == charged,
+    // no request on it), as the scheme leaves one it claimed in full: the next run forgets it.
+    const drained = `0x${'d7'.repeat(32)}`; // never opened: 0 / 0 on the contract
+    await p.app.channels!.storage.updateChannel(drained, () => ({
+      channelId: drained,
+      channelConfig: { payer: payer.address, payerAuthorizer: payer.address, receiver: p.app.channels!.receiver, receiverAuthorizer: p.app.channels!.receiver, token: BASE_USDC, withdrawDelay: 86_400, salt: `0x${'00'.repeat(32)}` },
+      chargedCumulativeAmount: '0',
+      signedMaxClaimable: '0',
+      signature: '0x',
+      balance: '0',
+      totalClaimed: '0',
+      withdrawRequestedAt: 0,
+      refundNonce: 0,
+      lastRequestTimestamp: Date.now(),
+    }));
+    expect(await p.app.channels!.storage.get(drained)).toBeDefined();
+    const forgot = await s.runOnce();
+    expect(forgot.dropped).toBe(1);
+    expect(await p.app.channels!.storage.get(drained)).toBeUndefined();
   });
 });

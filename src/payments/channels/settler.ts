@@ -22,6 +22,7 @@ import type { Channels } from './index.js';
  * 1. **Refresh** every stored channel from the contract (balance, claimed total): the contract is
  *    the truth, and a run that crashed after a claim or refund left the stored copy behind. A
  *    channel drained on chain (all of it claimed or refunded, nothing charged beyond) is dropped.
+ *    A reservation left by a request that died before recording its payment is released.
  * 2. **Claim** the charged, unclaimed vouchers of every channel in one transaction once
  *    `claimThreshold` is unclaimed or `claimIntervalMs` passed since the last claim. A channel
  *    with a payment still unresolved (verified or settling) is left out: that payment's charge may
@@ -57,6 +58,8 @@ export interface ChannelSettlerOptions {
 export interface ChannelRun {
   refreshed: number;
   dropped: number;
+  /** Reservations of requests that died before recording their payment, released. */
+  released: number;
   claimed: number;
   settled: boolean;
   /** Atomic USDC booked as paid into the fee wallet. */
@@ -78,9 +81,9 @@ export class ChannelSettler {
 
   /** One run; `force` claims, settles and refunds whatever it can now (tests, shutdown, the demo). */
   async runOnce(force: { claim?: boolean; refundIdleMs?: number } = {}): Promise<ChannelRun> {
-    const run: ChannelRun = { refreshed: 0, dropped: 0, claimed: 0, settled: false, booked: 0n, refunded: 0 };
+    const run: ChannelRun = { refreshed: 0, dropped: 0, released: 0, claimed: 0, settled: false, booked: 0n, refunded: 0 };
     const held = await this.opts.lifecycle.unresolvedChannels();
-    const channels = await this.refresh(run);
+    const channels = await this.releaseDead(await this.refresh(run), held, run);
     const now = this.opts.clock.now().getTime();
     const free = channels.filter((c) => !held.has(c.channelId.toLowerCase()) && !pendingLive(c, now));
 
@@ -92,11 +95,7 @@ export class ChannelSettler {
       this.lastClaimAt = now;
     }
 
-    const totals = await this.opts.contract.receiver(this.opts.channels.receiver, this.opts.token);
-    if (totals.totalClaimed > totals.totalSettled) {
-      await this.manager.settle();
-      run.settled = true;
-    }
+    run.settled = await this.settleClaimed();
     run.booked = await this.bookSettled();
 
     const idleMs = force.refundIdleMs ?? this.opts.idleRefundMs;
@@ -105,14 +104,13 @@ export class ChannelSettler {
       const refunds: boolean[] = [];
       for (const channel of idle) refunds.push(await this.refundHeld(channel.channelId, idleMs));
       run.refunded = refunds.filter(Boolean).length;
-      // A refund claims the channel's last voucher: pay it out and book it in this run too.
-      if (run.refunded > 0) {
-        await this.manager.settle();
+      // A refund claims the channel's last vouchers, if any were unclaimed: pay them out and book them in this run too.
+      if (run.refunded > 0 && (await this.settleClaimed())) {
         run.settled = true;
         run.booked += await this.bookSettled();
       }
     }
-    if (run.claimed || run.refunded || run.booked || run.dropped) this.opts.log?.info({ ...run, booked: run.booked.toString() }, 'channels: settled');
+    if (run.claimed || run.refunded || run.booked || run.dropped || run.released) this.opts.log?.info({ ...run, booked: run.booked.toString() }, 'channels: settled');
     return run;
   }
 
@@ -127,17 +125,14 @@ export class ChannelSettler {
       const truth = onchain[i]!;
       const balance = truth.balance.toString();
       const totalClaimed = truth.totalClaimed.toString();
-      if (channel.balance === balance && channel.totalClaimed === totalClaimed) {
+      if (channel.balance === balance && channel.totalClaimed === totalClaimed && !drainedOn(channel, truth)) {
         out.push(channel);
         continue;
       }
       let kept: Channel | undefined;
       await storage.updateChannel(channel.channelId, (current) => {
         if (!current) return current;
-        // Drained on chain, and held by no request: a settler's refund hold counts for none (that refund is done).
-        const free = !pendingLive(current, Date.now()) || current.pendingRequest!.pendingId.startsWith(REFUND_HOLD_PREFIX);
-        const drained = truth.balance === truth.totalClaimed && BigInt(current.chargedCumulativeAmount) <= truth.totalClaimed && free;
-        if (drained) return undefined;
+        if (drainedOn(current, truth)) return undefined;
         kept = { ...current, balance, totalClaimed };
         return kept;
       });
@@ -145,6 +140,40 @@ export class ChannelSettler {
         out.push(kept);
         run.refreshed++;
       } else run.dropped++;
+    }
+    return out;
+  }
+
+  /**
+   * Step 1b: a request reserves its channel while the scheme verifies its voucher and records its
+   * payment right after; the reservation lasts the route's x402 timeout (300 s by default). A
+   * reservation older than `DEAD_RESERVATION_MS` with no unresolved payment on the channel was left
+   * by a request that died in between (its payment, once recorded, is the recovery sweep's, which
+   * releases it): it is released, so the payer's next call is not refused as "busy" until it
+   * expires. Releasing a live one is safe too: that request's charge then finds its reservation
+   * gone and fails, uncharged.
+   */
+  private async releaseDead(channels: Channel[], held: Set<string>, run: ChannelRun): Promise<Channel[]> {
+    const now = Date.now(); // the scheme's reservations run on the wall clock
+    const out: Channel[] = [];
+    for (const channel of channels) {
+      const pending = channel.pendingRequest;
+      const dead =
+        pending !== undefined &&
+        pendingLive(channel, now) &&
+        !pending.pendingId.startsWith(REFUND_HOLD_PREFIX) &&
+        now - channel.lastRequestTimestamp >= DEAD_RESERVATION_MS &&
+        !held.has(channel.channelId.toLowerCase());
+      if (!dead || (await this.opts.lifecycle.unresolvedOnChannel(channel.channelId))) {
+        out.push(channel);
+        continue;
+      }
+      const { storage } = this.opts.channels;
+      const result = await storage.updateChannel(channel.channelId, (c) =>
+        c?.pendingRequest?.pendingId === pending.pendingId ? { ...c, pendingRequest: undefined } : c,
+      );
+      if (result.status === 'updated') run.released++;
+      if (result.channel) out.push(result.channel);
     }
     return out;
   }
@@ -184,6 +213,14 @@ export class ChannelSettler {
     return true;
   }
 
+  /** Step 3, when the contract holds claimed money for the fee wallet (a settle of nothing is refused on chain). */
+  private async settleClaimed(): Promise<boolean> {
+    const totals = await this.opts.contract.receiver(this.opts.channels.receiver, this.opts.token);
+    if (totals.totalClaimed <= totals.totalSettled) return false;
+    await this.manager.settle();
+    return true;
+  }
+
   /** Step 4: books what the contract paid the fee wallet beyond what the ledger holds. */
   private async bookSettled(): Promise<bigint> {
     const { totalSettled } = await this.opts.contract.receiver(this.opts.channels.receiver, this.opts.token);
@@ -198,6 +235,9 @@ export class ChannelSettler {
   }
 }
 
+/** A request's reservation this old with no payment recorded on its channel belongs to a dead request (a live one records it within milliseconds). */
+export const DEAD_RESERVATION_MS = 10_000;
+
 /** How long the settler holds a channel it refunds (a crash leaves the hold; the next refresh drops the drained channel anyway). */
 const REFUND_HOLD_MS = 5 * 60_000;
 const REFUND_HOLD_PREFIX = 'settler-refund:';
@@ -211,6 +251,17 @@ function refundOne(manager: BatchSettlementChannelManager, target: Channel): Pro
   const refundChannel = (manager as unknown as { refundChannel?: (c: Channel) => Promise<unknown> }).refundChannel;
   if (typeof refundChannel !== 'function') throw new Error('@x402/evm: BatchSettlementChannelManager has no refundChannel (the package changed)');
   return refundChannel.call(manager, target);
+}
+
+/**
+ * Whether a stored channel is drained on chain and can be forgotten: everything in it was claimed
+ * or refunded (balance == claimed), nothing was charged beyond the claim, and no request holds it
+ * (a settler's refund hold counts for none: that refund is done). A client's cooperative refund
+ * leaves the stored copy already matching the contract; it is dropped all the same.
+ */
+function drainedOn(channel: Channel, truth: { balance: bigint; totalClaimed: bigint }): boolean {
+  const free = !pendingLive(channel, Date.now()) || channel.pendingRequest!.pendingId.startsWith(REFUND_HOLD_PREFIX);
+  return truth.balance === truth.totalClaimed && BigInt(channel.chargedCumulativeAmount) <= truth.totalClaimed && free;
 }
 
 /** Whether a request holds the channel now (the scheme reserves it from verify to settle). */

@@ -64,3 +64,20 @@ export function minDepositFor(price: bigint, calls: number, max: bigint): bigint
   const capped = wanted < max ? wanted : max;
   return capped > price ? capped : price;
 }
+
+/** The scheme's reasons (@x402/evm 2.27) that `staleClientReason` reads and answers. */
+export const CUMULATIVE_EXCEEDS_BALANCE = 'invalid_batch_settlement_evm_cumulative_exceeds_balance';
+export const CUMULATIVE_AMOUNT_MISMATCH = 'invalid_batch_settlement_evm_cumulative_amount_mismatch';
+
+/**
+ * The reason to answer a refused voucher with so that the stock client recovers, or undefined to
+ * answer the scheme's own. A voucher beyond its channel's balance, on a channel this service no
+ * longer stores, comes from a client whose view of the channel is stale: the channel settler
+ * refunded the idle channel (its balance is back with the payer) and dropped it. The stock client
+ * never re-reads the channel on `cumulative_exceeds_balance`, so it would sign the same refused
+ * voucher on every call; on `cumulative_amount_mismatch` without a stored channel state it reads
+ * the channel from the contract, sees the balance spent, and deposits anew within the same call.
+ */
+export function staleClientReason(reason: string | undefined, stored: boolean): string | undefined {
+  return reason === CUMULATIVE_EXCEEDS_BALANCE && !stored ? CUMULATIVE_AMOUNT_MISMATCH : undefined;
+}
