@@ -123,8 +123,12 @@ const owedBy = preparedQuery((db) =>
 /** Takes back a channel payment's charge (payments/channels/storage.ts `uncharge`), in the refund's transaction. */
 export interface ChannelCharges {
   uncharge(tx: Tx, row: PaymentRow): Promise<boolean>;
-  /** Whether the payment's voucher was charged on its channel (what the recovery sweep asks). */
-  charged(row: PaymentRow): Promise<boolean>;
+  /**
+   * Whether the payment's voucher was charged on its channel (what the recovery sweep asks); if it
+   * was not, the channel's reservation ends in the same step, so a request still on its way cannot
+   * charge it later (DbChannelStorage.chargedElseRelease).
+   */
+  chargedElseRelease(row: PaymentRow): Promise<boolean>;
   /** Ends any request's reservation of the payment's channel (the sweep, once a dead request's payment is resolved). */
   release(row: PaymentRow): Promise<void>;
 }

@@ -109,9 +109,9 @@ export class PaymentRecovery {
    */
   private async resolveChannelPayment(payment: PaymentRow): Promise<keyof RecoveryOutcome> {
     const { lifecycle } = this.opts;
-    if (!lifecycle.channels || !(await lifecycle.channels.charged(payment))) {
+    // Not charged: the reservation ends with the answer, so the payment stays uncharged once failed.
+    if (!lifecycle.channels || !(await lifecycle.channels.chargedElseRelease(payment))) {
       await lifecycle.fail(payment.id, this.owner, 'The voucher was never charged; nothing was charged');
-      await lifecycle.channels?.release(payment);
       return 'failed';
     }
     await lifecycle.refundNow(payment.id, this.owner, {

@@ -414,6 +414,43 @@ describe.concurrent('kill -9 of an API process after a voucher was verified, bef
   );
 });
 
+/**
+ * Holds every charge on a channel: a trigger on payment_channels (created in the rig's scratch
+ * database only) makes an update that raises a channel's charged total wait for an advisory lock
+ * held here, inside the charging transaction (which holds the channel's row lock meanwhile).
+ */
+async function holdCharges(r: Rig) {
+  const holder = new pg.Client({ connectionString: r.scratch.url });
+  await holder.connect();
+  await holder.query(`create function hold_charges() returns trigger language plpgsql as $$ begin
+    if (new.channel->>'chargedCumulativeAmount')::numeric > (old.channel->>'chargedCumulativeAmount')::numeric then
+      perform pg_advisory_xact_lock(727001);
+    end if;
+    return new;
+  end $$`);
+  await holder.query('create trigger hold_charges before update on payment_channels for each row when (old.channel is not null and new.channel is not null) execute function hold_charges()');
+  await holder.query('select pg_advisory_lock(727001)');
+  const release = () => holder.query('select pg_advisory_unlock_all()').catch(() => undefined);
+  return {
+    /** Until the payer's payment is settling and its charge waits for the lock. */
+    waitForCharge: async (payer: Address) => {
+      await waitFor('the payment to be settling', async () => (await rowsOf(r, payer)).some((row) => row.status === 'settling'));
+      await waitFor('its charge to wait for the lock', async () => {
+        const { rows } = await holder.query<{ n: number }>(
+          "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and wait_event = 'advisory'",
+        );
+        return rows[0]!.n === 1;
+      });
+    },
+    release,
+    end: async () => {
+      await release();
+      await holder.query('drop trigger if exists hold_charges on payment_channels').catch(() => undefined);
+      await holder.end();
+    },
+  };
+}
+
 // ── 1b. the API dies after its payment became `settling`, before the voucher's charge committed ──
 
 describe.concurrent('kill -9 of an API process before a voucher was charged', () => {
@@ -430,6 +467,51 @@ describe.concurrent('kill -9 of an API process before a voucher was charged', ()
    * raises a channel's charged total wait for an advisory lock the test holds; the API is killed
    * while its charge waits, and its transaction dies uncommitted.
    */
+  /**
+   * Not a kill: a request's charge stalls past its payment's lease (held by the trigger), so the
+   * recovery sweep resolves its payment while the request is still on its way. The sweep's answer
+   * ("was it charged?") and its end of the channel's reservation are one step under the channel's
+   * row lock: it waits for the stalled charge, sees it, and takes it back. (Reading first and
+   * failing the payment left the charge, committed after, on a failed payment: the channel charged
+   * a call the books never got.)
+   */
+  it('a charge that stalls past its payment’s lease is taken back by the sweep, never left on a failed payment', { timeout: 300_000 }, () =>
+    withRig('chkill_stall', async (r) => {
+      const payer = await newPayer(r);
+      const api = await service(r, { ROLE: 'api' }); // payment lease 2 s
+      const agentId = await insertAgent(r);
+      expect((await payer.call(`${api.baseUrl}/v1/agents/${agentId}`)).status).toBe(200); // the deposit, charged 2000
+      const sweeper = await worker(r, { PAYMENT_RECOVERY_INTERVAL_MS: '200', CHANNEL_SETTLE_INTERVAL_MS: '200' });
+      const held = await holdCharges(r);
+      let answer: { status: number; body: string } | undefined;
+      try {
+        const stalled = payer.call(search(api.baseUrl)).then((a) => (answer = a));
+        await held.waitForCharge(payer.address);
+        await new Promise((resolve) => setTimeout(resolve, 4000)); // the lease (2 s) is over; the sweep is at it
+        await held.release();
+        await stalled;
+      } finally {
+        await held.end();
+      }
+      const [row] = (await rowsOf(r, payer.address)).filter((p) => p.purpose === 'search_agents');
+      const resolved = await waitFor('the stalled payment to be resolved', async () => {
+        const [now] = await r.database.db.select().from(payments).where(eq(payments.id, row!.id));
+        return now && now.status !== 'settling' && now.status !== 'verified' && now;
+      });
+      // Served and booked, or refunded with its charge taken back: either way the channel is charged exactly what was booked.
+      expect(answer!.status === 200 ? 'booked' : 'refunded', answer!.body).toBe(resolved.status);
+      const booked = sum((await rowsOf(r, payer.address)).filter((p) => p.status === 'booked').map((p) => p.amount));
+      expect(BigInt((await storedChannel(r, payer.address))!.chargedCumulativeAmount)).toBe(booked);
+      // The same client pays on.
+      const next = await payer.call(search(api.baseUrl));
+      expect(next.status, next.body).toBe(200);
+      const bookedAfter = sum((await rowsOf(r, payer.address)).filter((p) => p.status === 'booked').map((p) => p.amount));
+      expect(BigInt((await storedChannel(r, payer.address))!.chargedCumulativeAmount)).toBe(bookedAfter);
+      await sweeper.stop();
+      await expectBooksBalance(r);
+    }),
+  );
+
   it('a higher-priced call waits for the dead payment to be resolved: failed, never taken back, the books exact', { timeout: 300_000 }, () =>
     withRig('chkill_precharge', async (r) => {
       const payer = await newPayer(r);
@@ -440,34 +522,17 @@ describe.concurrent('kill -9 of an API process before a voucher was charged', ()
       const profile = (base: string) => `${base}/v1/agents/${agentId}`;
       expect((await payer.call(profile(first.baseUrl))).status).toBe(200); // the deposit, charged 2000
 
-      const holder = new pg.Client({ connectionString: r.scratch.url });
-      await holder.connect();
+      const held = await holdCharges(r);
       try {
-        await holder.query(`create function hold_charges() returns trigger language plpgsql as $$ begin
-          if (new.channel->>'chargedCumulativeAmount')::numeric > (old.channel->>'chargedCumulativeAmount')::numeric then
-            perform pg_advisory_xact_lock(727001);
-          end if;
-          return new;
-        end $$`);
-        await holder.query('create trigger hold_charges before update on payment_channels for each row when (old.channel is not null and new.channel is not null) execute function hold_charges()');
-        await holder.query('select pg_advisory_lock(727001)');
         const dying = payer.call(search(first.baseUrl)).then(
           () => 'answered',
           () => 'failed',
         );
-        await waitFor('the search payment to be settling', async () => (await rowsOf(r, payer.address)).some((row) => row.status === 'settling'));
-        await waitFor('its charge to wait for the lock', async () => {
-          const { rows } = await holder.query<{ n: number }>(
-            "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and wait_event = 'advisory'",
-          );
-          return rows[0]!.n === 1;
-        });
+        await held.waitForCharge(payer.address);
         await first.kill();
         expect(await dying).toBe('failed');
       } finally {
-        await holder.query('select pg_advisory_unlock_all()').catch(() => undefined);
-        await holder.query('drop trigger if exists hold_charges on payment_channels').catch(() => undefined);
-        await holder.end();
+        await held.end();
       }
       // Never charged: the stranded payment is `settling`, the channel still at the deposit call, reserved by the dead request.
       const [stranded] = (await rowsOf(r, payer.address)).filter((row) => row.status === 'settling');

@@ -259,6 +259,21 @@ describe.each([
     expect((await storage.get(id))!.chargedCumulativeAmount).toBe('4000');
   });
 
+  it('answers whether a voucher was charged, ending the channel’s reservation in the same step when it was not', async () => {
+    const id = newChannelId();
+    const pendingRequest = { pendingId: 'req-1', signedMaxClaimable: '6000', expiresAt: Date.now() + 60_000 };
+    await storage.updateChannel(id, () => channelRecord(id, { chargedCumulativeAmount: '5000', pendingRequest }));
+    // Charged through 5000: true, the reservation stays (the request that holds it answers for it).
+    expect(await storage.chargedElseRelease(id, 5000n)).toBe(true);
+    expect((await storage.get(id))!.pendingRequest).toEqual(pendingRequest);
+    // The voucher of 6000 was not charged: false, and the reservation is gone with that answer.
+    expect(await storage.chargedElseRelease(id, 6000n)).toBe(false);
+    const after = (await storage.get(id))!;
+    expect(after.pendingRequest).toBeUndefined();
+    expect(after.chargedCumulativeAmount).toBe('5000');
+    expect(await storage.chargedElseRelease(newChannelId(), 1000n)).toBe(false); // never stored: nothing created
+  });
+
   /*
    * Two storages on two connection pools (Postgres; PGlite has one connection, so there the two
    * storages share it) each run 50 increments of one channel's charged amount at once: 100 in all.

@@ -47,9 +47,9 @@ export function createChannels(opts: ChannelsOptions): Channels {
       release: async (row: PaymentRow) => {
         if (row.channelId) await storage.updateChannel(row.channelId, (c) => (c?.pendingRequest ? { ...c, pendingRequest: undefined } : c));
       },
-      charged: async (row: PaymentRow) => {
+      chargedElseRelease: async (row: PaymentRow) => {
         const paid = paymentOfRow(row);
-        return paid ? storage.chargedThrough(paid.channelId, paid.maxClaimable) : false;
+        return paid ? storage.chargedElseRelease(paid.channelId, paid.maxClaimable) : false;
       },
     },
   };

@@ -123,6 +123,23 @@ export class DbChannelStorage implements ChannelStorage {
   }
 
   /**
+   * The recovery sweep's question about a dead or stalled request's voucher, answered under the
+   * channel's row lock: was it charged (true: nothing changes)? If not (false), the channel's
+   * reservation is ended in the same step, so that the request, if it is still on its way, can no
+   * longer charge it (the scheme charges only under the reservation its request took): once the
+   * sweep resolves the payment as never charged, it stays so.
+   */
+  async chargedElseRelease(channelId: string, cap: bigint): Promise<boolean> {
+    let charged = false;
+    await this.updateChannel(channelId, (current) => {
+      if (!current) return current;
+      charged = BigInt(current.chargedCumulativeAmount) >= cap;
+      return charged || !current.pendingRequest ? current : { ...current, pendingRequest: undefined };
+    });
+    return charged;
+  }
+
+  /**
    * Takes back the charge of the voucher of cumulative amount `cap` (`amount`, the call's price)
    * in `tx`: the call it paid for was not served. Nothing moved on chain; the channel's charged
    * total drops by `amount` and the client, whose next voucher then runs ahead of it, is told the
