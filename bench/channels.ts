@@ -162,7 +162,9 @@ async function freshPayer(rpcUrl: string, amount: bigint): Promise<PrivateKeyAcc
 function channelClient(payer: PrivateKeyAccount, rpcUrl: string) {
   const scheme = new BatchSettlementClientScheme(toClientEvmSigner(payer, createPublicClient({ transport: http(rpcUrl), cacheTime: 0 })));
   const counter = counting();
-  return { scheme, counter, pay: wrapFetchWithPayment(counter.fetch, new x402Client().register(BASE_NETWORK, scheme)) };
+  const client = new x402Client().register(BASE_NETWORK, scheme);
+  const creation = timedCreation(client);
+  return { scheme, counter, creation, pay: wrapFetchWithPayment(counter.fetch, client) };
 }
 
 /** The on-chain transaction a paid answer settled in ('' for a voucher: nothing on chain). */
@@ -336,6 +338,21 @@ interface Poller {
   client: number[];
   /** HTTP requests per measured poll. */
   perCall: number;
+  /** The client's own payment creation per paid poll (signing the voucher or authorization), ms. */
+  creation?: number[];
+}
+
+/** Times the x402 client's payment creation (the scheme's signing) of every paid request. */
+function timedCreation(client: x402Client): number[] {
+  const times: number[] = [];
+  let started = 0;
+  client.onBeforePaymentCreation(async () => {
+    started = performance.now();
+  });
+  client.onAfterPaymentCreation(async () => {
+    times.push(performance.now() - started);
+  });
+  return times;
 }
 
 async function sessionToken(baseUrl: string, who: PrivateKeyAccount): Promise<string> {
@@ -364,7 +381,9 @@ async function pollers(chain: DevChain, p: App, u: App): Promise<{ list: Poller[
 
   // (b) exact, micro-fee deferred (MICRO_FEES_DEFERRED=true on this app).
   const exactCounter = counting();
-  const exactPay = wrapFetchWithPayment(exactCounter.fetch, x402ClientFor(demo(EXACT_SLOT)));
+  const exactClient = x402ClientFor(demo(EXACT_SLOT));
+  const exactCreation = timedCreation(exactClient);
+  const exactPay = wrapFetchWithPayment(exactCounter.fetch, exactClient);
   const exactTask = await paidTask(exactPay, p.base, agentId);
 
   // (c) unpaid: the same route on the same app with x402 off, the payer's session token.
@@ -381,7 +400,7 @@ async function pollers(chain: DevChain, p: App, u: App): Promise<{ list: Poller[
   };
   let exactDeferred = 0;
   const list: Poller[] = [
-    { label: 'voucher (batch-settlement)', poll: () => channel.pay(`${p.base}${created.path}`).then(answered), requests: channel.counter.requests, app: p, path: created.path, client: [], perCall: 0 },
+    { label: 'voucher (batch-settlement)', poll: () => channel.pay(`${p.base}${created.path}`).then(answered), requests: channel.counter.requests, app: p, path: created.path, client: [], perCall: 0, creation: channel.creation },
     {
       label: 'exact, micro-fee deferred',
       poll: async () => {
@@ -394,6 +413,7 @@ async function pollers(chain: DevChain, p: App, u: App): Promise<{ list: Poller[
       path: exactTask.path,
       client: [],
       perCall: 0,
+      creation: exactCreation,
     },
     {
       label: 'unpaid (x402 off, session)',
@@ -425,6 +445,7 @@ async function pollers(chain: DevChain, p: App, u: App): Promise<{ list: Poller[
   // poll of each kind per round, the order rotated every round, so drift on a shared machine hits all alike.
   for (let i = 0; i < WARMUP; i++) for (const k of list) if (!(await k.poll())) throw new Error(`${k.label}: a warm-up poll failed`);
   const before = list.map((k) => k.requests());
+  for (const k of list) k.creation?.splice(0);
   p.times.length = 0;
   u.times.length = 0;
   exactDeferred = 0;
@@ -486,6 +507,13 @@ function printPolls(list: Poller[], depositMs: number, exactDeferred: number): v
   console.log(
     `  server-side p50, probe + paid answer ÷ unpaid answer: voucher ${fmt(voucher!.serverP50 / unpaid!.serverP50, 2)}, exact deferred ${fmt(exact!.serverP50 / unpaid!.serverP50, 2)}; ` +
       `paid answer alone ÷ unpaid answer: voucher ${fmt(voucher!.paidP50 / unpaid!.paidP50, 2)}, exact deferred ${fmt(exact!.paidP50 / unpaid!.paidP50, 2)}`,
+  );
+  const creation = (k: Poller) => (k.creation?.length ? ms(pct(k.creation, 0.5)) : '-');
+  const unpaidP50 = pct(unpaid!.k.client, 0.5);
+  console.log(
+    `  the client's own payment creation per paid poll (p50, ms; signing included, HTTP not): voucher ${creation(voucher!.k)}, exact ${creation(exact!.k)}; ` +
+      `with its 402 probe (client p50 of the free route ${ms(pct(rows[3]!.k.client, 0.5))} ms as the round trip), the stock voucher client spends ` +
+      `${fmt((pct(voucher!.k.creation ?? [0], 0.5) + pct(rows[3]!.k.client, 0.5)) / unpaidP50, 2)} × the unpaid p50 before its paid request is sent`,
   );
   console.log('  (server time: from the request reaching the HTTP server to its answer flushed; the client and both apps share one process and event loop)');
 }
