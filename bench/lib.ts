@@ -550,7 +550,9 @@ export async function paidFixture(base: string, payers: readonly PrivateKeyAccou
     const res = await fetch(`${base}/v1/tasks`, { ...init, headers: { ...init.headers, 'payment-signature': payment } });
     const task = await readJson(res, 201, 'POST /v1/tasks (x402)');
     const statusPath = `/v1/tasks/${String(task.task_id)}/status`;
-    const required = await challenge(`${base}${statusPath}`);
+    // The status route offers `exact` and `batch-settlement`; these pollers pay `exact`.
+    const offered = await challenge(`${base}${statusPath}`);
+    const required = { ...offered, accepts: offered.accepts.filter((a) => a.scheme === 'exact') };
     const terms = required.accepts[0];
     if (required.accepts.length !== 1 || terms?.amount !== '1000') {
       throw new Error(`unexpected status challenge: ${JSON.stringify(required.accepts)}`);

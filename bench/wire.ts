@@ -174,8 +174,14 @@ async function serve(kind: ServeKind): Promise<void> {
 
 // ---------------------------------------------------------------- parent: settings
 
+/** The measured targets (`--only a,b`): the ceiling, the unpaid poll, the event streams, the paid poll. */
+const TARGET_NAMES = ['ceiling', 'unpaid', 'streams', 'paid'] as const;
+type TargetName = (typeof TARGET_NAMES)[number];
+
 interface Settings {
   quick: boolean;
+  /** The targets this run measures (default: all). */
+  only: ReadonlySet<TargetName>;
   seconds: number;
   connections: number;
   paidConnections: number;
@@ -191,6 +197,7 @@ function readSettings(argv: string[]): Settings {
   const pgUrl = argv.includes('--pglite-only') ? undefined : process.env.DATABASE_URL || DEFAULT_PG_URL;
   const s: Settings = {
     quick,
+    only: readOnly(argv),
     seconds: positiveInt('BENCH_SECONDS', quick ? 2 : 10),
     connections: positiveInt('BENCH_CONNECTIONS', quick ? 10 : 50),
     paidConnections: positiveInt('BENCH_PAID_CONNECTIONS', quick ? 4 : 16),
@@ -202,6 +209,17 @@ function readSettings(argv: string[]): Settings {
   };
   if (Math.floor((s.streamSeconds * 1000) / s.tickMs) > 99) throw new Error('BENCH_SSE_SECONDS / BENCH_SSE_TICK_MS: at most 99 ticks (progress 1…99 %)');
   return s;
+}
+
+/** `--only ceiling,unpaid` (or `--only=…`): the targets to measure; every one without it. */
+function readOnly(argv: string[]): ReadonlySet<TargetName> {
+  const i = argv.findIndex((a) => a === '--only' || a.startsWith('--only='));
+  if (i < 0) return new Set(TARGET_NAMES);
+  const list = argv[i]!.startsWith('--only=') ? argv[i]!.slice('--only='.length) : argv[i + 1];
+  const names = (list ?? '').split(',').filter(Boolean);
+  const unknown = names.filter((n) => !(TARGET_NAMES as readonly string[]).includes(n));
+  if (names.length === 0 || unknown.length > 0) throw new Error(`--only takes a list of ${TARGET_NAMES.join(', ')}; got "${list ?? ''}"`);
+  return new Set(names as TargetName[]);
 }
 
 /** Wall-clock budget after which the bench gives up and kills everything. */
@@ -384,12 +402,13 @@ async function measureStreams(server: Server, settings: Settings): Promise<Strea
 
 // ---------------------------------------------------------------- parent: one database
 
+/** What one database measured; a target left out by `--only` is undefined. */
 interface DbResult {
   label: string;
-  ceiling: Row;
-  unpaid: Row;
-  paid: Row;
-  sse: StreamResult;
+  ceiling: Row | undefined;
+  unpaid: Row | undefined;
+  paid: Row | undefined;
+  sse: StreamResult | undefined;
   /** The paid app's server process after its run (PGlite: the embedded default, x402 on). */
   paidRss: { rssMb: number; peakMb: number } | undefined;
 }
@@ -397,24 +416,34 @@ interface DbResult {
 async function benchDatabase(label: string, dbUrl: string, chain: DevChain, settings: Settings): Promise<DbResult> {
   const env = (x402: boolean) => ({ BENCH_DB_URL: dbUrl, BENCH_RPC_URL: chain.rpcUrl, BENCH_X402: String(x402), BENCH_AUTH_MAX_AGE: '3600' });
   const payers = PAYER_SLOTS.map(demo);
+  const { only } = settings;
 
-  const ceiling = await withServer('ceiling', { BENCH_DB_URL: dbUrl }, (server) =>
-    measurePlain(`ceiling: select by id ${label}`, server, '/rows/42', settings),
-  );
+  const ceiling = only.has('ceiling')
+    ? await withServer('ceiling', { BENCH_DB_URL: dbUrl }, (server) => measurePlain(`ceiling: select by id ${label}`, server, '/rows/42', settings))
+    : undefined;
 
-  const { unpaid, sse } = await withServer('app', env(false), async (server) => {
-    const [poller] = await unpaidFixture(server.base, payers.slice(0, 1), demo(OWNER_SLOT));
-    const token = await sessionToken(server.base, poller!.account);
-    const unpaidRow = await measurePlain(`unpaid status, session ${label}`, server, poller!.path, settings, { authorization: `Bearer ${token}` });
-    console.log(`  event streams ${label}: ${settings.streams} streams over ${settings.streamTasks} tasks, progress every ${settings.tickMs} ms for ${settings.streamSeconds} s`);
-    return { unpaid: unpaidRow, sse: await measureStreams(server, settings) };
-  });
+  const { unpaid, sse } =
+    only.has('unpaid') || only.has('streams')
+      ? await withServer('app', env(false), async (server) => {
+          let unpaidRow: Row | undefined;
+          if (only.has('unpaid')) {
+            const [poller] = await unpaidFixture(server.base, payers.slice(0, 1), demo(OWNER_SLOT));
+            const token = await sessionToken(server.base, poller!.account);
+            unpaidRow = await measurePlain(`unpaid status, session ${label}`, server, poller!.path, settings, { authorization: `Bearer ${token}` });
+          }
+          if (!only.has('streams')) return { unpaid: unpaidRow, sse: undefined };
+          console.log(`  event streams ${label}: ${settings.streams} streams over ${settings.streamTasks} tasks, progress every ${settings.tickMs} ms for ${settings.streamSeconds} s`);
+          return { unpaid: unpaidRow, sse: await measureStreams(server, settings) };
+        })
+      : { unpaid: undefined, sse: undefined };
 
-  const { paid, paidRss } = await withServer('app', env(true), async (server) => {
-    const pollers = await paidFixture(server.base, payers, demo(OWNER_SLOT));
-    const row = await measureSigned(`paid status, exact ${label}`, server, chain.pid, settings.paidConnections, settings.seconds, PAID_RATE_GUESS, paymentSigner(pollers));
-    return { paid: row, paidRss: rssOf(server.child.pid) };
-  });
+  const { paid, paidRss } = only.has('paid')
+    ? await withServer('app', env(true), async (server) => {
+        const pollers = await paidFixture(server.base, payers, demo(OWNER_SLOT));
+        const row = await measureSigned(`paid status, exact ${label}`, server, chain.pid, settings.paidConnections, settings.seconds, PAID_RATE_GUESS, paymentSigner(pollers));
+        return { paid: row, paidRss: rssOf(server.child.pid) };
+      })
+    : { paid: undefined, paidRss: undefined };
   return { label, ceiling, unpaid, paid, sse, paidRss };
 }
 
@@ -429,15 +458,17 @@ function quantile(xs: readonly number[], q: number): number {
 const cpuMsPerRequest = (r: Row) => (r.serverCpuS === undefined || r.total === 0 ? NaN : (r.serverCpuS * 1000) / r.total);
 
 function printRows(results: DbResult[]): void {
-  const rows = results.flatMap((r) => [r.ceiling, r.unpaid, r.paid]);
+  const rows = results.flatMap((r) => [r.ceiling, r.unpaid, r.paid].filter((row): row is Row => row !== undefined));
   printTable(
     ['target', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx', 'errors', 'server CPU ms/req', 'loader CPU %'],
     rows.map((r) => [r.target, String(r.connections), fmt(r.reqPerSec), fmt(r.p50, 1), fmt(r.p99, 1), String(r.non2xx), String(r.errors), fmt(cpuMsPerRequest(r), 2), fmt(r.loaderCpu)]),
   );
+  const streams = results.filter((r): r is DbResult & { sse: StreamResult } => r.sse !== undefined);
+  if (streams.length === 0) return;
   console.log('');
   printTable(
     ['event streams', 'streams', 'tasks', 'events seen / expected', 'delay p50 ms', 'delay p99 ms', 'delay max ms', 'server CPU %', 'server RSS MB (streams open)'],
-    results.map(({ label, sse: s }) => [
+    streams.map(({ label, sse: s }) => [
       label,
       String(s.streams),
       String(s.tasks),
@@ -455,23 +486,31 @@ function printTargets(results: DbResult[]): void {
   const mark = (ok: boolean) => (ok ? 'met' : 'NOT met');
   console.log('\ntargets (ratios of this run):');
   for (const r of results) {
-    const unpaid = r.unpaid.reqPerSec / r.ceiling.reqPerSec;
-    const paid = r.paid.reqPerSec / r.ceiling.reqPerSec;
-    const spread = r.paid.p99 / r.paid.p50;
-    const delayP99 = quantile(r.sse.delays, 0.99);
     console.log(`  ${r.label}`);
-    console.log(`    unpaid status / ceiling   ${fmt(unpaid, 3)}  (≥ ${TARGETS.unpaidOfCeiling})  ${mark(unpaid >= TARGETS.unpaidOfCeiling)}`);
-    console.log(`    paid status / ceiling     ${fmt(paid, 3)}  (≥ ${TARGETS.paidOfCeiling})  ${mark(paid >= TARGETS.paidOfCeiling)}`);
-    console.log(`    paid p99 / p50            ${fmt(spread, 2)}  (≤ ${TARGETS.paidP99OverP50})  ${mark(spread <= TARGETS.paidP99OverP50)}`);
-    console.log(`    event delay p99           ${fmt(delayP99, 1)} ms  (≤ ${TARGETS.sseDelayP99Ms} ms)  ${mark(delayP99 <= TARGETS.sseDelayP99Ms)}`);
+    if (r.ceiling && r.unpaid) {
+      const unpaid = r.unpaid.reqPerSec / r.ceiling.reqPerSec;
+      console.log(`    unpaid status / ceiling   ${fmt(unpaid, 3)}  (≥ ${TARGETS.unpaidOfCeiling})  ${mark(unpaid >= TARGETS.unpaidOfCeiling)}`);
+    }
+    if (r.ceiling && r.paid) {
+      const paid = r.paid.reqPerSec / r.ceiling.reqPerSec;
+      console.log(`    paid status / ceiling     ${fmt(paid, 3)}  (≥ ${TARGETS.paidOfCeiling})  ${mark(paid >= TARGETS.paidOfCeiling)}`);
+    }
+    if (r.paid) {
+      const spread = r.paid.p99 / r.paid.p50;
+      console.log(`    paid p99 / p50            ${fmt(spread, 2)}  (≤ ${TARGETS.paidP99OverP50})  ${mark(spread <= TARGETS.paidP99OverP50)}`);
+    }
+    if (r.sse) {
+      const delayP99 = quantile(r.sse.delays, 0.99);
+      console.log(`    event delay p99           ${fmt(delayP99, 1)} ms  (≤ ${TARGETS.sseDelayP99Ms} ms)  ${mark(delayP99 <= TARGETS.sseDelayP99Ms)}`);
+    }
   }
   const embedded = results.find((r) => r.label === '(PGlite)');
   const rss = embedded?.paidRss;
   if (rss) {
-    const worst = Math.max(rss.rssMb, embedded.sse.rss?.rssMb ?? 0);
+    const worst = Math.max(rss.rssMb, embedded.sse?.rss?.rssMb ?? 0);
     console.log(
       `  RSS of the embedded server process (PGlite, x402 on, after the paid run): ${fmt(rss.rssMb)} MB, peak ${fmt(rss.peakMb)} MB; ` +
-        `with ${embedded.sse.streams} streams open ${embedded.sse.rss ? fmt(embedded.sse.rss.rssMb) : '-'} MB  (≤ ${TARGETS.rssMb} MB)  ${mark(worst <= TARGETS.rssMb)}`,
+        `with ${embedded.sse?.streams ?? 0} streams open ${embedded.sse?.rss ? fmt(embedded.sse.rss.rssMb) : '-'} MB  (≤ ${TARGETS.rssMb} MB)  ${mark(worst <= TARGETS.rssMb)}`,
     );
     console.log('    (a child run by tsx, as every bench server; `npm start` runs compiled JS: bench:memory measures it)');
   }
@@ -482,6 +521,7 @@ function checkResults(results: DbResult[]): boolean {
   let ok = true;
   for (const r of results) {
     for (const row of [r.ceiling, r.unpaid, r.paid]) {
+      if (!row) continue;
       if (row.non2xx > 0 || row.errors > 0 || row.shortfall > 0) {
         console.error(`WARNING ${row.target}: ${row.non2xx} non-2xx, ${row.errors} errors, ${row.shortfall} past the pre-signed items — not valid`);
         for (const f of row.failures) console.error(`  ${f}`);
@@ -490,6 +530,7 @@ function checkResults(results: DbResult[]): boolean {
       if (row.loaderCpu >= 90) console.error(`NOTE ${row.target}: the load generator used ${fmt(row.loaderCpu)} % of a core; that figure is a floor`);
     }
     const s = r.sse;
+    if (!s) continue;
     if (s.streamErrors > 0 || s.progressFailures > 0) {
       console.error(`WARNING event streams ${r.label}: ${s.streamErrors} streams failed, ${s.progressFailures} progress updates failed — not valid`);
       ok = false;
@@ -513,7 +554,7 @@ async function main(): Promise<void> {
   startWatchdog(budgetSeconds(settings) * 1000, { kill: killAll, exitDelayMs: 500, signals: ['SIGINT', 'SIGTERM'] });
   console.log(
     `bench:wire${settings.quick ? ' --quick' : ''}: ${WARMUP_SECONDS} s warm-up + ${settings.seconds} s per target; ${settings.connections} connections ` +
-      `(paid: ${settings.paidConnections}); ${settings.streams} event streams; node ${process.version}, ${cpus().length} cpus`,
+      `(paid: ${settings.paidConnections}); ${settings.streams} event streams; targets: ${[...settings.only].join(', ')}; node ${process.version}, ${cpus().length} cpus`,
   );
   const chain = await startDevChain({ silent: true, fundIndices: [...DEV_ROLES.demo] });
   chainToStop = chain;

@@ -332,6 +332,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     resolve: async (request) => {
       const token = bearerToken(request.headers.authorization);
       if (token === null) return null;
+      if (request.routeOptions.config.revocationInRead) {
+        const session = await app.services.sessions.claims(token);
+        return { address: session.address, via: 'session', revocationPending: session.jti };
+      }
       const session = await app.services.sessions.authenticate(token);
       return { address: session.address, via: 'session' };
     },

@@ -13,6 +13,12 @@ export interface Caller {
   address: Address;
   /** How the caller was proven. */
   via: string;
+  /**
+   * A session token's id whose revocation is still to be checked: set only on a route that checks
+   * it in its own read (`config.revocationInRead`), which must refuse a revoked one before it
+   * answers anything else.
+   */
+  revocationPending?: string;
 }
 
 export interface CallerSource {
@@ -29,6 +35,11 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     auth?: AuthMode;
+    /**
+     * A hot read that looks a session token's revocation up in its own statement (one round trip
+     * instead of two): the session source leaves it to the read (`Caller.revocationPending`).
+     */
+    revocationInRead?: boolean;
   }
   interface FastifyInstance {
     addCallerSource(source: CallerSource): void;
@@ -74,4 +85,10 @@ export const callerPlugin = fp(
 export function callerOf(request: FastifyRequest): Caller {
   if (!request.caller) throw new AppError('authentication_required', 'This endpoint needs a wallet');
   return request.caller;
+}
+
+/** The caller of a route with `revocationInRead`: its wallet, and the session whose revocation its read checks (if any). */
+export function readerOf(request: FastifyRequest): { address: Address; session?: string } {
+  const caller = callerOf(request);
+  return caller.revocationPending ? { address: caller.address, session: caller.revocationPending } : { address: caller.address };
 }

@@ -31,6 +31,16 @@ export interface TaskDeps {
 
 export type Access = 'payer' | 'payer_or_agent';
 
+/**
+ * Who reads a task: a wallet, and (`session`) the id of the session token it was proven by when that
+ * token's revocation is still to be checked: then the read checks it in its own statement, before
+ * anything else (auth/session.ts `claims`).
+ */
+export interface TaskReader {
+  address: string;
+  session?: string;
+}
+
 /** A task by id, prepared: every read of a task outside a transaction (the status read first). */
 const taskById = preparedQuery((db) => db.select().from(tasks).where(eq(tasks.id, sql.placeholder('id'))).prepare('tasks_by_id'));
 
@@ -72,7 +82,7 @@ export abstract class TaskModule {
    * Throws unless `caller` may see `task` (the rule of `readable`). `agentOf` reads the assigned
    * agent, only for a caller who is not the payer (one check of many readers can share it).
    */
-  protected async checkReadable(caller: string, task: TaskRow, access: Access, agentOf: () => Promise<AgentRow>): Promise<void> {
+  protected async checkReadable(caller: string, task: Pick<TaskRow, 'id' | 'payerAddress'>, access: Access, agentOf: () => Promise<AgentRow>): Promise<void> {
     const who = caller.toLowerCase();
     if (task.payerAddress === who) return;
     if (access === 'payer_or_agent') {

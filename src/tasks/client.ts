@@ -1,6 +1,7 @@
-import { asc, eq, inArray, sql } from 'drizzle-orm';
+import { asc, eq, inArray, sql, type SQL } from 'drizzle-orm';
+import { refuseRevoked, sessionRevoked } from '../auth/session.js';
 import { getAddress } from 'viem';
-import type { Executor, Tx } from '../db/client.js';
+import type { Db, Executor, Tx } from '../db/client.js';
 import { preparedQuery } from '../db/prepared.js';
 import { chainTransfers, disputes, tasks, type AgentRow, type ChainTransferRow, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
@@ -8,7 +9,7 @@ import { cancellationTerms, isDisputable, type EscrowStatus } from '../escrow/ru
 import { newId } from '../ids.js';
 import { UnsafeUrlError, assertPublicUrl } from '../net/ssrf.js';
 import { runUnpaid, type PaidWrite } from '../payments/paid-write.js';
-import { TaskModule, type TaskDeps } from './access.js';
+import { TaskModule, type TaskDeps, type TaskReader } from './access.js';
 import type { TaskLifecycle } from './lifecycle.js';
 import { addUsage, usageOf } from './usage.js';
 import type {
@@ -51,6 +52,17 @@ export function payoutView(x: ChainTransferRow): PayoutT {
   };
 }
 
+/** `payoutView` of a payout as `taskRead` aggregates it (the same fields, in the same form). */
+function payoutJsonView(x: PayoutJson): PayoutT {
+  return {
+    kind: x.kind as PayoutT['kind'],
+    to: getAddress(x.to),
+    amount: x.amount,
+    status: x.status as PayoutT['status'],
+    tx_hash: x.tx_hash,
+  };
+}
+
 function stageOf(status: TaskStatus): 'awaiting_funding' | 'queued' | 'running' | 'done' {
   if (status === 'created') return 'awaiting_funding';
   if (status === 'funded') return 'queued';
@@ -58,10 +70,94 @@ function stageOf(status: TaskStatus): 'awaiting_funding' | 'queued' | 'running' 
   return 'done';
 }
 
-/** A task's payouts (releases, refunds) in order, prepared: part of every status read. */
+/** A task's payouts (releases, refunds) in order, prepared: a status read after the task was just expired. */
 const payoutsOf = preparedQuery((db) =>
   db.select().from(chainTransfers).where(eq(chainTransfers.taskId, sql.placeholder('taskId'))).orderBy(chainTransfers.createdAt).prepare('tasks_payouts'),
 );
+
+/** A payout as a task read aggregates it: `payoutView`'s fields, the amount as decimal text. */
+interface PayoutJson {
+  kind: string;
+  to: string;
+  amount: string;
+  status: string;
+  tx_hash: string | null;
+}
+
+/** What a status read shows of a task, and what its access rule and `delegationOf` need: not its result. */
+const statusColumns = {
+  id: tasks.id,
+  agentId: tasks.agentId,
+  payerAddress: tasks.payerAddress,
+  status: tasks.status,
+  escrowStatus: tasks.escrowStatus,
+  progressPercent: tasks.progressPercent,
+  intermediateResult: tasks.intermediateResult,
+  updatedAt: tasks.updatedAt,
+  estimatedCompletion: tasks.estimatedCompletion,
+  expiresAt: tasks.expiresAt,
+  deadlineAt: tasks.deadlineAt,
+  parentTaskId: tasks.parentTaskId,
+  delegationDepth: tasks.delegationDepth,
+  resultHash: tasks.resultHash,
+};
+type StatusRow = Pick<TaskRow, keyof typeof statusColumns>;
+
+/** What a result read needs of a task. */
+const resultColumns = {
+  id: tasks.id,
+  agentId: tasks.agentId,
+  payerAddress: tasks.payerAddress,
+  status: tasks.status,
+  result: tasks.result,
+  resultHash: tasks.resultHash,
+  finishedAt: tasks.finishedAt,
+};
+
+/**
+ * A task read in one prepared statement (one round trip): the task's `columns` (null when there is no
+ * such task) and whether the reader's session token is revoked (`session`: '' for a reader without one,
+ * no session has that id), from a one-row source so that the revocation is answered for a missing task too.
+ */
+function taskReadFrom<C extends typeof statusColumns | typeof resultColumns, E extends Record<string, SQL>>(db: Db, columns: C, extra: E) {
+  return db
+    .select({ task: columns, ...extra, revoked: sessionRevoked(sql.placeholder('session')) })
+    .from(sql`(select 1) as one`)
+    .leftJoin(tasks, eq(tasks.id, sql.placeholder('id')));
+}
+
+/** A status read: the task, its payouts in `payoutsOf`'s order, and whether it has children (a hosted agent's hires). */
+const statusRead = preparedQuery((db) =>
+  taskReadFrom(db, statusColumns, {
+    payouts: sql<PayoutJson[]>`(select coalesce(json_agg(json_build_object(
+        'kind', ${chainTransfers.kind}, 'to', ${chainTransfers.toAddress}, 'amount', ${chainTransfers.amount}::text,
+        'status', ${chainTransfers.status}, 'tx_hash', ${chainTransfers.txHash}) order by ${chainTransfers.createdAt}), '[]'::json)
+      from ${chainTransfers} where ${chainTransfers.taskId} = ${tasks.id})`,
+    hasChildren: sql<boolean>`exists (select 1 from ${tasks} as children where children.parent_task_id = ${tasks.id})`,
+  }).prepare('tasks_read_status'),
+);
+
+/** A result read: the task's result. */
+const resultRead = preparedQuery((db) => taskReadFrom(db, resultColumns, {}).prepare('tasks_read_result'));
+
+/** A task as a status read found it. */
+interface StatusRead {
+  task: StatusRow;
+  payouts: PayoutJson[];
+  hasChildren: boolean;
+}
+
+const readerOf = (caller: string | TaskReader): TaskReader => (typeof caller === 'string' ? { address: caller } : caller);
+
+/**
+ * The task a read found, once the reader's session (if it is still to be checked) is found unrevoked:
+ * 401 before 404, as when `authenticate` checks it before the route runs.
+ */
+function found<T>(reader: TaskReader, id: string, row: { task: T | null; revoked: boolean } | undefined): T {
+  if (reader.session !== undefined && row?.revoked !== false) throw refuseRevoked();
+  if (!row?.task) throw new AppError('task_not_found', `Task ${id} does not exist`);
+  return row.task;
+}
 
 /** A task's status read once for all of its readers (`TaskClient.sharedStatus`). */
 export interface SharedTaskStatus {
@@ -157,8 +253,17 @@ export class TaskClient extends TaskModule {
     };
   }
 
-  async status(caller: string, id: string): Promise<TaskStatusViewT> {
-    return this.statusView(await this.readable(caller, id, 'payer_or_agent'));
+  /** GET /v1/tasks/{id}/status: one statement for the payer (a session's revocation included), one more for the agent. */
+  async status(caller: string | TaskReader, id: string): Promise<TaskStatusViewT> {
+    const reader = readerOf(caller);
+    const read = await this.statusRead(reader, id);
+    await this.checkReadable(reader.address, read.task, 'payer_or_agent', () => this.agentsService.require(this.db, read.task.agentId));
+    return this.statusView(read);
+  }
+
+  private async statusRead(reader: TaskReader, id: string): Promise<StatusRead> {
+    const [row] = await statusRead(this.db).execute({ id, session: reader.session ?? '' });
+    return { task: found(reader, id, row), payouts: row!.payouts, hasChildren: row!.hasChildren };
   }
 
   /**
@@ -168,8 +273,9 @@ export class TaskClient extends TaskModule {
    * by `status` (the event streams' first event): it may expire the task before checking anyone.
    */
   async sharedStatus(id: string): Promise<SharedTaskStatus> {
-    const task = await this.require(this.db, id);
-    const view = await this.statusView(task);
+    const read = await this.statusRead({ address: '' }, id);
+    const { task } = read;
+    const view = await this.statusView(read);
     let agent: Promise<AgentRow> | undefined;
     const agentOf = () => (agent ??= this.agentsService.require(this.db, task.agentId));
     return {
@@ -181,18 +287,21 @@ export class TaskClient extends TaskModule {
     };
   }
 
-  /** The status view of a task (an unfunded task past its funding window expires first). */
-  private async statusView(row: TaskRow): Promise<TaskStatusViewT> {
-    let task = row;
-    if (task.status === 'created' && task.expiresAt <= this.clock.now()) task = await this.lifecycle.expireUnfunded(task.id);
-    const transfers = await payoutsOf(this.db).execute({ taskId: task.id });
-    const delegation = task.delegationDepth === 0 ? await this.delegationOf(task) : undefined;
+  /** The status view of a task as read (an unfunded task past its funding window expires first, and is read again). */
+  private async statusView(read: StatusRead): Promise<TaskStatusViewT> {
+    let task: StatusRow = read.task;
+    let payouts = read.payouts.map(payoutJsonView);
+    if (task.status === 'created' && task.expiresAt <= this.clock.now()) {
+      task = await this.lifecycle.expireUnfunded(task.id);
+      payouts = (await payoutsOf(this.db).execute({ taskId: task.id })).map(payoutView);
+    }
+    const delegation = task.delegationDepth === 0 && read.hasChildren ? await this.delegationOf(task) : undefined;
     return {
       task_id: task.id,
       status: publicStatus(task.status as TaskStatus),
       stage: stageOf(task.status as TaskStatus),
       escrow_status: task.escrowStatus as EscrowStatus,
-      payouts: transfers.map(payoutView),
+      payouts,
       progress_percent: task.progressPercent,
       intermediate_result: task.intermediateResult ?? null,
       updated_at: task.updatedAt.toISOString(),
@@ -205,7 +314,7 @@ export class TaskClient extends TaskModule {
   }
 
   /** The children its hosted agent hired (delegate_task) with what they cost its escrow, if it hired any. */
-  private async delegationOf(task: TaskRow): Promise<TaskDelegationT | undefined> {
+  private async delegationOf(task: StatusRow): Promise<TaskDelegationT | undefined> {
     const children = await this.db.select().from(tasks).where(eq(tasks.parentTaskId, task.id)).orderBy(asc(tasks.createdAt), asc(tasks.batchIndex));
     if (children.length === 0) return undefined;
     const transfers = await this.db.select().from(chainTransfers).where(inArray(chainTransfers.taskId, children.map((c) => c.id)));
@@ -238,13 +347,23 @@ export class TaskClient extends TaskModule {
         released: total((v) => v.released).toString(),
         refunded: total((v) => v.refunded).toString(),
         spent: (total((v) => v.escrow) - total((v) => v.refunded)).toString(),
-        usage: addUsage([usageOf(delivered ? (task.result as ResultContentT) : null), ...views.map((v) => v.usage)]),
+        usage: addUsage([usageOf(delivered ? await this.resultOf(task.id) : null), ...views.map((v) => v.usage)]),
       },
     };
   }
 
-  async result(caller: string, id: string): Promise<TaskResultT> {
-    const task = await this.readable(caller, id, 'payer');
+  /** A delivered task's result (a status read does not read it). */
+  private async resultOf(id: string): Promise<ResultContentT> {
+    const [row] = await this.db.select({ result: tasks.result }).from(tasks).where(eq(tasks.id, id));
+    return row?.result as ResultContentT;
+  }
+
+  /** GET /v1/tasks/{id}/result: one statement (a session's revocation included). */
+  async result(caller: string | TaskReader, id: string): Promise<TaskResultT> {
+    const reader = readerOf(caller);
+    const [row] = await resultRead(this.db).execute({ id, session: reader.session ?? '' });
+    const task = found(reader, id, row);
+    await this.checkReadable(reader.address, task, 'payer', () => this.agentsService.require(this.db, task.agentId));
     const completed = task.status === 'completed' || (task.status === 'disputed' && task.resultHash !== null);
     if (!completed || !task.result || !task.finishedAt || !task.resultHash) {
       throw new AppError('not_ready', `Task ${id} is ${task.status}; the result exists once it is completed`, {

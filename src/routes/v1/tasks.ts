@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { callerOf } from '../../http/caller.js';
+import { callerOf, readerOf } from '../../http/caller.js';
 import { errorResponses } from '../../http/schemas.js';
 import {
   CancelTaskBody,
@@ -147,8 +147,9 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
     handler: async (req) => provider.claim(callerOf(req).address, req.params.id, req.body.result_hash),
   });
 
+  // The two hot reads check a session token's revocation in their own statement (tasks/client.ts).
   app.get('/v1/tasks/:id/status', {
-    config: { auth: 'required', price: 'task_status' },
+    config: { auth: 'required', price: 'task_status', revocationInRead: true },
     schema: {
       operationId: 'getTaskStatus',
       tags: ['tasks'],
@@ -162,11 +163,11 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       params: TaskParams,
       response: { 200: TaskStatusView, ...errorResponses(402, 401, 403, 404) },
     },
-    handler: async (req) => tasks.status(callerOf(req).address, req.params.id),
+    handler: async (req) => tasks.status(readerOf(req), req.params.id),
   });
 
   app.get('/v1/tasks/:id/result', {
-    config: { auth: 'required', price: 'task_result' },
+    config: { auth: 'required', price: 'task_result', revocationInRead: true },
     serializerCompiler: canonicalJsonSerializer,
     schema: {
       operationId: 'getTaskResult',
@@ -187,7 +188,7 @@ export async function taskRoutes(fastify: FastifyInstance): Promise<void> {
       params: TaskParams,
       response: { 200: TaskResult, ...errorResponses(402, 401, 403, 404, 409) },
     },
-    handler: async (req) => tasks.result(callerOf(req).address, req.params.id),
+    handler: async (req) => tasks.result(readerOf(req), req.params.id),
   });
 
   app.post('/v1/tasks/:id/cancel', {
