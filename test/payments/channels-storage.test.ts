@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, rowsOf, withTransaction, type Database } from '../../src/db/client.js';
 import { runMigrations } from '../../src/db/migrate.js';
 import { paymentChannels } from '../../src/db/schema.js';
-import { DbChannelStorage } from '../../src/payments/channels/storage.js';
+import { DbChannelStorage, SETTLER_HOLD_PREFIX } from '../../src/payments/channels/storage.js';
 import { openPgliteDatabase } from '../helpers/pglite.js';
 import { scratchDatabase, type ScratchDatabase } from '../helpers/service-process.js';
 
@@ -272,6 +272,25 @@ describe.each([
     expect(after.pendingRequest).toBeUndefined();
     expect(after.chargedCumulativeAmount).toBe('5000');
     expect(await storage.chargedElseRelease(newChannelId(), 1000n)).toBe(false); // never stored: nothing created
+  });
+
+  it('never ends the settler’s refund hold when it ends a request’s reservation', async () => {
+    // The sweep ends a dead request's reservation once it resolved its payment. Had it ended the
+    // settler's hold instead (the soak found it: the sweep resolved a payment, the settler then held
+    // the channel to refund it, and the sweep's release came after), a call could be charged on a
+    // channel whose remainder was going back to the payer, and its charge was never claimed.
+    const id = newChannelId();
+    const hold = { pendingId: `${SETTLER_HOLD_PREFIX}abc`, signedMaxClaimable: '5000', expiresAt: Date.now() + 60_000 };
+    await storage.updateChannel(id, () => channelRecord(id, { chargedCumulativeAmount: '5000', pendingRequest: hold }));
+    await storage.releaseRequest(id);
+    expect((await storage.get(id))!.pendingRequest).toEqual(hold);
+    expect(await storage.chargedElseRelease(id, 6000n)).toBe(false);
+    expect((await storage.get(id))!.pendingRequest).toEqual(hold);
+    // A request's reservation is ended.
+    const request = { pendingId: 'req-2', signedMaxClaimable: '6000', expiresAt: Date.now() + 60_000 };
+    await storage.updateChannel(id, (c) => c && { ...c, pendingRequest: request });
+    await storage.releaseRequest(id);
+    expect((await storage.get(id))!.pendingRequest).toBeUndefined();
   });
 
   /*

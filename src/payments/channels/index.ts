@@ -45,7 +45,7 @@ export function createChannels(opts: ChannelsOptions): Channels {
         return paid ? storage.uncharge(tx, paid.channelId, paid.maxClaimable, row.amount) : false;
       },
       release: async (row: PaymentRow) => {
-        if (row.channelId) await storage.updateChannel(row.channelId, (c) => (c?.pendingRequest ? { ...c, pendingRequest: undefined } : c));
+        if (row.channelId) await storage.releaseRequest(row.channelId);
       },
       chargedElseRelease: async (row: PaymentRow) => {
         const paid = paymentOfRow(row);

@@ -13,6 +13,7 @@ import { kindTotal, postMovement, transferEntries } from '../../ledger/ledger.js
 import type { WorkerLog } from '../../queue/index.js';
 import type { PaymentLifecycle } from '../lifecycle.js';
 import type { Channels } from './index.js';
+import { isSettlerHold, SETTLER_HOLD_PREFIX } from './storage.js';
 
 /**
  * The channel settler (worker role): turns what the batch-settlement channels were charged into
@@ -161,7 +162,7 @@ export class ChannelSettler {
       const dead =
         pending !== undefined &&
         pendingLive(channel, now) &&
-        !pending.pendingId.startsWith(REFUND_HOLD_PREFIX) &&
+        !isSettlerHold(pending) &&
         now - channel.lastRequestTimestamp >= DEAD_RESERVATION_MS &&
         !held.has(channel.channelId.toLowerCase());
       if (!dead || (await this.opts.lifecycle.unresolvedOnChannel(channel.channelId))) {
@@ -188,7 +189,7 @@ export class ChannelSettler {
    */
   private async refundHeld(channelId: string, idleMs: number): Promise<boolean> {
     const { storage } = this.opts.channels;
-    const holdId = `${REFUND_HOLD_PREFIX}${randomUUID()}`;
+    const holdId = `${SETTLER_HOLD_PREFIX}${randomUUID()}`;
     const now = Date.now(); // the scheme's reservations run on the wall clock
     let target: Channel | undefined;
     await storage.updateChannel(channelId, (c) => {
@@ -240,7 +241,6 @@ export const DEAD_RESERVATION_MS = 10_000;
 
 /** How long the settler holds a channel it refunds (a crash leaves the hold; the next refresh drops the drained channel anyway). */
 const REFUND_HOLD_MS = 5 * 60_000;
-const REFUND_HOLD_PREFIX = 'settler-refund:';
 
 /**
  * The channel manager's refund of one channel from a given record (`refundChannel`: claim its
@@ -260,7 +260,7 @@ function refundOne(manager: BatchSettlementChannelManager, target: Channel): Pro
  * leaves the stored copy already matching the contract; it is dropped all the same.
  */
 function drainedOn(channel: Channel, truth: { balance: bigint; totalClaimed: bigint }): boolean {
-  const free = !pendingLive(channel, Date.now()) || channel.pendingRequest!.pendingId.startsWith(REFUND_HOLD_PREFIX);
+  const free = !pendingLive(channel, Date.now()) || isSettlerHold(channel.pendingRequest);
   return truth.balance === truth.totalClaimed && BigInt(channel.chargedCumulativeAmount) <= truth.totalClaimed && free;
 }
 

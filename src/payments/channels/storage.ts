@@ -38,6 +38,24 @@ export interface DbChannelStorageOptions {
   receiver?: string;
 }
 
+/**
+ * The channel settler holds a channel it refunds the way a request reserves it (settler.ts
+ * `refundHeld`), with a pending id of this prefix. Only the settler ends its own hold: a request's
+ * reservation may be ended by others (the recovery sweep, a dead request's release), a hold never,
+ * or a call could be charged on a channel whose remainder is going back to the payer.
+ */
+export const SETTLER_HOLD_PREFIX = 'settler-refund:';
+
+/** Whether a channel's pending request is the settler's refund hold. */
+export function isSettlerHold(pending: Channel['pendingRequest']): boolean {
+  return pending !== undefined && pending.pendingId.startsWith(SETTLER_HOLD_PREFIX);
+}
+
+/** The channel without its request's reservation (a settler's hold stays). */
+function withoutRequest(channel: Channel): Channel {
+  return channel.pendingRequest && !isSettlerHold(channel.pendingRequest) ? { ...channel, pendingRequest: undefined } : channel;
+}
+
 /** How many times an update looks for (or creates) its row before giving up: only a storm of deletes could need a second. */
 const MAX_LOCK_ATTEMPTS = 20;
 
@@ -127,16 +145,21 @@ export class DbChannelStorage implements ChannelStorage {
    * channel's row lock: was it charged (true: nothing changes)? If not (false), the channel's
    * reservation is ended in the same step, so that the request, if it is still on its way, can no
    * longer charge it (the scheme charges only under the reservation its request took): once the
-   * sweep resolves the payment as never charged, it stays so.
+   * sweep resolves the payment as never charged, it stays so. (A settler's refund hold stays.)
    */
   async chargedElseRelease(channelId: string, cap: bigint): Promise<boolean> {
     let charged = false;
     await this.updateChannel(channelId, (current) => {
       if (!current) return current;
       charged = BigInt(current.chargedCumulativeAmount) >= cap;
-      return charged || !current.pendingRequest ? current : { ...current, pendingRequest: undefined };
+      return charged ? current : withoutRequest(current);
     });
     return charged;
+  }
+
+  /** Ends a request's reservation of the channel, if one holds it (never the settler's refund hold). */
+  async releaseRequest(channelId: string): Promise<void> {
+    await this.updateChannel(channelId, (current) => (current ? withoutRequest(current) : current));
   }
 
   /**
