@@ -153,10 +153,11 @@ const AIM_HEAD_START_MS = 400;
 /** How long past the workload a channel settler's crash point may take before the fallback kill. */
 const CHANNEL_POINT_GRACE_MS = 2000;
 /**
- * At most this long for a dead request's channel reservation (it lasts X402_MAX_TIMEOUT_SECONDS,
- * 20 s, from the request): a longer one is not waited out (the crash point then likely falls back).
+ * At most this long for a dead request's channel reservation (the channel settler releases one
+ * with no payment recorded 10 s after the request): a longer one is not waited out (the crash
+ * point then likely falls back).
  */
-const RESERVATION_WAIT_MAX_MS = 10_000;
+const RESERVATION_WAIT_MAX_MS = 12_000;
 const PAYER_USDC = 1_000_000_000n; // 1000 USDC each
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -287,7 +288,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       const plan = plans[i - 1]!;
       const current: SoakService = service!;
       // A channel point needs a free channel: one reserved by a request the last kill cut off stays
-      // busy until the reservation expires (X402_MAX_TIMEOUT_SECONDS); wait that out first.
+      // busy until the settler releases it (10 s) or the sweep resolves its payment; wait that out first.
       const reservedMs = plan.kind === 'channel' || plan.kind === 'channel-failpoint' ? await waitUnreserved(database.db, payers, RESERVATION_WAIT_MAX_MS) : 0;
       // ── the workload, and the kill ───────────────────────────────────────
       let alive = true;
@@ -520,8 +521,9 @@ async function waitUnreserved(db: Database['db'], payers: readonly Payer[], maxM
                            where channel is not null and payer in (${sql.join(addresses.map((a) => sql`${a}`), sql`, `)})`),
     );
     const until = Math.max(0, ...rows.map((r) => Number(r.until ?? 0)));
-    if (until <= Date.now() || until - started > maxMs) return Date.now() - started;
-    await sleep(Math.min(until - Date.now() + 50, maxMs - (Date.now() - started), 1000));
+    // Released (the settler ends a dead request's reservation 10 s after it), expired, or waited long enough.
+    if (until <= Date.now() || Date.now() - started >= maxMs) return Date.now() - started;
+    await sleep(Math.min(200, maxMs - (Date.now() - started)));
   }
 }
 

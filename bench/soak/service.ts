@@ -76,12 +76,13 @@ export function soakEnv(s: ServiceSettings, failpoints: string | undefined): Rec
     MICRO_FEES_DEFERRED: 'true',
     MICRO_FEE_SETTLE_INTERVAL_MS: '200',
     MICRO_FEE_PAYER_CAP: '5000',
-    // An x402 authorization, and a channel's reservation by a request, lasts 20 s: a request killed
+    // An x402 authorization, and a channel's reservation by a request, lasts 60 s. A request killed
     // after the scheme reserved its channel and before its payment was recorded leaves the channel
-    // busy that long (300 s by default; the recovery sweep releases the reservation of a recorded
-    // one). Micro-fees still defer (an authorization is deferred with ≥ 10 s left, so a deferred
-    // fee has ~20 s to be collected, restart included).
-    X402_MAX_TIMEOUT_SECONDS: '20',
+    // busy until the channel settler releases the dead reservation (after 10 s; the recovery sweep
+    // releases the reservation of a recorded one). Micro-fees defer (an authorization is deferred
+    // with ≥ 10 s left, so a deferred fee has ~50 s to be collected, a slow restart on a loaded
+    // machine included: with 20 s, a 17 s restart once let three deferred fees expire).
+    X402_MAX_TIMEOUT_SECONDS: '60',
     MICRO_FEE_MIN_VALIDITY_SECONDS: '10',
     // Channels act at once: the settler runs every 200 ms, claims 5000 unclaimed (one create_task)
     // or whatever is unclaimed a second after the last claim, and refunds a channel idle for 2 s
