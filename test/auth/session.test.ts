@@ -9,7 +9,7 @@ import { loadConfig } from '../../src/config.js';
 import { openDatabase, type Database } from '../../src/db/client.js';
 import { revokedSessions } from '../../src/db/schema.js';
 import { runMaintenance } from '../../src/maintenance.js';
-import { buildTestApp, TEST_DOMAIN, wallet, type TestApp } from '../helpers/app.js';
+import { buildTestApp, otherInstance as sharedInstance, TEST_DOMAIN, wallet, type TestApp } from '../helpers/app.js';
 import { expectError, registerAgent, rowCount } from '../helpers/fixtures.js';
 
 /**
@@ -75,19 +75,8 @@ async function atTime<T>(clock: ManualClock, at: Date, fn: () => Promise<T>): Pr
   }
 }
 
-/** Another instance of the service on the test app's database (its own pool on Postgres), sharing its clock. */
-async function otherInstance(env: Record<string, string> = {}): Promise<{ app: FastifyInstance; close(): Promise<void> }> {
-  const database: Database = t.db.url ? await openDatabase({ url: t.db.url, dataDir: '', poolMax: 5 }) : t.db.database;
-  const app = await buildApp({ config: loadConfig({ ...ENV, ...env }), database, clock: t.clock, logger: false });
-  await app.ready();
-  return {
-    app,
-    close: async () => {
-      await app.close();
-      if (t.db.url) await database.close();
-    },
-  };
-}
+/** Another instance of the service on the test app's database, with these settings over the test's. */
+const otherInstance = (env: Record<string, string> = {}) => sharedInstance(t, loadConfig({ ...ENV, ...env }));
 
 describe('starting a session', () => {
   it('answers a JWT for the signed-in wallet: sub, aud, iss, iat, exp, jti', async () => {

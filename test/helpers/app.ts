@@ -6,6 +6,7 @@ import { siweDomain } from '../../src/auth/siwe.js';
 import { ANVIL_ACCOUNTS, DEV_ROLES } from '../../src/chain/constants.js';
 import { ManualClock } from '../../src/clock.js';
 import { loadConfig, type Config } from '../../src/config.js';
+import { openDatabase, type Database } from '../../src/db/client.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 
 export const TEST_DOMAIN = 'task-escrow.test';
@@ -69,6 +70,20 @@ export async function buildTestApp(env: Record<string, string> = {}, opts: { clo
     close: async () => {
       await app.close();
       await db.destroy();
+    },
+  };
+}
+
+/** Another instance of the service on a test app's database (its own pool on Postgres), sharing its clock. */
+export async function otherInstance(t: TestApp, config: Config): Promise<{ app: FastifyInstance; close(): Promise<void> }> {
+  const database: Database = t.db.url ? await openDatabase({ url: t.db.url, dataDir: '', poolMax: 5 }) : t.db.database;
+  const app = await buildApp({ config, database, clock: t.clock, logger: false });
+  await app.ready();
+  return {
+    app,
+    close: async () => {
+      await app.close();
+      if (t.db.url) await database.close();
     },
   };
 }

@@ -1,13 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApp } from '../../src/app.js';
 import { signInHeader } from '../../src/auth/siwe-client.js';
 import { loadConfig } from '../../src/config.js';
-import { openDatabase, rowsOf, type Database } from '../../src/db/client.js';
+import { rowsOf } from '../../src/db/client.js';
 import { chainTransfers, tasks } from '../../src/db/schema.js';
 import { payoutView } from '../../src/tasks/client.js';
-import { buildTestApp, TEST_DOMAIN, wallet, type TestApp } from '../helpers/app.js';
+import { buildTestApp, otherInstance as sharedInstance, TEST_DOMAIN, wallet, type TestApp } from '../helpers/app.js';
 import { call, createTask, expectError, fundAndStart, registerAgent, textResult, type AgentFixture } from '../helpers/fixtures.js';
 
 /**
@@ -45,28 +44,12 @@ async function tokenFor(app: FastifyInstance, who = payer): Promise<string> {
   return res.json().token;
 }
 
-/** Another instance of the service on the same database (its own pool on Postgres), same clock and secret. */
-async function otherInstance(): Promise<{ app: FastifyInstance; close(): Promise<void> }> {
-  const database: Database = t.db.url ? await openDatabase({ url: t.db.url, dataDir: '', poolMax: 5 }) : t.db.database;
-  const config = loadConfig({
-    NODE_ENV: 'test',
-    LOG_LEVEL: 'silent',
-    AUTH_DOMAIN: TEST_DOMAIN,
-    RATE_LIMIT_MAX: '100000',
-    MAX_EVENT_LOOP_DELAY_MS: '0',
-    X402_ENABLED: 'false',
-    SESSION_SECRET: SECRET,
-  });
-  const app = await buildApp({ config, database, clock: t.clock, logger: false });
-  await app.ready();
-  return {
-    app,
-    close: async () => {
-      await app.close();
-      if (t.db.url) await database.close();
-    },
-  };
-}
+/** Another instance of the service on the same database, same clock and secret. */
+const otherInstance = () =>
+  sharedInstance(
+    t,
+    loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', AUTH_DOMAIN: TEST_DOMAIN, RATE_LIMIT_MAX: '100000', MAX_EVENT_LOOP_DELAY_MS: '0', X402_ENABLED: 'false', SESSION_SECRET: SECRET }),
+  );
 
 describe('the status read', () => {
   it('lists the payouts as the transfers table orders them, amounts exact past 2^53', async () => {
