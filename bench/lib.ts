@@ -19,11 +19,12 @@ import { registerExactEvmScheme } from '@x402/evm/exact/client';
 import autocannon from 'autocannon';
 import Fastify, { type FastifyInstance } from 'fastify';
 import pg from 'pg';
-import type { Address } from 'viem';
+import { createPublicClient, createWalletClient, http as viemHttp, parseAbi, type Address } from 'viem';
+import { base as baseChain } from 'viem/chains';
 import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts';
 import { buildApp } from '../src/app.js';
 import { signInHeader } from '../src/auth/siwe-client.js';
-import { ANVIL_ACCOUNTS, DEV_ROLES } from '../src/chain/constants.js';
+import { ANVIL_ACCOUNTS, BASE_USDC, DEV_ROLES } from '../src/chain/constants.js';
 import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/client.js';
 import { runMigrations } from '../src/db/migrate.js';
@@ -414,6 +415,25 @@ export const freshAddress = (): Address => privateKeyToAccount(generatePrivateKe
 
 /** A demo wallet of the dev chain (index into DEV_ROLES.demo). */
 export const demo = (slot: number): PrivateKeyAccount => privateKeyToAccount(ANVIL_ACCOUNTS[DEV_ROLES.demo[slot]!]!.privateKey);
+
+/**
+ * Fresh wallets holding `amount` test USDC each and no ETH, sent by `funder` (a demo wallet) one
+ * transfer after the other (one nonce at a time), each waited for (as bench/channels.ts funds its payers).
+ */
+export async function fundedWallets(rpcUrl: string, funder: PrivateKeyAccount, count: number, amount: bigint): Promise<PrivateKeyAccount[]> {
+  const wallet = createWalletClient({ account: funder, transport: viemHttp(rpcUrl), chain: baseChain });
+  const reader = createPublicClient({ transport: viemHttp(rpcUrl) });
+  const abi = parseAbi(['function transfer(address,uint256) returns (bool)']);
+  const accounts: PrivateKeyAccount[] = [];
+  for (let i = 0; i < count; i++) {
+    const account = privateKeyToAccount(generatePrivateKey());
+    const hash = await wallet.writeContract({ address: BASE_USDC, abi, functionName: 'transfer', args: [account.address, amount] });
+    const receipt = await reader.waitForTransactionReceipt({ hash, pollingInterval: 20 });
+    if (receipt.status !== 'success') throw new Error(`funding ${account.address} reverted (tx ${hash})`);
+    accounts.push(account);
+  }
+  return accounts;
+}
 
 export function x402ClientFor(account: PrivateKeyAccount): x402Client {
   const client = new x402Client();
