@@ -1,6 +1,7 @@
 import type { Channel, ChannelStorage, ChannelUpdateResult } from '@x402/evm/batch-settlement/server';
 import { and, asc, eq, isNotNull, sql } from 'drizzle-orm';
 import { withTransaction, type Db, type Tx } from '../../db/client.js';
+import { preparedQuery } from '../../db/prepared.js';
 import { paymentChannels } from '../../db/schema.js';
 
 /**
@@ -67,6 +68,36 @@ export function channelKey(channelId: string): string {
   return channelId.toLowerCase();
 }
 
+/**
+ * The statements of a voucher call (the scheme's read, then its updates under the row lock),
+ * prepared once per database (db/prepared.ts); each is the query it stands for.
+ */
+const byKey = eq(paymentChannels.channelId, sql.placeholder('key'));
+const readChannel = preparedQuery((db) =>
+  db.select({ channel: paymentChannels.channel }).from(paymentChannels).where(and(byKey, isNotNull(paymentChannels.channel))).prepare('channels_get'),
+);
+const lockChannel = preparedQuery((db) => db.select({ channel: paymentChannels.channel }).from(paymentChannels).where(byKey).for('update').prepare('channels_lock'));
+const insertPlaceholder = preparedQuery((db) =>
+  db
+    .insert(paymentChannels)
+    .values({ channelId: sql.placeholder('key') })
+    .onConflictDoNothing({ target: paymentChannels.channelId })
+    .prepare('channels_placeholder'),
+);
+const deleteChannel = preparedQuery((db) => db.delete(paymentChannels).where(byKey).prepare('channels_delete'));
+const storeChannel = preparedQuery((db) =>
+  db
+    .update(paymentChannels)
+    .set({
+      channel: sql`${sql.placeholder('channel')}::jsonb`, // the record's JSON, as the column writes it
+      payer: sql`${sql.placeholder('payer')}`,
+      receiver: sql`${sql.placeholder('receiver')}`,
+      updatedAt: sql`now()`,
+    })
+    .where(byKey)
+    .prepare('channels_store'),
+);
+
 export class DbChannelStorage implements ChannelStorage {
   private readonly receiver: string | undefined;
 
@@ -78,10 +109,7 @@ export class DbChannelStorage implements ChannelStorage {
   }
 
   async get(channelId: string): Promise<Channel | undefined> {
-    const [row] = await this.db
-      .select({ channel: paymentChannels.channel })
-      .from(paymentChannels)
-      .where(and(eq(paymentChannels.channelId, channelKey(channelId)), isNotNull(paymentChannels.channel)));
+    const [row] = await readChannel(this.db).execute({ key: channelKey(channelId) });
     return row?.channel ?? undefined;
   }
 
@@ -118,15 +146,12 @@ export class DbChannelStorage implements ChannelStorage {
       return { channel: undefined, status: current ? 'deleted' : 'unchanged' };
     }
     if (channelKey(next.channelId) !== key) throw new Error(`channel ${key}: the update returned the record of channel ${next.channelId}`);
-    await tx
-      .update(paymentChannels)
-      .set({
-        channel: next,
-        payer: next.channelConfig.payer.toLowerCase(),
-        receiver: next.channelConfig.receiver.toLowerCase(),
-        updatedAt: sql`now()`,
-      })
-      .where(eq(paymentChannels.channelId, key));
+    await storeChannel(tx).execute({
+      key,
+      channel: JSON.stringify(next),
+      payer: next.channelConfig.payer.toLowerCase(),
+      receiver: next.channelConfig.receiver.toLowerCase(),
+    });
     return { channel: next, status: 'updated' };
   }
 
@@ -198,13 +223,13 @@ export class DbChannelStorage implements ChannelStorage {
  */
 async function lockRow(tx: Tx, key: string): Promise<Channel | undefined> {
   for (let attempt = 0; attempt < MAX_LOCK_ATTEMPTS; attempt++) {
-    const [row] = await tx.select({ channel: paymentChannels.channel }).from(paymentChannels).where(eq(paymentChannels.channelId, key)).for('update');
+    const [row] = await lockChannel(tx).execute({ key });
     if (row) return row.channel ?? undefined;
-    await tx.insert(paymentChannels).values({ channelId: key }).onConflictDoNothing({ target: paymentChannels.channelId });
+    await insertPlaceholder(tx).execute({ key });
   }
   throw new Error(`channel ${key}: could not lock its row after ${MAX_LOCK_ATTEMPTS} attempts`);
 }
 
 async function deleteRow(tx: Tx, key: string): Promise<void> {
-  await tx.delete(paymentChannels).where(eq(paymentChannels.channelId, key));
+  await deleteChannel(tx).execute({ key });
 }
