@@ -1,6 +1,7 @@
 import { and, eq, sql, type SQL } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import { rowsOf, type Executor } from '../db/client.js';
+import { preparedQuery } from '../db/prepared.js';
 import { ledgerEntries } from '../db/schema.js';
 import { newId } from '../ids.js';
 import {
@@ -96,11 +97,49 @@ export function validateMovement(input: MovementInput): void {
   if (sum !== 0n) throw new UnbalancedMovementError(`${input.kind} entries sum to ${sum}, not 0`);
 }
 
+/**
+ * A movement of two entries (most are: a paid call's fee, a transfer), prepared once per database
+ * (db/prepared.ts): the statement of every paid request's booking.
+ */
+const insertPair = preparedQuery((db) =>
+  db
+    .insert(ledgerEntries)
+    .values(
+      [0, 1].map((i) => ({
+        movementId: sql.placeholder('movementId'),
+        kind: sql.placeholder('kind'),
+        account: sql.placeholder(`account${i}`),
+        amount: sql`${sql.placeholder(`amount${i}`)}::bigint`,
+        taskId: sql.placeholder('taskId'),
+        paymentId: sql.placeholder('paymentId'),
+        transferId: sql.placeholder('transferId'),
+        createdAt: sql`${sql.placeholder('createdAt')}::timestamptz`,
+      })),
+    )
+    .prepare('ledger_post_pair'),
+);
+
 /** Writes one balanced movement in the caller's transaction; returns its movement id. */
 export async function postMovement(tx: Executor, clock: Clock, input: MovementInput): Promise<string> {
   validateMovement(input);
   const movementId = newId('mov');
   const createdAt = clock.now();
+  const [first, second, ...more] = input.entries;
+  if (first && second && more.length === 0) {
+    await insertPair(tx).execute({
+      movementId,
+      kind: input.kind,
+      account0: first.account,
+      amount0: first.amount.toString(),
+      account1: second.account,
+      amount1: second.amount.toString(),
+      taskId: input.taskId ?? null,
+      paymentId: input.paymentId ?? null,
+      transferId: input.transferId ?? null,
+      createdAt: createdAt.toISOString(),
+    });
+    return movementId;
+  }
   await tx.insert(ledgerEntries).values(
     input.entries.map((entry) => ({
       movementId,

@@ -84,30 +84,99 @@ function isTaskWrite(purpose: string): boolean {
 }
 
 /**
- * The per-request statements outside a transaction, prepared once per database (db/prepared.ts):
- * the replay lookup of every paid request, verified → settling, and forgetting a failed request's
- * payment. Each is the same SQL as the query it stands for in the methods below.
+ * The statements of every paid request, prepared once per database (db/prepared.ts), on the database
+ * or in the effect's transaction: the replay lookup, the payment's record, verified → settling,
+ * forgetting a failed request's payment, and its end (booked, refunded, deferred). Each is the query
+ * the method using it would otherwise build.
  */
 const paymentByHeaderHash = preparedQuery((db) =>
   db.select().from(payments).where(eq(payments.headerHash, sql.placeholder('hash'))).limit(1).prepare('payments_by_header_hash'),
 );
+const p = sql.placeholder;
+/** A time parameter, given as an ISO string: a placeholder is not mapped by its column. */
+const at = (name: string) => sql`${p(name)}::timestamptz`;
+/** queue/leaseUntil of the `leaseMs` parameter. */
+const leaseFor = sql`now() + (${p('leaseMs')}::integer * interval '1 millisecond')`;
+/** The payment `id` in `status`, held by the request `owner`. */
+const heldIn = (status: string) => and(eq(payments.id, p('id')), eq(payments.status, status), eq(payments.leaseOwner, p('owner')));
+
 const settlePayment = preparedQuery((db) =>
   db
     .update(payments)
-    .set({
-      status: 'settling',
-      leaseExpiresAt: sql`now() + (${sql.placeholder('leaseMs')}::integer * interval '1 millisecond')`, // queue/leaseUntil
-      updatedAt: sql`${sql.placeholder('now')}::timestamptz`, // an ISO string: a placeholder is not mapped by its column
-    })
-    .where(and(eq(payments.id, sql.placeholder('id')), eq(payments.status, 'verified'), eq(payments.leaseOwner, sql.placeholder('owner'))))
+    .set({ status: 'settling', leaseExpiresAt: leaseFor, updatedAt: at('now') })
+    .where(heldIn('verified'))
     .returning({ id: payments.id })
     .prepare('payments_begin_settling'),
 );
-const forgetPayment = preparedQuery((db) =>
+const forgetPayment = preparedQuery((db) => db.delete(payments).where(heldIn('verified')).prepare('payments_forget'));
+const insertPayment = preparedQuery((db) =>
   db
-    .delete(payments)
-    .where(and(eq(payments.id, sql.placeholder('id')), eq(payments.status, 'verified'), eq(payments.leaseOwner, sql.placeholder('owner'))))
-    .prepare('payments_forget'),
+    .insert(payments)
+    .values({
+      id: p('id'),
+      payerAddress: p('payer'),
+      payTo: p('payTo'),
+      amount: sql`${p('amount')}::bigint`,
+      asset: p('asset'),
+      network: p('network'),
+      authorizationNonce: p('nonce'),
+      status: 'verified',
+      endpoint: p('endpoint'),
+      kind: p('kind'),
+      purpose: p('purpose'),
+      taskId: p('taskId'),
+      headerHash: p('headerHash'),
+      payload: sql`${p('payload')}::jsonb`,
+      validBefore: at('validBefore'),
+      channelId: p('channelId'),
+      leaseOwner: p('owner'),
+      leaseExpiresAt: leaseFor,
+      createdAt: at('now'),
+      updatedAt: at('now'),
+    })
+    .returning()
+    .prepare('payments_record'),
+);
+const taskPayer = preparedQuery((db) => db.select({ payer: tasks.payerAddress }).from(tasks).where(eq(tasks.id, p('taskId'))).prepare('payments_task_payer'));
+const bookPayment = preparedQuery((db) =>
+  db
+    .update(payments)
+    .set({
+      status: 'booked',
+      txHash: sql`${p('txHash')}`,
+      settledAt: at('now'),
+      updatedAt: at('now'),
+      leaseOwner: null,
+      leaseExpiresAt: null,
+      taskId: sql`coalesce(${p('taskId')}::text, ${payments.taskId})`,
+    })
+    .where(heldIn('settling'))
+    .returning()
+    .prepare('payments_book'),
+);
+const refundPayment = preparedQuery((db) =>
+  db
+    .update(payments)
+    .set({
+      status: 'refunded',
+      txHash: sql`${p('txHash')}`,
+      settledAt: at('now'),
+      updatedAt: at('now'),
+      failureReason: sql`${p('reason')}`,
+      leaseOwner: null,
+      leaseExpiresAt: null,
+    })
+    .where(heldIn('settling'))
+    .returning()
+    .prepare('payments_refund'),
+);
+const deferPayment = preparedQuery((db) =>
+  db
+    .update(payments)
+    .set({ status: 'deferred', updatedAt: at('now'), leaseOwner: null, leaseExpiresAt: null })
+    .where(heldIn('verified'))
+    .returning()
+    .prepare('payments_defer'),
 );
 
 /** A payer's unsettled and defaulted micro-fees (`owed` below), read on every paid request of a deferring service. */
@@ -152,31 +221,26 @@ export class PaymentLifecycle {
     // by its check, never charged) must not keep the owner's own requests out.
     const holdsTask = input.taskId !== undefined && isTaskWrite(input.purpose) && (await this.ownsTask(input.payer, input.taskId));
     try {
-      const [row] = await this.db
-        .insert(payments)
-        .values({
-          id: newId('pay'),
-          payerAddress: input.payer.toLowerCase(),
-          payTo: input.payTo.toLowerCase(),
-          amount: input.amount,
-          asset: input.asset.toLowerCase(),
-          network: input.network,
-          authorizationNonce: input.authorizationNonce.toLowerCase(),
-          status: 'verified',
-          endpoint: input.endpoint,
-          kind: input.kind,
-          purpose: input.purpose,
-          taskId: holdsTask || !isTaskWrite(input.purpose) ? (input.taskId ?? null) : null,
-          headerHash: input.headerHash,
-          payload: input.payload,
-          validBefore: input.validBefore,
-          channelId: input.channelId ?? null,
-          leaseOwner: input.owner,
-          leaseExpiresAt: leaseUntil(this.leaseMs),
-          createdAt: now,
-          updatedAt: now,
-        })
-        .returning();
+      const [row] = await insertPayment(this.db).execute({
+        id: newId('pay'),
+        payer: input.payer.toLowerCase(),
+        payTo: input.payTo.toLowerCase(),
+        amount: input.amount.toString(),
+        asset: input.asset.toLowerCase(),
+        network: input.network,
+        nonce: input.authorizationNonce.toLowerCase(),
+        endpoint: input.endpoint,
+        kind: input.kind,
+        purpose: input.purpose,
+        taskId: holdsTask || !isTaskWrite(input.purpose) ? (input.taskId ?? null) : null,
+        headerHash: input.headerHash,
+        payload: JSON.stringify(input.payload),
+        validBefore: input.validBefore?.toISOString() ?? null,
+        channelId: input.channelId ?? null,
+        owner: input.owner,
+        leaseMs: Math.round(this.leaseMs),
+        now: now.toISOString(),
+      });
       return row!;
     } catch (err) {
       if (!isUniqueViolation(err)) throw err;
@@ -193,7 +257,7 @@ export class PaymentLifecycle {
   }
 
   private async ownsTask(payer: Address, taskId: string): Promise<boolean> {
-    const [task] = await this.db.select({ payer: tasks.payerAddress }).from(tasks).where(eq(tasks.id, taskId));
+    const [task] = await taskPayer(this.db).execute({ taskId });
     return task?.payer === payer.toLowerCase();
   }
 
@@ -230,20 +294,7 @@ export class PaymentLifecycle {
    * (`external` → `treasury:call_fees`); escrow funding is booked by the funding effect.
    */
   async book(tx: Tx, id: string, owner: string, settled: { txHash: string; taskId?: string | undefined }): Promise<PaymentRow> {
-    const now = this.clock.now();
-    const [row] = await tx
-      .update(payments)
-      .set({
-        status: 'booked',
-        txHash: settled.txHash,
-        settledAt: now,
-        updatedAt: now,
-        leaseOwner: null,
-        leaseExpiresAt: null,
-        ...(settled.taskId ? { taskId: settled.taskId } : {}),
-      })
-      .where(and(eq(payments.id, id), eq(payments.status, 'settling'), eq(payments.leaseOwner, owner)))
-      .returning();
+    const [row] = await bookPayment(tx).execute({ id, owner, txHash: settled.txHash, taskId: settled.taskId || null, now: this.clock.now().toISOString() });
     if (!row) throw new PaymentFenceError(id, 'book');
     if (row.channelId) {
       // Charged on its channel: owed by the channel contract until the channel settler settles it.
@@ -269,20 +320,7 @@ export class PaymentLifecycle {
 
   /** settling → refunded: the money moved but its effect did not happen; the whole payment goes back. */
   async refund(tx: Tx, id: string, owner: string, settled: { txHash: string | null; reason: string }): Promise<PaymentRow> {
-    const now = this.clock.now();
-    const [row] = await tx
-      .update(payments)
-      .set({
-        status: 'refunded',
-        txHash: settled.txHash,
-        settledAt: now,
-        updatedAt: now,
-        failureReason: settled.reason.slice(0, 1000),
-        leaseOwner: null,
-        leaseExpiresAt: null,
-      })
-      .where(and(eq(payments.id, id), eq(payments.status, 'settling'), eq(payments.leaseOwner, owner)))
-      .returning();
+    const [row] = await refundPayment(tx).execute({ id, owner, txHash: settled.txHash, reason: settled.reason.slice(0, 1000), now: this.clock.now().toISOString() });
     if (!row) throw new PaymentFenceError(id, 'refund');
     if (row.channelId) {
       if (!this.channels) throw new Error(`payment ${id} was made over a channel, but channels are off`);
@@ -330,12 +368,7 @@ export class PaymentLifecycle {
 
   /** verified → deferred in the transaction that serves the call: the fee is owed (`receivable:call_fees`). */
   async defer(tx: Tx, id: string, owner: string): Promise<PaymentRow> {
-    const now = this.clock.now();
-    const [row] = await tx
-      .update(payments)
-      .set({ status: 'deferred', updatedAt: now, leaseOwner: null, leaseExpiresAt: null })
-      .where(and(eq(payments.id, id), eq(payments.status, 'verified'), eq(payments.leaseOwner, owner)))
-      .returning();
+    const [row] = await deferPayment(tx).execute({ id, owner, now: this.clock.now().toISOString() });
     if (!row) throw new PaymentFenceError(id, 'defer');
     await this.moveFee(tx, row, 'fee_deferred', EXTERNAL, RECEIVABLE_CALL_FEES);
     return row;
