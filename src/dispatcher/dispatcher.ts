@@ -1,6 +1,7 @@
 import { eq, inArray, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import { rowsOf, withTransaction, type Db, type Tx } from '../db/client.js';
+import { preparedQuery } from '../db/prepared.js';
 import { agents, tasks, type AgentRow, type TaskRow } from '../db/schema.js';
 import { isAppError } from '../errors.js';
 import type { TaskLifecycle } from '../tasks/lifecycle.js';
@@ -8,7 +9,7 @@ import { backoffMs, workerId, type WorkerLog } from '../queue/index.js';
 import type { AgentRuntime, PredecessorResult, RunOutcome, ServiceTool, ServiceTools, TaskBrief } from './runtime.js';
 import type { ResultContentT } from '../tasks/schemas.js';
 import { Loop } from '../workers/loop.js';
-import { BATCH_CLAIM_LOCK_SPACE, closeDispatch, DispatchJobs, doomedItems, type DispatchCandidate } from './jobs.js';
+import { BATCH_CLAIM_LOCK_SPACE, closeDispatch, DispatchJobs, doomedItems, tryAdvisoryLock, type DispatchCandidate } from './jobs.js';
 
 /**
  * Runs the hired agent of every funded task, from its queue (`dispatch_jobs`, see jobs.ts):
@@ -45,6 +46,16 @@ export interface DispatcherOptions {
   /** Tools the service offers hosted agents (delegate_task); their waits free this worker's slot. */
   serviceTools?: ServiceTools;
 }
+
+/** The hired agent's finished tasks and their total response time (the claim's estimate), prepared once per database. */
+const agentTimes = preparedQuery((db) =>
+  db
+    .select({ done: agents.tasksCompleted, total: agents.responseTimeTotalSeconds })
+    .from(tasks)
+    .innerJoin(agents, eq(agents.id, tasks.agentId))
+    .where(eq(tasks.id, sql.placeholder('taskId')))
+    .prepare('dispatch_agent_times'),
+);
 
 /** Advisory-lock namespace of per-agent dispatch claims (the second key is hashtext(agent_id)). */
 const AGENT_LOCK_SPACE = 727_002;
@@ -188,7 +199,7 @@ export class Dispatcher {
   private async tryLocks(tx: Tx, space: number, ids: string[]): Promise<Set<string>> {
     const locked = new Set<string>();
     for (const id of ids.sort()) {
-      const [row] = rowsOf<{ ok: boolean }>(await tx.execute(sql`select pg_try_advisory_xact_lock(${space}, hashtext(${id})) as ok`));
+      const [row] = rowsOf<{ ok: boolean }>(await tryAdvisoryLock(tx).execute({ space, key: id }));
       if (row?.ok) locked.add(id);
     }
     return locked;
@@ -200,17 +211,13 @@ export class Dispatcher {
     const task =
       c.status === 'funded'
         ? await this.opts.tasks.markStarted(c.task_id, `dispatcher:${this.id}`, { estimatedCompletion: await this.estimateCompletion(tx, c.task_id) }, tx)
-        : (await tx.select().from(tasks).where(eq(tasks.id, c.task_id)))[0]!;
+        : await this.opts.tasks.require(tx, c.task_id);
     return { ...task, attempt: job.attempts };
   }
 
   /** From the agent's mean response time, when it has finished tasks before. */
   private async estimateCompletion(tx: Tx, taskId: string): Promise<Date | null> {
-    const [row] = await tx
-      .select({ done: agents.tasksCompleted, total: agents.responseTimeTotalSeconds })
-      .from(tasks)
-      .innerJoin(agents, eq(agents.id, tasks.agentId))
-      .where(eq(tasks.id, taskId));
+    const [row] = await agentTimes(tx).execute({ taskId });
     if (!row || row.done === 0) return null;
     return new Date(this.opts.clock.now().getTime() + (row.total / row.done) * 1000);
   }

@@ -1,8 +1,9 @@
-import { and, eq, ne, sql } from 'drizzle-orm';
+import { and, eq, ne, sql, type SQL } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import { rowsOf, type Db, type Executor, type Tx } from '../db/client.js';
+import { preparedQuery, preparedSql } from '../db/prepared.js';
 import { dispatchJobs, tasks, type DispatchJobRow, type TaskRow } from '../db/schema.js';
-import { leaseUntil, renewLeases } from '../queue/index.js';
+import { leaseUntil, leaseUntilParam, renewLeases } from '../queue/index.js';
 
 /**
  * The dispatcher's queue (`dispatch_jobs`), its only writer. A funded task gets a job in the
@@ -119,6 +120,56 @@ export interface DispatchCandidate {
 /** Jobs whose lease ran out hold no slot: `running` counts only live leases. */
 const LIVE = sql`lease_expires_at >= now()`;
 
+/**
+ * The statements of the dispatcher's claim (one transaction, dispatcher.ts `lease`), prepared once
+ * per database (db/prepared.ts) and run on the claim's transaction.
+ */
+const pickDue = (name: string, where: SQL, order: SQL) =>
+  preparedSql(
+    name,
+    sql`select j.task_id, j.agent_id, j.batch_id, b.max_concurrency as batch_limit, t.status, j.state, j.attempts, j.lost_runs
+        from dispatch_jobs j join tasks t on t.id = j.task_id left join batches b on b.id = j.batch_id
+        where ${where} order by ${order} limit ${sql.placeholder('limit')}::integer
+        for update of j skip locked`,
+  );
+const pickOrphaned = pickDue('dispatch_pick_orphaned', sql`j.state = 'running' and j.lease_expires_at < now()`, sql`j.lease_expires_at`);
+const pickQueued = pickDue('dispatch_pick_queued', sql`j.state = 'queued' and j.next_at <= ${sql.placeholder('now')}::timestamptz`, sql`j.next_at`);
+const countRunningPerAgent = preparedSql(
+  'dispatch_running_per_agent',
+  sql`select agent_id, count(*) as n from dispatch_jobs
+      where state = 'running' and ${LIVE}
+        and agent_id in (select jsonb_array_elements_text(${sql.placeholder('ids')}::jsonb))
+      group by agent_id`,
+);
+const countRunningPerBatch = preparedSql(
+  'dispatch_running_per_batch',
+  sql`select batch_id, count(*) as n from dispatch_jobs
+      where ((state = 'running' and ${LIVE}) or state = 'awaiting_delivery')
+        and batch_id in (select jsonb_array_elements_text(${sql.placeholder('ids')}::jsonb))
+      group by batch_id`,
+);
+/** The job becomes a run: a first run (or a retry) counts an attempt, a takeover a lost run. */
+const startRun = preparedQuery((db) =>
+  db
+    .update(dispatchJobs)
+    .set({
+      state: 'running',
+      leaseOwner: sql`${sql.placeholder('owner')}`,
+      leaseExpiresAt: leaseUntilParam,
+      attempts: sql`${dispatchJobs.attempts} + ${sql.placeholder('attempt')}::integer`,
+      lostRuns: sql`${dispatchJobs.lostRuns} + ${sql.placeholder('lost')}::integer`,
+      updatedAt: sql`${sql.placeholder('now')}::timestamptz`,
+    })
+    .where(eq(dispatchJobs.taskId, sql.placeholder('taskId')))
+    .returning()
+    .prepare('dispatch_start_run'),
+);
+/** A transaction-level advisory lock of (space, hashtext(key)), if no other transaction holds it. */
+export const tryAdvisoryLock = preparedSql(
+  'advisory_try_xact_lock',
+  sql`select pg_try_advisory_xact_lock(${sql.placeholder('space')}::integer, hashtext(${sql.placeholder('key')}::text)) as ok`,
+);
+
 export class DispatchJobs {
   constructor(
     private readonly db: Db,
@@ -131,19 +182,9 @@ export class DispatchJobs {
    * index-ordered scans rather than one OR that sorts every due row.
    */
   async candidates(tx: Tx, limit: number): Promise<DispatchCandidate[]> {
-    const pick = (where: ReturnType<typeof sql>, order: ReturnType<typeof sql>, n: number) =>
-      tx.execute(sql`
-        select j.task_id, j.agent_id, j.batch_id, b.max_concurrency as batch_limit, t.status, j.state, j.attempts, j.lost_runs
-        from dispatch_jobs j join tasks t on t.id = j.task_id left join batches b on b.id = j.batch_id
-        where ${where} order by ${order} limit ${n}
-        for update of j skip locked`);
-    const orphaned = rowsOf<DispatchCandidate>(await pick(sql`j.state = 'running' and j.lease_expires_at < now()`, sql`j.lease_expires_at`, limit));
+    const orphaned = rowsOf<DispatchCandidate>(await pickOrphaned(tx).execute({ limit }));
     const queued =
-      orphaned.length >= limit
-        ? []
-        : rowsOf<DispatchCandidate>(
-            await pick(sql`j.state = 'queued' and j.next_at <= ${this.clock.now().toISOString()}::timestamptz`, sql`j.next_at`, limit - orphaned.length),
-          );
+      orphaned.length >= limit ? [] : rowsOf<DispatchCandidate>(await pickQueued(tx).execute({ limit: limit - orphaned.length, now: this.clock.now().toISOString() }));
     return [...orphaned, ...queued].map((c) => ({
       ...c,
       attempts: Number(c.attempts),
@@ -155,26 +196,14 @@ export class DispatchJobs {
   /** Live runs per agent (call while holding the agents' locks). */
   async runningPerAgent(tx: Tx, agentIds: readonly string[]): Promise<Map<string, number>> {
     if (agentIds.length === 0) return new Map();
-    const rows = rowsOf<{ agent_id: string; n: string | number }>(
-      await tx.execute(sql`
-        select agent_id, count(*) as n from dispatch_jobs
-        where state = 'running' and ${LIVE}
-          and agent_id in (select jsonb_array_elements_text(${JSON.stringify(agentIds)}::jsonb))
-        group by agent_id`),
-    );
+    const rows = rowsOf<{ agent_id: string; n: string | number }>(await countRunningPerAgent(tx).execute({ ids: JSON.stringify(agentIds) }));
     return new Map(rows.map((r) => [r.agent_id, Number(r.n)]));
   }
 
   /** Live runs per batch, an accepted async run included (call while holding the batches' claim locks). */
   async runningPerBatch(tx: Tx, batchIds: readonly string[]): Promise<Map<string, number>> {
     if (batchIds.length === 0) return new Map();
-    const rows = rowsOf<{ batch_id: string; n: string | number }>(
-      await tx.execute(sql`
-        select batch_id, count(*) as n from dispatch_jobs
-        where ((state = 'running' and ${LIVE}) or state = 'awaiting_delivery')
-          and batch_id in (select jsonb_array_elements_text(${JSON.stringify(batchIds)}::jsonb))
-        group by batch_id`),
-    );
+    const rows = rowsOf<{ batch_id: string; n: string | number }>(await countRunningPerBatch(tx).execute({ ids: JSON.stringify(batchIds) }));
     return new Map(rows.map((r) => [r.batch_id, Number(r.n)]));
   }
 
@@ -184,18 +213,14 @@ export class DispatchJobs {
    */
   async run(tx: Tx, c: DispatchCandidate, owner: string, leaseMs: number): Promise<DispatchJobRow> {
     const takeover = c.state === 'running';
-    const [row] = await tx
-      .update(dispatchJobs)
-      .set({
-        state: 'running',
-        leaseOwner: owner,
-        leaseExpiresAt: leaseUntil(leaseMs),
-        attempts: takeover ? sql`${dispatchJobs.attempts}` : sql`${dispatchJobs.attempts} + 1`,
-        lostRuns: takeover ? sql`${dispatchJobs.lostRuns} + 1` : sql`${dispatchJobs.lostRuns}`,
-        updatedAt: this.clock.now(),
-      })
-      .where(eq(dispatchJobs.taskId, c.task_id))
-      .returning();
+    const [row] = await startRun(tx).execute({
+      taskId: c.task_id,
+      owner,
+      leaseMs: Math.round(leaseMs),
+      attempt: takeover ? 0 : 1,
+      lost: takeover ? 1 : 0,
+      now: this.clock.now().toISOString(),
+    });
     return row!;
   }
 

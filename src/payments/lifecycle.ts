@@ -8,7 +8,7 @@ import { AppError } from '../errors.js';
 import { enqueuePaymentRefund } from '../escrow/outbox.js';
 import { newId } from '../ids.js';
 import { postMovement } from '../ledger/ledger.js';
-import { leaseDue, leaseUntil } from '../queue/index.js';
+import { leaseDue, leaseUntilParam } from '../queue/index.js';
 import { EXTERNAL, RECEIVABLE_CALL_FEES, RECEIVABLE_CHANNEL_FEES, TREASURY_CALL_FEES } from '../ledger/accounts.js';
 import { transferEntries } from '../ledger/ledger.js';
 
@@ -95,15 +95,13 @@ const paymentByHeaderHash = preparedQuery((db) =>
 const p = sql.placeholder;
 /** A time parameter, given as an ISO string: a placeholder is not mapped by its column. */
 const at = (name: string) => sql`${p(name)}::timestamptz`;
-/** queue/leaseUntil of the `leaseMs` parameter. */
-const leaseFor = sql`now() + (${p('leaseMs')}::integer * interval '1 millisecond')`;
 /** The payment `id` in `status`, held by the request `owner`. */
 const heldIn = (status: string) => and(eq(payments.id, p('id')), eq(payments.status, status), eq(payments.leaseOwner, p('owner')));
 
 const settlePayment = preparedQuery((db) =>
   db
     .update(payments)
-    .set({ status: 'settling', leaseExpiresAt: leaseFor, updatedAt: at('now') })
+    .set({ status: 'settling', leaseExpiresAt: leaseUntilParam, updatedAt: at('now') })
     .where(heldIn('verified'))
     .returning({ id: payments.id })
     .prepare('payments_begin_settling'),
@@ -130,7 +128,7 @@ const insertPayment = preparedQuery((db) =>
       validBefore: at('validBefore'),
       channelId: p('channelId'),
       leaseOwner: p('owner'),
-      leaseExpiresAt: leaseFor,
+      leaseExpiresAt: leaseUntilParam,
       createdAt: at('now'),
       updatedAt: at('now'),
     })

@@ -36,6 +36,9 @@ export function leaseUntil(ms: number): SQL {
   return sql`now() + (${Math.round(ms)}::integer * interval '1 millisecond')`;
 }
 
+/** `leaseUntil` of a prepared statement's `leaseMs` parameter (whole milliseconds). */
+export const leaseUntilParam: SQL = sql`now() + (${sql.placeholder('leaseMs')}::integer * interval '1 millisecond')`;
+
 /** True when a lease column has run out (or was never taken), on the database's clock. */
 export function leaseFree(column: SQL = sql.raw('lease_expires_at')): SQL {
   return sql`(${column} is null or ${column} < now())`;

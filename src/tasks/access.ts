@@ -41,7 +41,7 @@ export interface TaskReader {
   session?: string;
 }
 
-/** A task by id, prepared: every read of a task outside a transaction (the status read first). */
+/** A task by id, prepared: every read of a task by id, on the database or in a transaction. */
 const taskById = preparedQuery((db) => db.select().from(tasks).where(eq(tasks.id, sql.placeholder('id'))).prepare('tasks_by_id'));
 
 /**
@@ -66,7 +66,7 @@ export abstract class TaskModule {
   }
 
   async require(exec: Executor, id: string): Promise<TaskRow> {
-    const [row] = exec === this.db ? await taskById(this.db).execute({ id }) : await exec.select().from(tasks).where(eq(tasks.id, id));
+    const [row] = await taskById(exec).execute({ id });
     if (!row) throw new AppError('task_not_found', `Task ${id} does not exist`);
     return row;
   }

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Database, Executor } from '../db/client.js';
+import { preparedSql } from '../db/prepared.js';
 
 /**
  * Task changes as they commit, to whoever follows a task (the event streams), in every process:
@@ -10,9 +11,11 @@ import type { Database, Executor } from '../db/client.js';
  */
 export const TASK_CHANNEL = 'task_changed';
 
+const notifyChanged = preparedSql('tasks_notify', sql`select pg_notify(${TASK_CHANNEL}, ${sql.placeholder('taskId')}::text)`);
+
 /** Called by tasks/ in the transaction of every change a follower can see (status, escrow, progress). */
 export async function notifyTaskChanged(tx: Executor, taskId: string): Promise<void> {
-  await tx.execute(sql`select pg_notify(${TASK_CHANNEL}, ${taskId})`);
+  await notifyChanged(tx).execute({ taskId });
 }
 
 export class TaskChangeFeed {

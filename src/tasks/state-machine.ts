@@ -1,6 +1,7 @@
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Clock } from '../clock.js';
 import { rowsOf, type Executor } from '../db/client.js';
+import { preparedQuery } from '../db/prepared.js';
 import { taskEvents, tasks, type TaskRow } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import type { EscrowStatus } from '../escrow/rules.js';
@@ -63,6 +64,25 @@ export interface TransitionRequest {
   detail?: Record<string, unknown>;
 }
 
+/** A transition's lock of its task and its event, prepared once per database (db/prepared.ts); the update itself sets what each transition sets. */
+const lockTask = preparedQuery((db) =>
+  db.select({ status: tasks.status, escrowStatus: tasks.escrowStatus }).from(tasks).where(eq(tasks.id, sql.placeholder('id'))).for('update').prepare('tasks_lock'),
+);
+const insertEvent = preparedQuery((db) =>
+  db
+    .insert(taskEvents)
+    .values({
+      taskId: sql.placeholder('taskId'),
+      fromStatus: sql.placeholder('from'),
+      toStatus: sql.placeholder('to'),
+      escrowStatus: sql.placeholder('escrow'),
+      actor: sql.placeholder('actor'),
+      detail: sql`${sql.placeholder('detail')}::jsonb`,
+      at: sql`${sql.placeholder('at')}::timestamptz`,
+    })
+    .prepare('tasks_event'),
+);
+
 export async function transition(tx: Executor, clock: Clock, req: TransitionRequest): Promise<TaskRow> {
   for (const f of req.from) {
     if (!canTransition(f, req.to)) throw new Error(`state machine: ${f} → ${req.to} is not a transition`);
@@ -73,7 +93,7 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
   // Lock the row: concurrent transitions of one task queue here, and `before` is exact.
   const before = REFUNDING.has(req.to)
     ? await lockForEnd(tx, req.taskId)
-    : (await tx.select({ status: tasks.status, escrowStatus: tasks.escrowStatus }).from(tasks).where(eq(tasks.id, req.taskId)).for('update'))[0];
+    : (await lockTask(tx).execute({ id: req.taskId }))[0];
   if (!before) throw new AppError('task_not_found', `Task ${req.taskId} does not exist`);
   const [row] = await tx
     .update(tasks)
@@ -102,14 +122,14 @@ export async function transition(tx: Executor, clock: Clock, req: TransitionRequ
   }
   // A batch whose last item just ended tells its callback_url, once.
   if (row.batchId && (req.to === 'completed' || isTerminal(req.to))) await enqueueBatchCallbackIfEnded(tx, clock, row.batchId);
-  await tx.insert(taskEvents).values({
+  await insertEvent(tx).execute({
     taskId: req.taskId,
-    fromStatus: before.status,
-    toStatus: req.to,
-    escrowStatus: row.escrowStatus,
+    from: before.status,
+    to: req.to,
+    escrow: row.escrowStatus,
     actor: req.actor,
-    detail: req.detail ?? null,
-    at: now,
+    detail: req.detail == null ? null : JSON.stringify(req.detail),
+    at: now.toISOString(),
   });
   await notifyTaskChanged(tx, row.id);
   return row;
