@@ -43,16 +43,10 @@ export function refundedOf(task: Pick<TaskRow, 'refundStatus' | 'refundAmount'>,
 
 /** A release or refund of a task's escrow as the API shows it (a task's status, a batch's items). */
 export function payoutView(x: ChainTransferRow): PayoutT {
-  return {
-    kind: x.kind as PayoutT['kind'],
-    to: getAddress(x.toAddress),
-    amount: x.amount.toString(),
-    status: x.status as PayoutT['status'],
-    tx_hash: x.txHash,
-  };
+  return payoutJsonView({ kind: x.kind, to: x.toAddress, amount: x.amount.toString(), status: x.status, tx_hash: x.txHash });
 }
 
-/** `payoutView` of a payout as `taskRead` aggregates it (the same fields, in the same form). */
+/** `payoutView` of a payout as `taskRead` aggregates it (the same fields, the amount as decimal text). */
 function payoutJsonView(x: PayoutJson): PayoutT {
   return {
     kind: x.kind as PayoutT['kind'],

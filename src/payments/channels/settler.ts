@@ -170,9 +170,7 @@ export class ChannelSettler {
         continue;
       }
       const { storage } = this.opts.channels;
-      const result = await storage.updateChannel(channel.channelId, (c) =>
-        c?.pendingRequest?.pendingId === pending.pendingId ? { ...c, pendingRequest: undefined } : c,
-      );
+      const result = await storage.endReservation(channel.channelId, pending.pendingId);
       if (result.status === 'updated') run.released++;
       if (result.channel) out.push(result.channel);
     }
@@ -199,7 +197,7 @@ export class ChannelSettler {
       return target;
     });
     if (!target) return false;
-    const letGo = () => storage.updateChannel(channelId, (c) => (c?.pendingRequest?.pendingId === holdId ? { ...c, pendingRequest: undefined } : c));
+    const letGo = () => storage.endReservation(channelId, holdId);
     if (await this.opts.lifecycle.unresolvedOnChannel(channelId)) {
       await letGo();
       return false;

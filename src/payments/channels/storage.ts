@@ -182,6 +182,11 @@ export class DbChannelStorage implements ChannelStorage {
     return charged;
   }
 
+  /** Ends the reservation `pendingId` of the channel if it still holds it (a request's or the settler's own hold: the caller names which). */
+  async endReservation(channelId: string, pendingId: string): Promise<ChannelUpdateResult> {
+    return this.updateChannel(channelId, (c) => (c?.pendingRequest?.pendingId === pendingId ? { ...c, pendingRequest: undefined } : c));
+  }
+
   /** Ends a request's reservation of the channel, if one holds it (never the settler's refund hold). */
   async releaseRequest(channelId: string): Promise<void> {
     await this.updateChannel(channelId, (current) => (current ? withoutRequest(current) : current));
