@@ -140,19 +140,39 @@ export async function postMovement(tx: Executor, clock: Clock, input: MovementIn
     });
     return movementId;
   }
-  await tx.insert(ledgerEntries).values(
-    input.entries.map((entry) => ({
-      movementId,
-      kind: input.kind,
-      account: entry.account,
-      amount: entry.amount,
-      taskId: input.taskId ?? null,
-      paymentId: input.paymentId ?? null,
-      transferId: input.transferId ?? null,
-      createdAt,
-    })),
-  );
+  await tx.insert(ledgerEntries).values(entryRows(input, movementId, createdAt));
   return movementId;
+}
+
+/**
+ * Writes many balanced movements in the caller's transaction, in one statement per
+ * `MOVEMENTS_PER_INSERT` (a batch's bookings at once); returns their movement ids in order.
+ */
+export async function postMovements(tx: Executor, clock: Clock, inputs: readonly MovementInput[]): Promise<string[]> {
+  for (const input of inputs) validateMovement(input);
+  const createdAt = clock.now();
+  const ids = inputs.map(() => newId('mov'));
+  for (let i = 0; i < inputs.length; i += MOVEMENTS_PER_INSERT) {
+    const rows = inputs.slice(i, i + MOVEMENTS_PER_INSERT).flatMap((input, j) => entryRows(input, ids[i + j]!, createdAt));
+    await tx.insert(ledgerEntries).values(rows);
+  }
+  return ids;
+}
+
+/** Movements per insert of `postMovements` (a few thousand parameters). */
+const MOVEMENTS_PER_INSERT = 250;
+
+function entryRows(input: MovementInput, movementId: string, createdAt: Date): (typeof ledgerEntries.$inferInsert)[] {
+  return input.entries.map((entry) => ({
+    movementId,
+    kind: input.kind,
+    account: entry.account,
+    amount: entry.amount,
+    taskId: input.taskId ?? null,
+    paymentId: input.paymentId ?? null,
+    transferId: input.transferId ?? null,
+    createdAt,
+  }));
 }
 
 /** A two-entry movement of `amount` (> 0) from one account to another. */

@@ -137,12 +137,14 @@ export class MicroFeeSettler {
     for (const row of rows) outcomes.set(row.id, await this.outcomeOf(row, usedHere, run.txHash, blockTime));
     failpoint('microfee:after-receipt');
     await withTransaction(this.opts.db, async (tx) => {
+      const collected = new Map<string, string[]>(); // by the transaction that moved them
       for (const row of rows) {
         const outcome = outcomes.get(row.id)!;
-        if (outcome.kind === 'collected') await lifecycle.collect(tx, row.id, this.owner, outcome.txHash);
+        if (outcome.kind === 'collected') collected.set(outcome.txHash, [...(collected.get(outcome.txHash) ?? []), row.id]);
         else if (outcome.kind === 'retry') await lifecycle.releaseDeferred(tx, row.id, this.owner);
         else await lifecycle.uncollected(tx, row.id, this.owner, { defaulted: outcome.kind === 'defaulted', reason: outcome.reason });
       }
+      for (const [txHash, ids] of collected) await lifecycle.collect(tx, ids, this.owner, txHash);
     });
     for (const outcome of outcomes.values()) run[outcome.kind]++;
     this.opts.onSettled?.([...new Set(rows.map((r) => r.payerAddress))]);

@@ -18,6 +18,7 @@ import {
   accountBalance,
   checkLedger,
   postMovement,
+  postMovements,
   recordCallFee,
   recordEscrowFunding,
   transferEntries,
@@ -100,6 +101,39 @@ describe('postMovement', () => {
         throw new Error('the state change failed');
       }),
     ).rejects.toThrow(/state change failed/);
+    expect(await entryCount()).toBe(before);
+  });
+});
+
+describe('postMovements', () => {
+  it('writes many movements at once, across several inserts, each balanced with its own id', async () => {
+    const before = await entryCount();
+    const treasury = await accountBalance(db, TREASURY_CALL_FEES);
+    const inputs = Array.from({ length: 260 }, (_, i) => ({
+      kind: 'fee_collected' as const,
+      paymentId: `pay_many_${i}`,
+      entries: i === 7 ? [...transferEntries(EXTERNAL, TREASURY_CALL_FEES, 3n), ...transferEntries(EXTERNAL, PAYOUT_PENDING, 2n)] : transferEntries(EXTERNAL, TREASURY_CALL_FEES, BigInt(i + 1)),
+    }));
+    const ids = await postMovements(db, clock, inputs);
+    expect(new Set(ids).size).toBe(260);
+    expect(await entryCount()).toBe(before + 2 * 260 + 2);
+    const rows = await db.select().from(ledgerEntries).where(eq(ledgerEntries.movementId, ids[259]!));
+    expect(rows.map((r) => [r.account, r.amount, r.paymentId])).toEqual([
+      [EXTERNAL, -260n, 'pay_many_259'],
+      [TREASURY_CALL_FEES, 260n, 'pay_many_259'],
+    ]);
+    expect(await db.select().from(ledgerEntries).where(eq(ledgerEntries.movementId, ids[7]!))).toHaveLength(4);
+    const sum = inputs.reduce((n, _, i) => n + (i === 7 ? 3n : BigInt(i + 1)), 0n);
+    expect(await accountBalance(db, TREASURY_CALL_FEES)).toBe(treasury + sum);
+    expect((await checkLedger(db)).ok).toBe(true);
+  });
+
+  it('refuses the whole set when one movement is not balanced, and writes nothing', async () => {
+    const before = await entryCount();
+    const good = { kind: 'fee_collected' as const, entries: transferEntries(EXTERNAL, TREASURY_CALL_FEES, 1n) };
+    await expect(postMovements(db, clock, [good, { ...good, entries: [{ account: EXTERNAL, amount: -2n }, { account: TREASURY_CALL_FEES, amount: 1n }] }])).rejects.toThrow(
+      /sum to -1/,
+    );
     expect(await entryCount()).toBe(before);
   });
 });
