@@ -1,4 +1,4 @@
-import { and, eq, inArray, lt, sql } from 'drizzle-orm';
+import { and, eq, inArray, lt, sql, type SQL } from 'drizzle-orm';
 import { getAddress, type Address } from 'viem';
 import type { Clock } from '../clock.js';
 import { isUniqueViolation, withTransaction, type Db, type Executor, type Tx } from '../db/client.js';
@@ -135,38 +135,18 @@ const insertPayment = preparedQuery((db) =>
     .prepare('payments_record'),
 );
 const taskPayer = preparedQuery((db) => db.select({ payer: tasks.payerAddress }).from(tasks).where(eq(tasks.id, p('taskId'))).prepare('payments_task_payer'));
-const bookPayment = preparedQuery((db) =>
-  db
-    .update(payments)
-    .set({
-      status: 'booked',
-      txHash: sql`${p('txHash')}`,
-      settledAt: at('now'),
-      updatedAt: at('now'),
-      leaseOwner: null,
-      leaseExpiresAt: null,
-      taskId: sql`coalesce(${p('taskId')}::text, ${payments.taskId})`,
-    })
-    .where(heldIn('settling'))
-    .returning()
-    .prepare('payments_book'),
-);
-const refundPayment = preparedQuery((db) =>
-  db
-    .update(payments)
-    .set({
-      status: 'refunded',
-      txHash: sql`${p('txHash')}`,
-      settledAt: at('now'),
-      updatedAt: at('now'),
-      failureReason: sql`${p('reason')}`,
-      leaseOwner: null,
-      leaseExpiresAt: null,
-    })
-    .where(heldIn('settling'))
-    .returning()
-    .prepare('payments_refund'),
-);
+/** A settling payment ends (`status`): its settlement's transaction, when, and the request's hold let go; `also` sets what that end adds. */
+const endSettling = (name: string, status: 'booked' | 'refunded', also: Partial<Record<keyof typeof payments.$inferInsert, SQL>>) =>
+  preparedQuery((db) =>
+    db
+      .update(payments)
+      .set({ status, txHash: sql`${p('txHash')}`, settledAt: at('now'), updatedAt: at('now'), leaseOwner: null, leaseExpiresAt: null, ...also })
+      .where(heldIn('settling'))
+      .returning()
+      .prepare(name),
+  );
+const bookPayment = endSettling('payments_book', 'booked', { taskId: sql`coalesce(${p('taskId')}::text, ${payments.taskId})` });
+const refundPayment = endSettling('payments_refund', 'refunded', { failureReason: sql`${p('reason')}` });
 const deferPayment = preparedQuery((db) =>
   db
     .update(payments)
