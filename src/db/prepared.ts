@@ -5,7 +5,6 @@ import type { SQL } from 'drizzle-orm';
 import { NodePgPreparedQuery } from 'drizzle-orm/node-postgres';
 import type { PgDialect, PgPreparedQuery, PgSession, PreparedQueryConfig } from 'drizzle-orm/pg-core';
 import { PglitePreparedQuery } from 'drizzle-orm/pglite';
-import { PGlite } from '@electric-sql/pglite';
 import type { Db, Executor } from './client.js';
 
 /**
@@ -142,7 +141,7 @@ const isPgliteClient = (client: object): client is PgliteClient =>
  * cannot prepare leaves the transaction usable (and runs as text from then on).
  */
 function pgliteNamed(client: PgliteClient, statement: Statement): PgliteClient {
-  const inTransaction = !(client instanceof PGlite);
+  const inTransaction = typeof (client as { transaction?: unknown }).transaction !== 'function'; // PGlite has transaction(); its transactions do not
   const { name, text } = statement;
   let ready: Promise<boolean> | undefined;
   const prepare = async (): Promise<boolean> => {
