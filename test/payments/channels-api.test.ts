@@ -240,6 +240,53 @@ describe('batch-settlement channels on the priced routes', () => {
     expect(stored!.channel!.chargedCumulativeAmount).toBe((3n * PRICE).toString());
   });
 
+  it('a served call whose answer was lost, then an idle refund that drops the channel: the client pays on, no stored channel below what the contract claimed, the books agree', { timeout: 60_000 }, async () => {
+    const payer = await walletWith(3_000_000n);
+    // The stock client over a fetch that loses the answer of one served call (the connection cut
+    // after the service booked it, as a kill would).
+    let loseNext = false;
+    const lossy: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      const paid = new Headers(init?.headers).has('payment-signature') || (input instanceof Request && input.headers.has('payment-signature'));
+      if (!loseNext || !paid || res.status !== 200) return res;
+      loseNext = false;
+      await res.text();
+      throw new TypeError('fetch failed: the connection was reset'); // served and booked, the answer lost
+    };
+    const scheme = new BatchSettlementClientScheme(toClientEvmSigner(payer, chain()));
+    const pay = wrapFetchWithPayment(lossy, new x402Client().register(BASE_NETWORK, scheme));
+    for (let i = 0; i < 2; i++) expect((await pay(`${p.baseUrl}/v1/agents?query=writing`)).status).toBe(200);
+    loseNext = true;
+    await expect(pay(`${p.baseUrl}/v1/agents?query=writing`)).rejects.toThrow(/connection was reset/); // served and booked; the client never learns it
+    expect(loseNext).toBe(false);
+    expect((await channelRows(payer)).filter((r) => r.status === 'booked')).toHaveLength(3);
+    const [first] = await channelRows(payer);
+    const channelId = first!.channelId as `0x${string}`;
+    // The settler claims the three calls, refunds the rest and drops the channel.
+    const refunded = await settler().runOnce({ refundIdleMs: 0 });
+    expect(refunded.refunded).toBeGreaterThanOrEqual(1);
+    expect(await p.app.channels!.contract.channels([channelId])).toEqual([{ balance: 3n * PRICE, totalClaimed: 3n * PRICE }]);
+    expect(await p.app.channels!.storage.get(channelId)).toBeUndefined();
+
+    // The client, two calls into its view of the channel, pays on.
+    const consistent = async () => {
+      const booked = (await channelRows(payer)).filter((r) => r.status === 'booked').reduce((n, r) => n + r.amount, 0n);
+      const stored = await p.app.channels!.storage.get(channelId);
+      const [onChain] = await p.app.channels!.contract.channels([channelId]);
+      if (stored) {
+        expect(BigInt(stored.chargedCumulativeAmount)).toBeGreaterThanOrEqual(onChain!.totalClaimed);
+        expect(BigInt(stored.chargedCumulativeAmount)).toBe(booked);
+      } else expect(onChain!.totalClaimed).toBe(booked);
+    };
+    const next = await pay(`${p.baseUrl}/v1/agents?query=writing`);
+    await consistent();
+    if (next.status !== 200) expect((await pay(`${p.baseUrl}/v1/agents?query=writing`)).status).toBe(200);
+    await consistent();
+    const rows = await channelRows(payer);
+    expect(rows.filter((r) => r.status === 'booked')).toHaveLength(4);
+    await booksBalance();
+  });
+
   it('does not charge a paid call that fails, and the channel takes the next call at once', { timeout: 60_000 }, async () => {
     const payer = await walletWith(1_000_000n);
     const client = channelClient(payer);
